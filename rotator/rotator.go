@@ -1,0 +1,230 @@
+// Package rotator drives the rotation of Affix client secrets through the
+// phases stable → staged → overlap → stable (DESIGN.md §4). Every decision is
+// re-derived from the Vault record on each step and every transition is one
+// check-and-set write, so a process killed at any point, or a second process
+// racing it, resumes the rotation in flight instead of forking it. Time comes
+// from an injected clock, so schedules and grace periods are tested without
+// sleeping.
+package rotator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/robfig/cron/v3"
+	"go.uber.org/zap"
+
+	"github.com/affix-rotator/affix-rotator/affix"
+	"github.com/affix-rotator/affix-rotator/vault"
+)
+
+// Store is what the rotator needs of Vault: versioned reads and
+// check-and-set writes of one record per client.
+type Store interface {
+	Read(ctx context.Context, path string) (vault.Record, int, error)
+	Write(ctx context.Context, path string, r vault.Record, cas int) (int, error)
+}
+
+// Affix is what the rotator needs of the Affix management API.
+type Affix interface {
+	UpdateClient(ctx context.Context, req affix.UpdateRequest) (*affix.UpdateResponse, error)
+}
+
+// Client is one Affix client under rotation.
+type Client struct {
+	Name        string // label in metrics and logs
+	VaultPath   string // KV path of its record, relative to the mount
+	Schedule    cron.Schedule
+	GracePeriod time.Duration
+	Jitter      time.Duration // random delay up to this after each scheduled time
+	MaxAge      time.Duration // rotate at start-up when the last rotation is older (0: never)
+	Bootstrap   bool          // a missing record is a brand-new Affix client: post [new] alone
+	Affix       Affix
+	// Optional fields sent with every update, exactly as configured.
+	AppName      *string
+	RedirectURIs []string
+	WebhookURI   affix.Nullable
+}
+
+// Options configure a Rotator.
+type Options struct {
+	InstanceID    string // lease identity
+	Store         Store
+	Clock         clockwork.Clock // default: the real clock
+	Metrics       *Metrics        // default: none
+	Logger        *zap.Logger     // default: none
+	LeaseDuration time.Duration   // default 5m
+	RetryInitial  time.Duration   // default 1s
+	RetryMax      time.Duration   // default 5m
+	// RequestTimeout bounds one Affix request (default 30s). Before each
+	// request the rotator makes sure its lease outlives it.
+	RequestTimeout time.Duration
+	// GiveUpAfter ends a rotation with ResultFailed when one step has failed
+	// for this long (0: retry for ever, as the daemon does: the record stays
+	// in its phase and the next run resumes it).
+	GiveUpAfter time.Duration
+	// FollowInterval caps how long a process waits on another's lease
+	// before reading the record again (default 30s).
+	FollowInterval time.Duration
+	// Progress, if set, is called on every phase change and, every
+	// ProgressInterval, while waiting (for the -once progress lines).
+	Progress         func(Progress)
+	ProgressInterval time.Duration
+	// Limiter bounds how many rotations do I/O at once (nil: no bound).
+	// Waiting (grace, backoff, leases) does not hold a slot.
+	Limiter chan struct{}
+	// Rand seeds jitter (nil: random), for reproducible simulations.
+	Rand *mrand.Rand
+}
+
+// Progress describes where a rotation stands.
+type Progress struct {
+	Client     string
+	Phase      vault.Phase
+	RotationID string
+	GraceUntil time.Time
+	Now        time.Time
+	Waiting    string // why the rotation is idle, if it is
+}
+
+// Rotator runs rotations. It is safe for concurrent use by one goroutine per client.
+type Rotator struct {
+	opt    Options
+	clock  clockwork.Clock
+	log    *zap.Logger
+	status *statusBoard
+}
+
+// New returns a Rotator with defaults filled in.
+func New(opt Options) *Rotator {
+	if opt.Clock == nil {
+		opt.Clock = clockwork.NewRealClock()
+	}
+	if opt.Logger == nil {
+		opt.Logger = zap.NewNop()
+	}
+	if opt.LeaseDuration <= 0 {
+		opt.LeaseDuration = 5 * time.Minute
+	}
+	if opt.RetryInitial <= 0 {
+		opt.RetryInitial = time.Second
+	}
+	if opt.RetryMax < opt.RetryInitial {
+		opt.RetryMax = max(5*time.Minute, opt.RetryInitial)
+	}
+	if opt.RequestTimeout <= 0 {
+		opt.RequestTimeout = 30 * time.Second
+	}
+	if opt.FollowInterval <= 0 {
+		opt.FollowInterval = 30 * time.Second
+	}
+	if opt.Rand == nil {
+		opt.Rand = mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))
+	}
+	return &Rotator{opt: opt, clock: opt.Clock, log: opt.Logger, status: newStatusBoard()}
+}
+
+// Trigger says why Rotate was called, which decides whether a stable client
+// starts a new rotation. A client that is not stable is always resumed.
+type Trigger struct {
+	Reason string    // ReasonSchedule, ReasonOnce, ReasonStartup
+	Time   time.Time // when it fired
+	MaxAge time.Duration
+}
+
+// Trigger reasons.
+const (
+	// ReasonSchedule: the cron schedule fired at Time. A rotation completed
+	// at or after Time (by a replica, say) satisfies it.
+	ReasonSchedule = "schedule"
+	// ReasonOnce: a human asked for a rotation at Time (-once); same rule.
+	ReasonOnce = "once"
+	// ReasonStartup: the daemon started; rotate only if the last rotation
+	// is older than MaxAge (or unknown), else just resume what is in flight.
+	ReasonStartup = "startup"
+)
+
+func (t Trigger) wantsNew(rec vault.Record, now time.Time) bool {
+	switch t.Reason {
+	case ReasonStartup:
+		return t.MaxAge > 0 && (rec.RotatedAt.IsZero() || now.Sub(rec.RotatedAt) > t.MaxAge)
+	default:
+		return rec.RotatedAt.Before(t.Time)
+	}
+}
+
+// Outcome is how a call to Rotate ended.
+type Outcome struct {
+	Result     string // ResultSuccess, ResultAborted, ResultFailed, or "" (nothing to do)
+	RotationID string
+	// ByOther: the rotation that satisfied the trigger was completed by
+	// another process (a replica, the daemon during -once).
+	ByOther bool
+}
+
+// ErrAborted wraps the reason a rotation was aborted (Affix definitely
+// rejected the new secret; the old one stays current).
+var ErrAborted = errors.New("rotation aborted")
+
+func newRotationID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// sleep waits d on the injected clock, emitting progress every
+// ProgressInterval; it returns ctx's error if ctx ends first.
+func (r *Rotator) sleep(ctx context.Context, d time.Duration, p *Progress) error {
+	for d > 0 {
+		step := d
+		if r.opt.Progress != nil && r.opt.ProgressInterval > 0 && step > r.opt.ProgressInterval {
+			step = r.opt.ProgressInterval
+		}
+		t := r.clock.NewTimer(step)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.Chan():
+		}
+		d -= step
+		if d > 0 && p != nil && r.opt.Progress != nil {
+			q := *p
+			q.Now = r.clock.Now()
+			r.opt.Progress(q)
+		}
+	}
+	return ctx.Err()
+}
+
+func (r *Rotator) progress(c *Client, rec vault.Record, waiting string) {
+	if r.opt.Progress == nil {
+		return
+	}
+	r.opt.Progress(Progress{Client: c.Name, Phase: rec.Phase, RotationID: rec.RotationID, GraceUntil: rec.GraceUntil, Now: r.clock.Now(), Waiting: waiting})
+}
+
+func (r *Rotator) acquire(ctx context.Context) (release func(), err error) {
+	if r.opt.Limiter == nil {
+		return func() {}, nil
+	}
+	select {
+	case r.opt.Limiter <- struct{}{}:
+		return func() { <-r.opt.Limiter }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// fields returns the log fields every rotation line carries.
+func fields(c *Client, rec vault.Record) []zap.Field {
+	return []zap.Field{zap.String("client", c.Name), zap.String("rotation_id", rec.RotationID), zap.String("phase", string(rec.Phase))}
+}
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

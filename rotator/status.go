@@ -1,0 +1,109 @@
+package rotator
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/affix-rotator/affix-rotator/vault"
+)
+
+// ClientStatus is one client's entry in /status. It never holds a secret.
+type ClientStatus struct {
+	Client       string     `json:"client"`
+	Phase        string     `json:"phase,omitempty"`
+	RotationID   string     `json:"rotation_id,omitempty"`
+	GraceUntil   *time.Time `json:"grace_until,omitempty"`
+	RotatedAt    *time.Time `json:"rotated_at,omitempty"`
+	NextRun      *time.Time `json:"next_run,omitempty"`
+	LeaseOwner   string     `json:"lease_owner,omitempty"`
+	LeaseUntil   *time.Time `json:"lease_until,omitempty"`
+	Waiting      string     `json:"waiting,omitempty"`
+	LastResult   string     `json:"last_result,omitempty"`
+	LastResultAt *time.Time `json:"last_result_at,omitempty"`
+	LastError    string     `json:"last_error,omitempty"`
+	LastErrorAt  *time.Time `json:"last_error_at,omitempty"`
+}
+
+type statusBoard struct {
+	mu sync.Mutex
+	m  map[string]*ClientStatus
+}
+
+func newStatusBoard() *statusBoard { return &statusBoard{m: map[string]*ClientStatus{}} }
+
+func (b *statusBoard) get(name string) *ClientStatus {
+	s, ok := b.m[name]
+	if !ok {
+		s = &ClientStatus{Client: name}
+		b.m[name] = s
+	}
+	return s
+}
+
+func tp(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+func (b *statusBoard) record(name string, rec vault.Record) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.get(name)
+	s.Phase, s.RotationID, s.LeaseOwner = string(rec.Phase), rec.RotationID, rec.LeaseOwner
+	s.GraceUntil, s.RotatedAt, s.LeaseUntil = tp(rec.GraceUntil), tp(rec.RotatedAt), tp(rec.LeaseUntil)
+	s.Waiting = ""
+	if rec.LastError != "" {
+		s.LastError = rec.LastError
+	}
+}
+
+func (b *statusBoard) waiting(name, why string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.get(name).Waiting = why
+}
+
+func (b *statusBoard) attemptFailed(name string, err error, now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.get(name)
+	s.LastError, s.LastErrorAt = err.Error(), tp(now)
+}
+
+func (b *statusBoard) result(name, result string, err error, now time.Time) {
+	if result == "" && err == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.get(name)
+	s.Waiting = ""
+	if result != "" {
+		s.LastResult, s.LastResultAt = result, tp(now)
+	}
+	if err != nil {
+		s.LastError, s.LastErrorAt = err.Error(), tp(now)
+	}
+}
+
+func (b *statusBoard) nextRun(name string, t time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.get(name).NextRun = tp(t)
+}
+
+// Status returns a snapshot of every client's status, sorted by name.
+func (r *Rotator) Status() []ClientStatus {
+	r.status.mu.Lock()
+	defer r.status.mu.Unlock()
+	out := make([]ClientStatus, 0, len(r.status.m))
+	for _, s := range r.status.m {
+		out = append(out, *s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Client < out[j].Client })
+	return out
+}

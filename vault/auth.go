@@ -1,0 +1,189 @@
+package vault
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+	"github.com/hashicorp/vault/api/auth/approle"
+	"github.com/hashicorp/vault/api/auth/kubernetes"
+	"go.uber.org/zap"
+
+	"github.com/affix-rotator/affix-rotator/internal/backoff"
+	"github.com/affix-rotator/affix-rotator/internal/secret"
+)
+
+// Auth says how the store authenticates: a static token, or a login method
+// (AppRole, Kubernetes) whose token is renewed and, when it can be renewed
+// no more, replaced by logging in again.
+type Auth struct {
+	Method string         // "token", "approle" or "kubernetes" (for logs and errors)
+	Token  secret.Value   // method token
+	Login  api.AuthMethod // approle and kubernetes
+}
+
+// TokenAuth authenticates with a token obtained elsewhere (env var, file,
+// Vault Agent sink). A renewable token is renewed.
+func TokenAuth(token secret.Value) Auth { return Auth{Method: "token", Token: token} }
+
+// AppRoleAuth logs in at auth/<mount> with a role id and a secret id read
+// from a file or an environment variable at each login.
+func AppRoleAuth(mount, roleID, secretIDFile, secretIDEnv string) (Auth, error) {
+	sid := &approle.SecretID{FromFile: secretIDFile, FromEnv: secretIDEnv}
+	a, err := approle.NewAppRoleAuth(roleID, sid, approle.WithMountPath(mount))
+	if err != nil {
+		return Auth{}, fmt.Errorf("vault: approle auth: %w", err)
+	}
+	return Auth{Method: "approle", Login: a}, nil
+}
+
+// KubernetesAuth logs in at auth/<mount> as role with the pod's service
+// account token, re-read from tokenFile at each login (it is rotated).
+func KubernetesAuth(mount, role, tokenFile string) (Auth, error) {
+	a, err := kubernetes.NewKubernetesAuth(role, kubernetes.WithMountPath(mount), kubernetes.WithServiceAccountTokenPath(tokenFile))
+	if err != nil {
+		return Auth{}, fmt.Errorf("vault: kubernetes auth: %w", err)
+	}
+	return Auth{Method: "kubernetes", Login: a}, nil
+}
+
+// authenticator owns the client's token: the first login, renewal through
+// api.LifetimeWatcher, and a fresh login when renewal ends or Vault denies.
+type authenticator struct {
+	client *api.Client
+	auth   Auth
+	log    *zap.Logger
+	obs    Observer
+	kickCh chan struct{}
+}
+
+func (a *authenticator) kick() {
+	select {
+	case a.kickCh <- struct{}{}:
+	default:
+	}
+}
+
+// login authenticates once and returns the secret to watch (nil when the
+// token cannot be renewed).
+func (a *authenticator) login(ctx context.Context) (*api.Secret, error) {
+	start := time.Now()
+	sec, err := a.doLogin(ctx)
+	if a.obs != nil {
+		result, up := "ok", true
+		if err != nil {
+			result, up = "error", false
+		}
+		a.obs.VaultRequest("login", result, time.Since(start), up)
+	}
+	return sec, err
+}
+
+func (a *authenticator) doLogin(ctx context.Context) (*api.Secret, error) {
+	if a.auth.Login == nil {
+		a.client.SetToken(a.auth.Token.Reveal())
+		self, err := a.client.Auth().Token().LookupSelfWithContext(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("vault: check token (auth method token): %w", err)
+		}
+		if renewable, _ := self.TokenIsRenewable(); !renewable {
+			return nil, nil
+		}
+		sec, err := a.client.Auth().Token().RenewSelfWithContext(ctx, 0)
+		if err != nil {
+			return nil, fmt.Errorf("vault: renew token: %w", err)
+		}
+		return sec, nil
+	}
+	a.client.ClearToken()
+	sec, err := a.client.Auth().Login(ctx, a.auth.Login)
+	if err != nil {
+		return nil, fmt.Errorf("vault: login (auth method %s): %w", a.auth.Method, err)
+	}
+	if sec == nil || sec.Auth == nil {
+		return nil, fmt.Errorf("vault: login (auth method %s): no auth info in the response", a.auth.Method)
+	}
+	return sec, nil
+}
+
+// run keeps the token alive until ctx ends: it renews sec with a
+// LifetimeWatcher and logs in again (with capped backoff) when renewal stops,
+// when the token reaches its max TTL, or when Vault denies a request.
+func (a *authenticator) run(ctx context.Context, sec *api.Secret) {
+	for {
+		a.watch(ctx, sec)
+		if ctx.Err() != nil {
+			return
+		}
+		sec = a.relogin(ctx)
+	}
+}
+
+// watch returns when the token needs replacing or ctx ends.
+func (a *authenticator) watch(ctx context.Context, sec *api.Secret) {
+	if sec == nil || sec.Auth == nil || !sec.Auth.Renewable {
+		// Nothing to renew: a static token (re-checked when Vault denies a
+		// request) or a login token that lives until its TTL.
+		var expiry <-chan time.Time
+		if sec != nil && sec.Auth != nil && sec.Auth.LeaseDuration > 0 {
+			t := time.NewTimer(time.Duration(sec.Auth.LeaseDuration) * time.Second * 9 / 10)
+			defer t.Stop()
+			expiry = t.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-a.kickCh:
+		case <-expiry:
+		}
+		return
+	}
+	w, err := a.client.NewLifetimeWatcher(&api.LifetimeWatcherInput{Secret: sec})
+	if err != nil {
+		a.log.Warn("vault: cannot watch the token; logging in again", zap.Error(err))
+		return
+	}
+	go w.Start()
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case err := <-w.DoneCh():
+			if err != nil {
+				a.log.Warn("vault: token renewal stopped; logging in again", zap.Error(err))
+			} else {
+				a.log.Info("vault: token reached its max TTL; logging in again")
+			}
+			return
+		case <-w.RenewCh():
+			if a.obs != nil {
+				a.obs.VaultRequest("renew", "ok", 0, true)
+			}
+			a.log.Debug("vault: token renewed")
+		case <-a.kickCh:
+			return
+		}
+	}
+}
+
+// relogin logs in until it succeeds or ctx ends.
+func (a *authenticator) relogin(ctx context.Context) *api.Secret {
+	b := backoff.New(time.Second, time.Minute, nil)
+	for {
+		sec, err := a.login(ctx)
+		if err == nil {
+			a.log.Info("vault: authenticated", zap.String("auth_method", a.auth.Method))
+			return sec
+		}
+		d := b.Next()
+		a.log.Warn("vault: authentication failed; retrying", zap.String("auth_method", a.auth.Method), zap.Error(err), zap.Duration("retry_in", d))
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,160 @@
+// Package vault keeps each Affix client's record in HashiCorp Vault's KV v2
+// engine: the consumers' current client_secret and the rotator's state,
+// read with its version and written only with check-and-set, so that every
+// transition of a rotation is one atomic write. It also logs in (token,
+// AppRole, Kubernetes) and keeps the token renewed with the library's
+// LifetimeWatcher.
+package vault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// Sentinel errors; test with errors.Is.
+var (
+	// ErrNotFound: no record at the path (or its latest version is deleted).
+	ErrNotFound = errors.New("record not found")
+	// ErrConflict: a check-and-set write lost against another writer.
+	ErrConflict = errors.New("check-and-set conflict: the record changed since it was read")
+	// ErrUnavailable: Vault could not be reached, is sealed, in standby
+	// without forwarding, or failed with a server error. Retry later.
+	ErrUnavailable = errors.New("vault unavailable")
+	// ErrDenied: Vault refused the token (expired, revoked, or missing policy).
+	ErrDenied = errors.New("permission denied")
+)
+
+// Observer receives one call per request to Vault (for metrics).
+type Observer interface {
+	VaultRequest(op, result string, d time.Duration, up bool)
+}
+
+// Store reads and writes records under one KV v2 mount.
+type Store struct {
+	client *api.Client
+	kv     *api.KVv2
+	mount  string
+	obs    Observer
+	auth   *authenticator
+}
+
+// Read returns the record at path and its version. A missing record gives
+// (zero, version, ErrNotFound) where version is the deleted latest version
+// to check-and-set against, or 0 when the path never held a secret.
+func (s *Store) Read(ctx context.Context, path string) (Record, int, error) {
+	start := time.Now()
+	kvs, err := s.kv.Get(ctx, path)
+	if err != nil {
+		if errors.Is(err, api.ErrSecretNotFound) {
+			s.observe("read", "not_found", start, true)
+			return Record{}, 0, s.notFound(path)
+		}
+		err = s.classify("read", path, err, start)
+		return Record{}, 0, err
+	}
+	version := 0
+	if kvs.VersionMetadata != nil {
+		version = kvs.VersionMetadata.Version
+	}
+	if kvs.Data == nil {
+		s.observe("read", "not_found", start, true)
+		return Record{}, version, s.notFound(path)
+	}
+	s.observe("read", "ok", start, true)
+	rec, err := Decode(kvs.Data)
+	if err != nil {
+		var me *MalformedError
+		if errors.As(err, &me) {
+			me.Path = s.mount + "/" + path
+			return Record{}, version, me
+		}
+		return Record{}, version, err
+	}
+	return rec, version, nil
+}
+
+// Write stores r at path if the record's current version is still cas (0:
+// only if no live version exists) and returns the new version. A lost race
+// is ErrConflict: re-read and decide again, never overwrite.
+func (s *Store) Write(ctx context.Context, path string, r Record, cas int) (int, error) {
+	start := time.Now()
+	kvs, err := s.kv.Put(ctx, path, r.Encode(), api.WithCheckAndSet(cas))
+	if err != nil {
+		return 0, s.classify("write", path, err, start)
+	}
+	s.observe("write", "ok", start, true)
+	if kvs == nil || kvs.VersionMetadata == nil {
+		return 0, fmt.Errorf("vault: write %s/%s (cas %d): no version in the response", s.mount, path, cas)
+	}
+	return kvs.VersionMetadata.Version, nil
+}
+
+// Ready checks that Vault is reachable, unsealed and accepts the token.
+func (s *Store) Ready(ctx context.Context) error {
+	start := time.Now()
+	if _, err := s.client.Auth().Token().LookupSelfWithContext(ctx); err != nil {
+		return s.classify("health", "auth/token/lookup-self", err, start)
+	}
+	s.observe("health", "ok", start, true)
+	return nil
+}
+
+// Path renders a record's full location for messages, e.g. "secret/affix/prod".
+func (s *Store) Path(path string) string { return s.mount + "/" + path }
+
+func (s *Store) notFound(path string) error {
+	return fmt.Errorf("vault: %w at %s/%s: seed it with `vault kv put %s/%s client_secret=<the secret Affix accepts now>`, or set bootstrap: true for a brand-new Affix client",
+		ErrNotFound, s.mount, path, s.mount, path)
+}
+
+func (s *Store) observe(op, result string, start time.Time, up bool) {
+	if s.obs != nil {
+		s.obs.VaultRequest(op, result, time.Since(start), up)
+	}
+}
+
+// classify maps a Vault API error to the sentinels, records it, and wraps it
+// with the operation and path. Vault's error texts never contain the data
+// written, so wrapping them leaks nothing.
+func (s *Store) classify(op, path string, err error, start time.Time) error {
+	full := s.mount + "/" + path
+	var re *api.ResponseError
+	switch {
+	case errors.As(err, &re) && re.StatusCode == http.StatusBadRequest && containsAny(re.Errors, "check-and-set"):
+		s.observe(op, "cas_conflict", start, true)
+		return fmt.Errorf("vault: %s %s: %w", op, full, ErrConflict)
+	case errors.As(err, &re) && (re.StatusCode == http.StatusForbidden || re.StatusCode == http.StatusUnauthorized):
+		s.observe(op, "denied", start, true)
+		if s.auth != nil {
+			s.auth.kick() // the token may have expired: log in again in the background
+		}
+		return fmt.Errorf("vault: %s %s: %w (%s)", op, full, ErrDenied, strings.Join(re.Errors, "; "))
+	case errors.As(err, &re) && re.StatusCode >= 500, errors.As(err, &re) && re.StatusCode == http.StatusTooManyRequests:
+		s.observe(op, "error", start, false)
+		return fmt.Errorf("vault: %s %s: %w: %d %s", op, full, ErrUnavailable, re.StatusCode, strings.Join(re.Errors, "; "))
+	case errors.As(err, &re):
+		s.observe(op, "error", start, true)
+		return fmt.Errorf("vault: %s %s: %d %s", op, full, re.StatusCode, strings.Join(re.Errors, "; "))
+	case errors.Is(err, context.Canceled):
+		s.observe(op, "error", start, true)
+		return fmt.Errorf("vault: %s %s: %w", op, full, err)
+	default: // transport: refused, reset, timeout, DNS
+		s.observe(op, "error", start, false)
+		return fmt.Errorf("vault: %s %s: %w: %v", op, full, ErrUnavailable, err)
+	}
+}
+
+func containsAny(list []string, sub string) bool {
+	for _, s := range list {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}
