@@ -1,0 +1,87 @@
+package vault_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/affix-rotator/affix-rotator/internal/secret"
+	"github.com/affix-rotator/affix-rotator/internal/vaulttest"
+	"github.com/affix-rotator/affix-rotator/vault"
+)
+
+// TestAppRoleLoginAndRelogin logs in with AppRole on a real Vault whose
+// tokens live 2s at most, and keeps working well past that: the
+// LifetimeWatcher renews and, at max TTL, the store logs in again.
+func TestAppRoleLoginAndRelogin(t *testing.T) {
+	srv, err := vaulttest.Start("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	root := srv.Client()
+	if err := root.Sys().EnableAuthWithOptionsWithContext(ctx, "approle", &api.EnableAuthOptions{Type: "approle"}); err != nil {
+		t.Fatal(err)
+	}
+	policy := `path "secret/data/affix/*" { capabilities = ["create","read","update"] }`
+	if err := root.Sys().PutPolicyWithContext(ctx, "rotator", policy); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.Logical().WriteWithContext(ctx, "auth/approle/role/rotator", map[string]any{
+		"token_policies": "rotator", "token_ttl": "1s", "token_max_ttl": "2s",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rid, err := root.Logical().ReadWithContext(ctx, "auth/approle/role/rotator/role-id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid, err := root.Logical().WriteWithContext(ctx, "auth/approle/role/rotator/secret-id", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "secret-id")
+	if err := os.WriteFile(file, []byte(sid.Data["secret_id"].(string)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	auth, err := vault.AppRoleAuth("approle", rid.Data["role_id"].(string), file, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &obs{}
+	s, err := vault.New(ctx, vault.Config{Address: srv.Addr, KVMount: "secret", Auth: auth, Observer: o})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := "affix/approle"
+	if _, err := s.Write(ctx, path, vault.Record{Phase: vault.PhaseStable, ClientSecret: secret.New("a")}, 0); err != nil {
+		t.Fatal(err)
+	}
+	// Outlive two max TTLs; every read must succeed (a denied read also
+	// triggers a re-login, so allow one retry).
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, _, err := s.Read(ctx, path); err != nil {
+			time.Sleep(200 * time.Millisecond)
+			if _, _, err := s.Read(ctx, path); err != nil {
+				t.Fatalf("read after token expiry: %v", err)
+			}
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	logins := strings.Count(o.String(), "login:ok")
+	if logins < 2 {
+		t.Fatalf("expected re-logins after max TTL, saw %d logins (%v)", logins, o)
+	}
+	// The policy holds: a path outside it is denied, not "unavailable".
+	if _, _, err := s.Read(ctx, "other/x"); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("read outside policy: %v", err)
+	}
+}
