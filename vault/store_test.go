@@ -12,6 +12,7 @@ import (
 	"github.com/affix-rotator/affix-rotator/internal/secret"
 	"github.com/affix-rotator/affix-rotator/internal/vaulttest"
 	"github.com/affix-rotator/affix-rotator/vault"
+	"github.com/affix-rotator/affix-rotator/vault/storetest"
 )
 
 func TestMain(m *testing.M) { os.Exit(vaulttest.Main(m)) }
@@ -226,4 +227,25 @@ func TestBadTokenFailsClearly(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "permission denied") || strings.Contains(err.Error(), "not-a-token-SECRET") {
 		t.Fatalf("got %v", err)
 	}
+}
+
+// TestContract runs the store contract against a real Vault server; the
+// in-memory store of the simulation runs the same one.
+func TestContract(t *testing.T) {
+	s, srv, _ := newStore(t)
+	kv := srv.Client().KVv2("secret")
+	storetest.Run(t, storetest.Backend{
+		Store: s,
+		Put: func(t *testing.T, path string, data map[string]any) {
+			if _, err := kv.Put(context.Background(), path, data); err != nil {
+				t.Fatal(err)
+			}
+		},
+		Delete: func(t *testing.T, path string) {
+			if err := kv.Delete(context.Background(), path); err != nil {
+				t.Fatal(err)
+			}
+		},
+		Path: func(t *testing.T) string { return vaulttest.Path(t) },
+	})
 }

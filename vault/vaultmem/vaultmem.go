@@ -1,0 +1,130 @@
+// Package vaultmem is an in-memory store with the semantics of Vault's KV v2
+// engine as the rotator uses it — versions, check-and-set (cas=0 creates
+// only), soft-deleted latest versions, records encoded to and decoded from
+// KV data — for deterministic simulations that run thousands of schedules.
+// It passes the same contract tests (vault/storetest) as the real store
+// against a real Vault server, so it cannot drift from Vault's behaviour.
+package vaultmem
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+
+	"github.com/affix-rotator/affix-rotator/vault"
+)
+
+type entry struct {
+	versions []map[string]any // index v-1; nil data = deleted
+}
+
+// Store is a concurrency-safe in-memory KV v2 mount.
+type Store struct {
+	mu    sync.Mutex
+	mount string
+	data  map[string]*entry
+	// Fail, if set, is consulted before every operation ("read" or
+	// "write"); a non-nil error is returned instead (wrapped as Vault's
+	// unavailability), for fault injection.
+	Fail func(op, path string) error
+}
+
+// New returns an empty store for mount (e.g. "secret").
+func New(mount string) *Store { return &Store{mount: mount, data: map[string]*entry{}} }
+
+// Read returns the record and its version, like vault.Store.Read.
+func (s *Store) Read(ctx context.Context, path string) (vault.Record, int, error) {
+	if err := s.fail(ctx, "read", path); err != nil {
+		return vault.Record{}, 0, err
+	}
+	s.mu.Lock()
+	e, ok := s.data[path]
+	var data map[string]any
+	v := 0
+	if ok {
+		v = len(e.versions)
+		data = maps.Clone(e.versions[v-1])
+	}
+	s.mu.Unlock()
+	if data == nil {
+		return vault.Record{}, v, fmt.Errorf("vault: %w at %s/%s: seed it with `vault kv put %s/%s client_secret=<the secret Affix accepts now>`, or set bootstrap: true for a brand-new Affix client",
+			vault.ErrNotFound, s.mount, path, s.mount, path)
+	}
+	rec, err := vault.Decode(data)
+	if err != nil {
+		var me *vault.MalformedError
+		if errors.As(err, &me) {
+			me.Path = s.mount + "/" + path
+		}
+		return vault.Record{}, v, err
+	}
+	return rec, v, nil
+}
+
+// Write stores r if the current version is cas, like vault.Store.Write.
+func (s *Store) Write(ctx context.Context, path string, r vault.Record, cas int) (int, error) {
+	if err := s.fail(ctx, "write", path); err != nil {
+		return 0, err
+	}
+	return s.Put(path, r.Encode(), cas)
+}
+
+// Put writes raw KV data with check-and-set (cas < 0: no check), as an
+// operator or a test would with the Vault CLI.
+func (s *Store) Put(path string, data map[string]any, cas int) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.data[path]
+	cur := 0
+	if ok {
+		cur = len(e.versions)
+	}
+	if cas >= 0 && cas != cur {
+		return 0, fmt.Errorf("vault: write %s/%s: %w", s.mount, path, vault.ErrConflict)
+	}
+	if !ok {
+		e = &entry{}
+		s.data[path] = e
+	}
+	e.versions = append(e.versions, maps.Clone(data))
+	return len(e.versions), nil
+}
+
+// Delete soft-deletes the latest version, like `vault kv delete`.
+func (s *Store) Delete(path string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.data[path]; ok {
+		e.versions[len(e.versions)-1] = nil
+	}
+}
+
+// History returns every version's data of path, oldest first (nil for a
+// deleted version), for invariant checks.
+func (s *Store) History(path string) []map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.data[path]
+	if !ok {
+		return nil
+	}
+	out := make([]map[string]any, len(e.versions))
+	for i, v := range e.versions {
+		out[i] = maps.Clone(v)
+	}
+	return out
+}
+
+func (s *Store) fail(ctx context.Context, op, path string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("vault: %s %s/%s: %w", op, s.mount, path, err)
+	}
+	if s.Fail != nil {
+		if err := s.Fail(op, path); err != nil {
+			return fmt.Errorf("vault: %s %s/%s: %w: %v", op, s.mount, path, vault.ErrUnavailable, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,23 @@
+package vaultmem_test
+
+import (
+	"testing"
+
+	"github.com/affix-rotator/affix-rotator/vault/storetest"
+	"github.com/affix-rotator/affix-rotator/vault/vaultmem"
+)
+
+func TestContract(t *testing.T) {
+	s := vaultmem.New("secret")
+	n := 0
+	storetest.Run(t, storetest.Backend{
+		Store: s,
+		Put: func(t *testing.T, path string, data map[string]any) {
+			if _, err := s.Put(path, data, -1); err != nil {
+				t.Fatal(err)
+			}
+		},
+		Delete: func(_ *testing.T, path string) { s.Delete(path) },
+		Path:   func(*testing.T) string { n++; return "p" + string(rune('a'+n%26)) + string(rune('a'+n/26)) },
+	})
+}
