@@ -228,3 +228,9 @@ func fields(c *Client, rec vault.Record) []zap.Field {
 }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// SetProgress installs a progress callback (see Options.Progress). Call it
+// before the first Rotate.
+func (r *Rotator) SetProgress(fn func(Progress), interval time.Duration) {
+	r.opt.Progress, r.opt.ProgressInterval = fn, interval
+}

@@ -38,6 +38,9 @@ type Server struct {
 	dir  string
 	out  *syncBuffer
 	done chan struct{}
+
+	clientOnce sync.Once
+	client     *api.Client
 }
 
 // Binary returns the path of a Vault server binary, building it if needed.
@@ -158,17 +161,21 @@ func (s *Server) Stop() {
 // Output returns what the server printed.
 func (s *Server) Output() string { return s.out.String() }
 
-// Client returns an API client authenticated with the root token.
+// Client returns an API client authenticated with the root token (one per
+// server, so that connections are reused).
 func (s *Server) Client() *api.Client {
-	cfg := api.DefaultConfig()
-	cfg.Address = s.Addr
-	cfg.MaxRetries = 0
-	c, err := api.NewClient(cfg)
-	if err != nil {
-		panic(err)
-	}
-	c.SetToken(s.Token)
-	return c
+	s.clientOnce.Do(func() {
+		cfg := api.DefaultConfig()
+		cfg.Address = s.Addr
+		cfg.MaxRetries = 0
+		c, err := api.NewClient(cfg)
+		if err != nil {
+			panic(err)
+		}
+		c.SetToken(s.Token)
+		s.client = c
+	})
+	return s.client
 }
 
 // Seal seals the server: every request then fails with 503 until Unseal.

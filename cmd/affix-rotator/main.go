@@ -1,0 +1,23 @@
+// Command affix-rotator keeps the OAuth client_secret of Affix API clients
+// rotated, with the secrets in HashiCorp Vault. See README.md.
+//
+//	affix-rotator -config config.yaml                      # daemon
+//	affix-rotator -config config.yaml -once [-client prod] # rotate now, wait the grace, drop, exit
+//	affix-rotator -config config.yaml -validate            # check config, exit
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/affix-rotator/affix-rotator/internal/cli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := cli.Main(ctx, os.Args[1:], cli.Env{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv})
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,106 @@
+// Package cli is the affix-rotator command: it parses flags, loads the
+// checked config, wires Vault, Affix, the rotator, metrics and the HTTP
+// listener together, and maps the outcome to an exit code (0 success,
+// 1 rotation failed, 2 bad flags or config).
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/affix-rotator/affix-rotator/internal/config"
+	"github.com/affix-rotator/affix-rotator/internal/version"
+)
+
+// Exit codes (DESIGN.md §5).
+const (
+	ExitOK     = 0
+	ExitFailed = 1
+	ExitUsage  = 2
+)
+
+// Env is the process environment the command runs in.
+type Env struct {
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+}
+
+type flags struct {
+	config       string
+	once         bool
+	client       string
+	validate     bool
+	version      bool
+	retryTimeout time.Duration
+}
+
+// Main runs the command with args (without the program name) and returns
+// the exit code. ctx ends on SIGINT/SIGTERM.
+func Main(ctx context.Context, args []string, env Env) int {
+	if env.Getenv == nil {
+		env.Getenv = os.Getenv
+	}
+	var f flags
+	fs := flag.NewFlagSet("affix-rotator", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	fs.StringVar(&f.config, "config", "", "path of the YAML config (required)")
+	fs.BoolVar(&f.once, "once", false, "rotate now, wait the grace period, drop the old secret, and exit (resumes a rotation in flight)")
+	fs.StringVar(&f.client, "client", "", "with -once: rotate only this client (default: all)")
+	fs.BoolVar(&f.validate, "validate", false, "check the config and exit")
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	fs.DurationVar(&f.retryTimeout, "retry-timeout", 15*time.Minute, "with -once: give up when one step has failed for this long (the rotation stays resumable); 0 retries for ever")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitOK
+		}
+		return ExitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(env.Stderr, "affix-rotator: unexpected argument %q\n", fs.Arg(0))
+		return ExitUsage
+	}
+	if f.version {
+		fmt.Fprintf(env.Stdout, "affix-rotator %s (%s)\n", version.Version, version.GoVersion())
+		return ExitOK
+	}
+	if f.config == "" {
+		fmt.Fprintln(env.Stderr, "affix-rotator: -config is required")
+		return ExitUsage
+	}
+	if f.client != "" && !f.once {
+		fmt.Fprintln(env.Stderr, "affix-rotator: -client is only meaningful with -once")
+		return ExitUsage
+	}
+	if f.validate && f.once {
+		fmt.Fprintln(env.Stderr, "affix-rotator: -validate and -once are exclusive")
+		return ExitUsage
+	}
+	cfg, err := config.Load(f.config)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "affix-rotator: invalid config %s:\n%v\n", f.config, err)
+		return ExitUsage
+	}
+	if f.client != "" && !hasClient(cfg, f.client) {
+		fmt.Fprintf(env.Stderr, "affix-rotator: -client: no client named %q in %s\n", f.client, f.config)
+		return ExitUsage
+	}
+	if f.validate {
+		fmt.Fprintf(env.Stdout, "%s: OK (%d clients)\n", f.config, len(cfg.Clients))
+		return ExitOK
+	}
+	return run(ctx, cfg, f, env)
+}
+
+func hasClient(cfg *config.Config, name string) bool {
+	for _, c := range cfg.Clients {
+		if c.Name == name {
+			return true
+		}
+	}
+	return false
+}

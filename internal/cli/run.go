@@ -1,0 +1,236 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+
+	"github.com/affix-rotator/affix-rotator/internal/backoff"
+	"github.com/affix-rotator/affix-rotator/internal/config"
+	"github.com/affix-rotator/affix-rotator/internal/httpapi"
+	"github.com/affix-rotator/affix-rotator/rotator"
+	"github.com/affix-rotator/affix-rotator/vault"
+)
+
+func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
+	log, err := newLogger(cfg.Log, env.Stderr)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "affix-rotator: log: %v\n", err)
+		return ExitUsage
+	}
+	defer func() { _ = log.Sync() }()
+
+	auth, err := vaultAuth(cfg.Vault.Auth, env.Getenv)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "affix-rotator: invalid config %s:\n%v\n", f.config, err)
+		return ExitUsage
+	}
+	selected := cfg.Clients
+	if f.client != "" {
+		selected = nil
+		for _, c := range cfg.Clients {
+			if c.Name == f.client {
+				selected = append(selected, c)
+			}
+		}
+	}
+	clients, err := buildClients(cfg, selected, env.Getenv)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "affix-rotator: invalid config %s:\n%v\n", f.config, err)
+		return ExitUsage
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := rotator.NewMetrics(reg)
+
+	instanceID := cfg.InstanceID
+	if f.once {
+		instanceID = fmt.Sprintf("%s/once-%s", cfg.InstanceID, randomHex(4))
+	}
+	log = log.With(zap.String("instance_id", instanceID))
+
+	// The daemon serves /healthz and /metrics while it waits for Vault.
+	var store atomic.Pointer[vault.Store]
+	var srv *http.Server
+	if !f.once {
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			log.Error("cannot listen", zap.String("listen", cfg.Listen), zap.Error(err))
+			return ExitFailed
+		}
+		var rot atomic.Pointer[rotator.Rotator]
+		srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: httpapi.Handler(httpapi.Options{
+			Gatherer: reg,
+			Ready: func(ctx context.Context) error {
+				s := store.Load()
+				if s == nil {
+					return errors.New("vault: not connected yet")
+				}
+				return s.Ready(ctx)
+			},
+			Status: func() any {
+				if r := rot.Load(); r != nil {
+					return r.Status()
+				}
+				return []rotator.ClientStatus{}
+			},
+		})}
+		go func() { _ = srv.Serve(ln) }()
+		defer shutdown(srv)
+		log.Info("listening", zap.String("addr", ln.Addr().String()))
+		r, code := connectAndBuild(ctx, cfg, f, log, auth, metrics, instanceID, &store)
+		if r == nil {
+			return code
+		}
+		rot.Store(r)
+		log.Info("daemon started", zap.Int("clients", len(clients)))
+		r.Run(ctx, clients)
+		log.Info("shutting down: every rotation in flight is recorded in Vault and resumes on restart")
+		return ExitOK
+	}
+	r, code := connectAndBuild(ctx, cfg, f, log, auth, metrics, instanceID, &store)
+	if r == nil {
+		return code
+	}
+	return runOnce(ctx, r, clients, env)
+}
+
+// connectAndBuild connects to Vault, retrying while Vault is unreachable
+// (for ever in the daemon, for -retry-timeout with -once), and builds the
+// rotator.
+func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, log *zap.Logger, auth vault.Auth, metrics *rotator.Metrics, instanceID string, store *atomic.Pointer[vault.Store]) (*rotator.Rotator, int) {
+	vc := vault.Config{
+		Address: cfg.Vault.Address, Namespace: cfg.Vault.Namespace, KVMount: cfg.Vault.KVMount,
+		Timeout: cfg.Vault.Timeout.D(), CACert: cfg.Vault.TLS.CACert, InsecureSkipVerify: cfg.Vault.TLS.InsecureSkipVerify,
+		Auth: auth, Observer: metrics, Logger: log,
+	}
+	bo := backoff.New(time.Second, 30*time.Second, nil)
+	start := time.Now()
+	for {
+		s, err := vault.New(ctx, vc)
+		if err == nil {
+			store.Store(s)
+			break
+		}
+		if ctx.Err() != nil {
+			return nil, ExitFailed
+		}
+		if f.once && f.retryTimeout > 0 && time.Since(start) > f.retryTimeout {
+			log.Error("cannot connect to vault; giving up", zap.Error(err))
+			return nil, ExitFailed
+		}
+		d := bo.Next()
+		log.Warn("cannot connect to vault; retrying", zap.Error(err), zap.Duration("retry_in", d))
+		select {
+		case <-ctx.Done():
+			return nil, ExitFailed
+		case <-time.After(d):
+		}
+	}
+	opt := rotator.Options{
+		InstanceID:     instanceID,
+		Store:          store.Load(),
+		Metrics:        metrics,
+		Logger:         log,
+		LeaseDuration:  cfg.Rotation.LeaseDuration.D(),
+		RetryInitial:   cfg.Rotation.RetryInitial.D(),
+		RetryMax:       cfg.Rotation.RetryMax.D(),
+		RequestTimeout: maxAffixTimeout(cfg),
+		Limiter:        make(chan struct{}, max(1, cfg.Rotation.MaxConcurrent)),
+	}
+	if f.once {
+		opt.GiveUpAfter = f.retryTimeout
+	}
+	return rotator.New(opt), ExitOK
+}
+
+func maxAffixTimeout(cfg *config.Config) time.Duration {
+	d := cfg.Affix.Timeout.D()
+	for _, c := range cfg.Clients {
+		d = max(d, cfg.AffixFor(c).Timeout.D())
+	}
+	return d
+}
+
+// runOnce rotates the selected clients now, concurrently, printing progress
+// lines, and exits 0 only if every one of them ended stable with a rotation
+// completed after the run started.
+func runOnce(ctx context.Context, rot *rotator.Rotator, clients []*rotator.Client, env Env) int {
+	var mu sync.Mutex
+	printf := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(env.Stdout, format, args...)
+	}
+	now := time.Now()
+	interval := time.Minute
+	for _, c := range clients {
+		interval = min(interval, max(time.Second, c.GracePeriod/10))
+	}
+	rot.SetProgress(func(p rotator.Progress) { printf("%s\n", formatProgress(p)) }, interval)
+	var wg sync.WaitGroup
+	failed := atomic.Bool{}
+	for _, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, err := rot.Rotate(ctx, c, rotator.Trigger{Reason: rotator.ReasonOnce, Time: now})
+			switch {
+			case err != nil:
+				failed.Store(true)
+				printf("%s: FAILED: %v\n", c.Name, err)
+			case out.Result == rotator.ResultSuccess && out.ByOther:
+				printf("%s: done: rotation %s was completed by another process\n", c.Name, out.RotationID)
+			case out.Result == rotator.ResultSuccess:
+				printf("%s: done: rotation %s complete, the old secret is no longer accepted\n", c.Name, out.RotationID)
+			default:
+				failed.Store(true)
+				printf("%s: FAILED: ended with result %q\n", c.Name, out.Result)
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() {
+		return ExitFailed
+	}
+	return ExitOK
+}
+
+func formatProgress(p rotator.Progress) string {
+	s := fmt.Sprintf("%s: phase=%s", p.Client, p.Phase)
+	if p.RotationID != "" {
+		s += " rotation=" + p.RotationID
+	}
+	if !p.GraceUntil.IsZero() && p.Now.Before(p.GraceUntil) {
+		s += fmt.Sprintf(" grace_left=%s (until %s)", p.GraceUntil.Sub(p.Now).Round(time.Second), p.GraceUntil.UTC().Format(time.RFC3339))
+	}
+	if p.Waiting != "" {
+		s += " waiting: " + p.Waiting
+	}
+	return s
+}
+
+func shutdown(srv *http.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+

@@ -1,0 +1,57 @@
+// Package httpapi serves the daemon's one HTTP listener: /metrics for
+// Prometheus, /healthz (the process is alive), /readyz (Vault is reachable
+// and accepts our token) and /status (JSON per client, never a secret).
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Options are the sources behind the endpoints.
+type Options struct {
+	Gatherer prometheus.Gatherer
+	// Ready reports whether the daemon can do its work (Vault reachable and
+	// authenticated).
+	Ready func(ctx context.Context) error
+	// Status returns the JSON-serialisable status of every client.
+	Status func() any
+	// ReadyTimeout bounds one readiness check (default 5s).
+	ReadyTimeout time.Duration
+}
+
+// Handler returns the mux for the listener.
+func Handler(o Options) http.Handler {
+	if o.ReadyTimeout <= 0 {
+		o.ReadyTimeout = 5 * time.Second
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), o.ReadyTimeout)
+		defer cancel()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := o.Ready(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready: " + err.Error() + "\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(map[string]any{"clients": o.Status()})
+	})
+	return mux
+}
