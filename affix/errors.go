@@ -49,7 +49,9 @@ func (e *APIError) Error() string {
 // request may or may not have been applied.
 type TransportError struct{ Err error }
 
-func (e *TransportError) Error() string { return "affix: POST " + Path + ": no response: " + e.Err.Error() }
+func (e *TransportError) Error() string {
+	return "affix: POST " + Path + ": no response: " + e.Err.Error()
+}
 
 // Unwrap returns the cause.
 func (e *TransportError) Unwrap() error { return e.Err }

@@ -46,7 +46,7 @@ type harness struct {
 	staged map[string]bool // distinct pending secrets ever written to Vault
 	// running counts rotators inside Rotate, for drive.
 	running atomic.Int32
-	calls  int             // I/O calls so far (for crash injection)
+	calls   int // I/O calls so far (for crash injection)
 }
 
 func newHarness(t *testing.T) *harness {

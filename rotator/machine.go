@@ -35,7 +35,8 @@ type run struct {
 	// rejected is the record version whose staging Affix definitely rejected.
 	rejected    int
 	rejectedErr error
-	sawOther    bool // another process drove part of the rotation
+	sawOther    bool   // another process drove part of the rotation
+	followed    string // the rotation id last seen driven by another process
 }
 
 type decision struct {
@@ -99,8 +100,17 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 	r.observe(c, rec)
 
 	if rec.Phase != vault.PhaseStable && rec.LeaseOwner != "" && rec.LeaseOwner != r.opt.InstanceID && now.Before(rec.LeaseUntil) {
-		st.sawOther = true
-		wait := min(rec.LeaseUntil.Sub(now), r.opt.FollowInterval)
+		if !st.sawOther || st.followed != rec.RotationID {
+			r.log.Info("another process is driving this rotation; waiting for it", append(fields(c, rec), zap.String("lease_owner", rec.LeaseOwner), zap.Time("lease_until", rec.LeaseUntil))...)
+		}
+		st.sawOther, st.followed = true, rec.RotationID
+		// Nothing changes in overlap before grace_until: look again just
+		// after it; otherwise every FollowInterval; never past the lease.
+		next := r.opt.FollowInterval
+		if rec.Phase == vault.PhaseOverlap && rec.GraceUntil.After(now) {
+			next = rec.GraceUntil.Sub(now) + time.Second
+		}
+		wait := min(rec.LeaseUntil.Sub(now), next)
 		why := fmt.Sprintf("rotation driven by %s (lease until %s)", rec.LeaseOwner, rec.LeaseUntil.UTC().Format(time.RFC3339))
 		r.status.waiting(c.Name, why)
 		return decision{wait: wait, progress: &Progress{Client: c.Name, Phase: rec.Phase, RotationID: rec.RotationID, GraceUntil: rec.GraceUntil, Now: now, Waiting: why}}

@@ -182,4 +182,3 @@ func unixOrZero(t time.Time) float64 {
 	}
 	return float64(t.UnixNano()) / 1e9
 }
-

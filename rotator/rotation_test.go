@@ -218,7 +218,6 @@ func TestDefiniteRejectionAborts(t *testing.T) {
 	}
 }
 
-
 // TestRejectionAfterUnknownOutcomeKeepsStaged: a request that was applied
 // but whose answer was lost, followed by a definite rejection, must not
 // abort: Affix may accept the new secret, so Vault keeps it (I2).

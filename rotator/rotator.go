@@ -70,7 +70,8 @@ type Options struct {
 	// in its phase and the next run resumes it).
 	GiveUpAfter time.Duration
 	// FollowInterval caps how long a process waits on another's lease
-	// before reading the record again (default 30s).
+	// before reading the record again (default 5s; in overlap it waits
+	// until grace_until instead).
 	FollowInterval time.Duration
 	// Progress, if set, is called on every phase change and, every
 	// ProgressInterval, while waiting (for the -once progress lines).
@@ -122,7 +123,7 @@ func New(opt Options) *Rotator {
 		opt.RequestTimeout = 30 * time.Second
 	}
 	if opt.FollowInterval <= 0 {
-		opt.FollowInterval = 30 * time.Second
+		opt.FollowInterval = 5 * time.Second
 	}
 	if opt.Rand == nil {
 		opt.Rand = mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))

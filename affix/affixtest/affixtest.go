@@ -168,6 +168,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20+1))
 	s.mu.Lock()
 	req := Request{Time: s.now(), Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body}
+	if u, _ := parseUpdate(body); u != nil {
+		req.ClientSecret = u.secrets // recorded even if the request is then dropped
+	}
 	var f *Fault
 	if r.URL.Path == Path && len(s.faults) > 0 {
 		f = &s.faults[0]
@@ -415,4 +418,3 @@ func Fingerprint(secret string) string {
 	h := sha256.Sum256([]byte(secret))
 	return hex.EncodeToString(h[:])[:12]
 }
-

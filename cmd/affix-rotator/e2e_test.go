@@ -83,7 +83,7 @@ func TestSIGKILLInStaged(t *testing.T) {
 		t.Fatal("I6 violated: the restarted daemon finished with another secret")
 	}
 	for _, r := range s.fake.Requests() {
-		if r.ClientSecret[0] != pending {
+		if len(r.ClientSecret) == 0 || r.ClientSecret[0] != pending {
 			t.Fatalf("a request carried a secret other than the staged one: %v", s.requests())
 		}
 	}

@@ -108,9 +108,9 @@ clients:
 }
 
 type proc struct {
-	cmd *exec.Cmd
-	out *syncBuf
-	err error
+	cmd  *exec.Cmd
+	out  *syncBuf
+	err  error
 	done chan struct{}
 }
 
