@@ -143,7 +143,7 @@ func (c *Client) UpdateClient(ctx context.Context, req UpdateRequest) (*UpdateRe
 	}
 	if c.limiter != nil {
 		if err := c.limiter.Wait(ctx); err != nil {
-			return nil, &TransportError{Err: fmt.Errorf("waiting for the rate limiter: %w", err)}
+			return nil, &TransportError{msg: "waiting for the rate limiter: " + err.Error(), cause: err}
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
@@ -158,7 +158,7 @@ func (c *Client) UpdateClient(ctx context.Context, req UpdateRequest) (*UpdateRe
 	hr.Header.Set("User-Agent", c.ua)
 	resp, err := c.http.Do(hr)
 	if err != nil {
-		return nil, &TransportError{Err: errors.New(red(transportText(err)))}
+		return nil, &TransportError{msg: red(transportText(err)), cause: err}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -167,7 +167,7 @@ func (c *Client) UpdateClient(ctx context.Context, req UpdateRequest) (*UpdateRe
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
 	if err != nil {
-		return nil, &TransportError{Err: errors.New(red("reading the response: " + err.Error()))}
+		return nil, &TransportError{msg: red("reading the response: " + err.Error()), cause: err}
 	}
 	if len(b) > maxResponse {
 		return nil, &ResponseError{Problem: fmt.Sprintf("body larger than %d bytes", maxResponse)}

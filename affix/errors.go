@@ -47,14 +47,17 @@ func (e *APIError) Error() string {
 
 // TransportError: no answer (connection refused or dropped, timeout). The
 // request may or may not have been applied.
-type TransportError struct{ Err error }
-
-func (e *TransportError) Error() string {
-	return "affix: POST " + Path + ": no response: " + e.Err.Error()
+type TransportError struct {
+	msg   string // redacted description
+	cause error
 }
 
-// Unwrap returns the cause.
-func (e *TransportError) Unwrap() error { return e.Err }
+func (e *TransportError) Error() string { return "affix: POST " + Path + ": no response: " + e.msg }
+
+// Unwrap returns the cause (for errors.Is(err, context.Canceled) and the
+// like). Its text holds no secret: net/http errors name only the URL, whose
+// credentials New refuses.
+func (e *TransportError) Unwrap() error { return e.cause }
 
 // ResponseError: a 200 whose body is not the documented object. The request
 // was probably applied, but what Affix holds is unknown.

@@ -204,6 +204,7 @@ func Parse(data []byte, source string) (*Config, error) {
 	if err := root.Decode(&c); err != nil {
 		return nil, typeErrors(err)
 	}
+	markNullWebhooks(&root, &c)
 	if err := c.defaults(); err != nil {
 		return nil, err
 	}
@@ -265,4 +266,31 @@ func (a Affix) APIKey(getenv func(string) string) (secret.Value, error) {
 		}
 	}
 	return secret.New(v), nil
+}
+
+// markNullWebhooks records `webhook_uri: null`, which yaml.v3 decodes
+// without calling UnmarshalYAML.
+func markNullWebhooks(root *yaml.Node, c *Config) {
+	clients := child(root.Content[0], "clients")
+	if clients == nil || clients.Kind != yaml.SequenceNode {
+		return
+	}
+	for i, cl := range clients.Content {
+		if w := child(child(cl, "app"), "webhook_uri"); w != nil && w.Kind == yaml.ScalarNode && w.Tag == "!!null" && i < len(c.Clients) {
+			c.Clients[i].App.WebhookURI = OptionalString{Set: true, Null: true}
+		}
+	}
+}
+
+// child returns the value of key in a mapping node, or nil.
+func child(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
 }
