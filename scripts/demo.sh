@@ -74,6 +74,7 @@ clients:
     vault_path: affix/demo
     schedule: "@every 30s"
     grace_period: 10s
+    max_age: 1m        # a freshly seeded record has no rotated_at: the first rotation starts at once
 YAML
 "$work/affix-rotator" -config "$work/config.yaml" -validate
 

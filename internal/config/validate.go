@@ -2,72 +2,97 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
-// Defaults (DESIGN.md §6).
+// Defaults applied by Parse to keys the file leaves out (DESIGN.md §6).
 const (
 	DefaultListen        = ":9464"
+	DefaultLogLevel      = "info"
+	DefaultLogFormat     = "json"
+	DefaultKVMount       = "secret"
+	DefaultVaultTimeout  = 30 * time.Second
+	DefaultAuthMethod    = "token"
+	DefaultTokenEnv      = "VAULT_TOKEN"
+	DefaultAppRoleMount  = "approle"
+	DefaultKubeMount     = "kubernetes"
+	DefaultKubeTokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 	DefaultBaseURL       = "https://api.affixapi.com"
 	DefaultAPIKeyEnv     = "AFFIX_API_KEY"
-	DefaultTokenEnv      = "VAULT_TOKEN"
-	DefaultKubeTokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+	DefaultAffixTimeout  = 30 * time.Second
+	DefaultBurst         = 1
+	DefaultLeaseDuration = 5 * time.Minute
+	DefaultRetryInitial  = time.Second
+	DefaultRetryMax      = 5 * time.Minute
+	DefaultMaxConcurrent = 10
 )
 
-func (c *Config) defaults() error {
-	def := func(s *string, v string) {
+// MinLeaseDuration is the shortest rotation.lease_duration accepted.
+const MinLeaseDuration = 30 * time.Second
+
+const (
+	maxInstanceIDLength = 128
+	maxVaultPathLength  = 512
+	maxURILength        = 2048
+)
+
+// defaults fills what the file leaves out. present holds the key paths the
+// file gives a value: an empty string counts as absent, but an explicit 0
+// for a number or a duration is kept (and then validated as written).
+func (c *Config) defaults(present map[string]bool) {
+	str := func(s *string, v string) {
 		if *s == "" {
 			*s = v
 		}
 	}
-	defD := func(d *Duration, v time.Duration) {
-		if *d == 0 {
+	dur := func(key string, d *Duration, v time.Duration) {
+		if !present[key] {
 			*d = Duration(v)
 		}
 	}
-	def(&c.Listen, DefaultListen)
+	str(&c.Listen, DefaultListen)
 	if c.InstanceID == "" {
-		h, err := os.Hostname()
-		if err != nil || h == "" {
-			return &Error{Key: "instance_id", Problem: "empty, and the hostname is unknown: set it"}
+		if h, err := os.Hostname(); err == nil {
+			c.InstanceID = h
 		}
-		c.InstanceID = h
 	}
-	def(&c.Log.Level, "info")
-	def(&c.Log.Format, "json")
-	def(&c.Vault.KVMount, "secret")
-	defD(&c.Vault.Timeout, 30*time.Second)
-	def(&c.Vault.Auth.Method, "token")
+	str(&c.Log.Level, DefaultLogLevel)
+	str(&c.Log.Format, DefaultLogFormat)
+	str(&c.Vault.KVMount, DefaultKVMount)
+	dur("vault.timeout", &c.Vault.Timeout, DefaultVaultTimeout)
+	str(&c.Vault.Auth.Method, DefaultAuthMethod)
 	if c.Vault.Auth.Method == "token" && c.Vault.Auth.TokenFile == "" {
-		def(&c.Vault.Auth.TokenEnv, DefaultTokenEnv)
+		str(&c.Vault.Auth.TokenEnv, DefaultTokenEnv)
 	}
 	if a := c.Vault.Auth.AppRole; a != nil {
-		def(&a.Mount, "approle")
+		str(&a.Mount, DefaultAppRoleMount)
 	}
 	if k := c.Vault.Auth.Kubernetes; k != nil {
-		def(&k.Mount, "kubernetes")
-		def(&k.TokenFile, DefaultKubeTokenFile)
+		str(&k.Mount, DefaultKubeMount)
+		str(&k.TokenFile, DefaultKubeTokenFile)
 	}
-	def(&c.Affix.BaseURL, DefaultBaseURL)
+	str(&c.Affix.BaseURL, DefaultBaseURL)
 	if c.Affix.APIKeyFile == "" {
-		def(&c.Affix.APIKeyEnv, DefaultAPIKeyEnv)
+		str(&c.Affix.APIKeyEnv, DefaultAPIKeyEnv)
 	}
-	defD(&c.Affix.Timeout, 30*time.Second)
-	if c.Affix.RateLimit > 0 && c.Affix.Burst == 0 {
-		c.Affix.Burst = 1
+	dur("affix.timeout", &c.Affix.Timeout, DefaultAffixTimeout)
+	if c.Affix.RateLimit > 0 && !present["affix.burst"] {
+		c.Affix.Burst = DefaultBurst
 	}
-	defD(&c.Rotation.LeaseDuration, 5*time.Minute)
-	defD(&c.Rotation.RetryInitial, time.Second)
-	defD(&c.Rotation.RetryMax, 5*time.Minute)
-	if c.Rotation.MaxConcurrent == 0 {
-		c.Rotation.MaxConcurrent = 10
+	dur("rotation.lease_duration", &c.Rotation.LeaseDuration, DefaultLeaseDuration)
+	dur("rotation.retry_initial", &c.Rotation.RetryInitial, DefaultRetryInitial)
+	dur("rotation.retry_max", &c.Rotation.RetryMax, DefaultRetryMax)
+	if !present["rotation.max_concurrent"] {
+		c.Rotation.MaxConcurrent = DefaultMaxConcurrent
 	}
-	return nil
 }
 
 var (
@@ -75,191 +100,317 @@ var (
 	envRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
-func (c *Config) validate() []error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, &Error{Key: key, Problem: fmt.Sprintf(format, args...)})
+// problems collects validation errors.
+type problems []error
+
+func (p *problems) add(key, format string, args ...any) {
+	*p = append(*p, &Error{Key: key, Problem: fmt.Sprintf(format, args...)})
+}
+
+// validate returns every problem of the defaulted config.
+func (c *Config) validate(present map[string]bool) []error {
+	var p problems
+	c.validateTop(&p)
+	c.validateVault(&p)
+	validateAffix(&p, "affix", c.Affix.BaseURL, c.Affix.APIKeyEnv, c.Affix.APIKeyFile)
+	if c.Affix.Timeout <= 0 {
+		p.add("affix.timeout", "must be positive, got %s", c.Affix.Timeout)
 	}
-	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
-		bad("listen", "%q is not host:port (e.g. \":9464\")", c.Listen)
+	if r := c.Affix.RateLimit; r < 0 || math.IsNaN(r) || math.IsInf(r, 0) {
+		p.add("affix.rate_limit", "must be a number of requests per second, 0 or more (0: no limit)")
+	}
+	if c.Affix.Burst < 0 {
+		p.add("affix.burst", "must not be negative, got %d", c.Affix.Burst)
+	} else if c.Affix.RateLimit > 0 && c.Affix.Burst < 1 {
+		p.add("affix.burst", "must be at least 1 when rate_limit is set")
+	}
+	c.validateRotation(&p)
+	c.validateClients(&p, present)
+	return p
+}
+
+func (c *Config) validateTop(p *problems) {
+	if host, port, err := net.SplitHostPort(c.Listen); err != nil || hasSpaceOrControl(host) || strings.Contains(host, "/") {
+		p.add("listen", "%q is not host:port (e.g. \":9464\" or \"127.0.0.1:9464\")", c.Listen)
+	} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		p.add("listen", "%q: the port must be a number from 0 to 65535", c.Listen)
+	}
+	switch id := c.InstanceID; {
+	case id == "":
+		p.add("instance_id", "empty, and the hostname is unknown: set it")
+	case len(id) > maxInstanceIDLength:
+		p.add("instance_id", "longer than %d bytes", maxInstanceIDLength)
+	case strings.IndexFunc(id, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+		p.add("instance_id", "%q must not hold spaces or control characters", id)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+		p.add("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
 	}
 	switch c.Log.Format {
 	case "json", "console":
 	default:
-		bad("log.format", "%q is not one of json, console", c.Log.Format)
+		p.add("log.format", "%q is not one of json, console", c.Log.Format)
 	}
-	if c.Vault.Address != "" {
-		checkURL(bad, "vault.address", c.Vault.Address)
+}
+
+func (c *Config) validateVault(p *problems) {
+	v := c.Vault
+	if v.Address != "" {
+		checkURL(p, "vault.address", v.Address, "http", "https", "unix")
 	}
-	if m := c.Vault.KVMount; strings.Trim(m, "/") != m || m == "" {
-		bad("vault.kv_mount", "%q must be a mount name without leading or trailing slashes", m)
+	if m := v.KVMount; m != strings.Trim(m, "/") || hasSpaceOrControl(m) || hasDotSegment(m) || strings.Contains(m, "//") {
+		p.add("vault.kv_mount", "%q must be a mount path such as \"secret\" (no leading or trailing '/', no whitespace, no '.' or '..')", m)
 	}
-	if c.Vault.Timeout <= 0 {
-		bad("vault.timeout", "must be positive")
+	if v.Timeout <= 0 {
+		p.add("vault.timeout", "must be positive, got %s", v.Timeout)
 	}
-	a := c.Vault.Auth
+	a := v.Auth
 	switch a.Method {
 	case "token":
 		if a.TokenEnv != "" && a.TokenFile != "" {
-			bad("vault.auth.token_file", "give token_env or token_file, not both")
+			p.add("vault.auth.token_file", "give token_env or token_file, not both")
 		}
-		if a.TokenEnv != "" && !envRE.MatchString(a.TokenEnv) {
-			bad("vault.auth.token_env", "%q is not an environment variable name", a.TokenEnv)
-		}
+		checkEnv(p, "vault.auth.token_env", a.TokenEnv)
+		checkFile(p, "vault.auth.token_file", a.TokenFile)
 	case "approle":
+		ar := a.AppRole
+		if ar == nil {
+			p.add("vault.auth.approle", "required with method approle (role_id or role_id_file, and secret_id_file or secret_id_env)")
+			break
+		}
+		checkMount(p, "vault.auth.approle.mount", ar.Mount)
 		switch {
-		case a.AppRole == nil:
-			bad("vault.auth.approle", "required with method approle")
-		default:
-			if (a.AppRole.RoleID == "") == (a.AppRole.RoleIDFile == "") {
-				bad("vault.auth.approle.role_id", "give exactly one of role_id or role_id_file")
-			}
-			if (a.AppRole.SecretIDFile == "") == (a.AppRole.SecretIDEnv == "") {
-				bad("vault.auth.approle.secret_id_file", "give exactly one of secret_id_file or secret_id_env")
-			}
+		case ar.RoleID == "" && ar.RoleIDFile == "":
+			p.add("vault.auth.approle.role_id", "required: give role_id or role_id_file")
+		case ar.RoleID != "" && ar.RoleIDFile != "":
+			p.add("vault.auth.approle.role_id_file", "give role_id or role_id_file, not both")
 		}
+		if hasSpaceOrControl(ar.RoleID) {
+			p.add("vault.auth.approle.role_id", "must not hold spaces or control characters")
+		}
+		checkFile(p, "vault.auth.approle.role_id_file", ar.RoleIDFile)
+		switch {
+		case ar.SecretIDFile == "" && ar.SecretIDEnv == "":
+			p.add("vault.auth.approle.secret_id_file", "required: give secret_id_file or secret_id_env (the secret id never goes in this file)")
+		case ar.SecretIDFile != "" && ar.SecretIDEnv != "":
+			p.add("vault.auth.approle.secret_id_env", "give secret_id_file or secret_id_env, not both")
+		}
+		checkFile(p, "vault.auth.approle.secret_id_file", ar.SecretIDFile)
+		checkEnv(p, "vault.auth.approle.secret_id_env", ar.SecretIDEnv)
 	case "kubernetes":
-		if a.Kubernetes == nil || a.Kubernetes.Role == "" {
-			bad("vault.auth.kubernetes.role", "required with method kubernetes")
+		k := a.Kubernetes
+		if k == nil {
+			p.add("vault.auth.kubernetes", "required with method kubernetes (at least role)")
+			break
 		}
+		checkMount(p, "vault.auth.kubernetes.mount", k.Mount)
+		if k.Role == "" {
+			p.add("vault.auth.kubernetes.role", "required with method kubernetes")
+		} else if hasSpaceOrControl(k.Role) {
+			p.add("vault.auth.kubernetes.role", "%q must not hold spaces or control characters", k.Role)
+		}
+		checkFile(p, "vault.auth.kubernetes.token_file", k.TokenFile)
 	default:
-		bad("vault.auth.method", "%q is not one of token, approle, kubernetes", a.Method)
+		p.add("vault.auth.method", "%q is not one of token, approle, kubernetes", a.Method)
 	}
 	if a.Method != "approle" && a.AppRole != nil {
-		bad("vault.auth.approle", "given, but method is %s", a.Method)
+		p.add("vault.auth.approle", "given, but method is %q: set method: approle or remove the block", a.Method)
 	}
 	if a.Method != "kubernetes" && a.Kubernetes != nil {
-		bad("vault.auth.kubernetes", "given, but method is %s", a.Method)
+		p.add("vault.auth.kubernetes", "given, but method is %q: set method: kubernetes or remove the block", a.Method)
 	}
-	if a.Method != "token" && (a.TokenEnv != "" || a.TokenFile != "") {
-		bad("vault.auth.token_env", "given, but method is %s", a.Method)
+	if a.Method != "token" {
+		if a.TokenEnv != "" {
+			p.add("vault.auth.token_env", "only for method token, but method is %q: remove it", a.Method)
+		}
+		if a.TokenFile != "" {
+			p.add("vault.auth.token_file", "only for method token, but method is %q: remove it", a.Method)
+		}
 	}
-	checkAffix(bad, "affix", c.Affix.BaseURL, c.Affix.APIKeyEnv, c.Affix.APIKeyFile, c.Affix.Timeout, true)
-	if c.Affix.RateLimit < 0 {
-		bad("affix.rate_limit", "must not be negative")
-	}
-	if c.Affix.Burst < 0 {
-		bad("affix.burst", "must not be negative")
-	}
+	checkFile(p, "vault.tls.ca_cert", v.TLS.CACert)
+}
+
+func (c *Config) validateRotation(p *problems) {
 	r := c.Rotation
-	if r.LeaseDuration < Duration(30*time.Second) {
-		bad("rotation.lease_duration", "must be at least 30s")
+	if r.LeaseDuration < Duration(MinLeaseDuration) {
+		p.add("rotation.lease_duration", "must be at least %s, got %s", MinLeaseDuration, r.LeaseDuration)
 	}
 	if r.RetryInitial <= 0 {
-		bad("rotation.retry_initial", "must be positive")
+		p.add("rotation.retry_initial", "must be positive, got %s", r.RetryInitial)
 	}
 	if r.RetryMax < r.RetryInitial {
-		bad("rotation.retry_max", "must be at least retry_initial")
+		p.add("rotation.retry_max", "must be at least retry_initial (%s), got %s", r.RetryInitial, r.RetryMax)
 	}
 	if r.MaxConcurrent < 1 {
-		bad("rotation.max_concurrent", "must be at least 1")
+		p.add("rotation.max_concurrent", "must be at least 1, got %d", r.MaxConcurrent)
 	}
+}
+
+func (c *Config) validateClients(p *problems, present map[string]bool) {
 	if len(c.Clients) == 0 {
-		bad("clients", "at least one client is required")
+		p.add("clients", "at least one client is required")
 	}
 	names, paths := map[string]int{}, map[string]int{}
 	for i, cl := range c.Clients {
 		k := func(f string) string { return fmt.Sprintf("clients[%d].%s", i, f) }
 		switch {
 		case cl.Name == "":
-			bad(k("name"), "required")
+			p.add(k("name"), "required")
 		case !nameRE.MatchString(cl.Name):
-			bad(k("name"), "%q must be 1-64 letters, digits, '_', '.' or '-'", cl.Name)
+			p.add(k("name"), "%q must be 1 to 64 letters, digits, '_', '.' or '-'", cl.Name)
 		default:
 			if j, dup := names[cl.Name]; dup {
-				bad(k("name"), "duplicate %q (also clients[%d])", cl.Name, j)
+				p.add(k("name"), "duplicate %q (also clients[%d])", cl.Name, j)
 			} else {
 				names[cl.Name] = i
 			}
 		}
-		p := cl.VaultPath
-		switch {
-		case p == "":
-			bad(k("vault_path"), "required (the KV path of the client's record, e.g. affix/prod)")
-		case strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") || strings.Contains(p, "//") || strings.ContainsAny(p, " \t\r\n") ||
-			strings.HasPrefix(p, "data/") || strings.HasPrefix(p, "metadata/") || containsDotDot(p):
-			bad(k("vault_path"), "%q must be a relative KV path such as affix/prod (no leading or trailing '/', no '..', no whitespace, not under data/ or metadata/)", p)
+		switch vp := cl.VaultPath; {
+		case vp == "":
+			p.add(k("vault_path"), "required: the KV path of the client's record, relative to kv_mount (e.g. affix/prod)")
+		case strings.HasPrefix(vp, "/"), strings.HasSuffix(vp, "/"), strings.Contains(vp, "//"):
+			p.add(k("vault_path"), "%q must be relative to kv_mount, without leading, trailing or double '/' (e.g. affix/prod)", vp)
+		case hasDotSegment(vp):
+			p.add(k("vault_path"), "%q must not hold '.' or '..' segments", vp)
+		case hasSpaceOrControl(vp):
+			p.add(k("vault_path"), "%q must not hold whitespace or control characters", vp)
+		case strings.HasPrefix(vp, "data/"), strings.HasPrefix(vp, "metadata/"):
+			p.add(k("vault_path"), "%q must be the logical KV path (affix/prod), not the API path: drop the %s prefix", vp, vp[:strings.Index(vp, "/")+1])
+		case len(vp) > maxVaultPathLength:
+			p.add(k("vault_path"), "longer than %d bytes", maxVaultPathLength)
 		default:
-			if j, dup := paths[p]; dup {
-				bad(k("vault_path"), "duplicate %q (also clients[%d]): two clients cannot share one record", p, j)
+			if j, dup := paths[vp]; dup {
+				p.add(k("vault_path"), "duplicate %q (also clients[%d]): two clients cannot share one record", vp, j)
 			} else {
-				paths[p] = i
+				paths[vp] = i
 			}
 		}
 		if cl.Schedule == "" {
-			bad(k("schedule"), "required (a robfig/cron/v3 spec such as \"@every 720h\")")
+			p.add(k("schedule"), "required: a robfig/cron/v3 spec such as \"@every 720h\" or \"0 3 1 * *\"")
 		} else if _, err := ParseSchedule(cl.Schedule); err != nil {
-			bad(k("schedule"), "invalid cron spec %q: %v", cl.Schedule, err)
+			p.add(k("schedule"), "invalid cron spec %q: %v", cl.Schedule, err)
 		}
-		if cl.GracePeriod <= 0 {
-			bad(k("grace_period"), "must be positive (it must exceed every consumer's refresh interval)")
+		switch {
+		case !present[k("grace_period")]:
+			p.add(k("grace_period"), "required: how long both secrets stay valid (e.g. 24h); it must exceed every consumer's refresh interval")
+		case cl.GracePeriod <= 0:
+			p.add(k("grace_period"), "must be positive, got %s", cl.GracePeriod)
 		}
 		if cl.Jitter < 0 {
-			bad(k("jitter"), "must not be negative")
+			p.add(k("jitter"), "must not be negative, got %s", cl.Jitter)
 		}
 		if cl.MaxAge < 0 {
-			bad(k("max_age"), "must not be negative")
-		} else if cl.MaxAge > 0 && cl.MaxAge <= cl.GracePeriod {
-			bad(k("max_age"), "must be longer than grace_period")
+			p.add(k("max_age"), "must not be negative, got %s (0 disables it)", cl.MaxAge)
+		} else if cl.MaxAge > 0 && cl.GracePeriod > 0 && cl.MaxAge <= cl.GracePeriod {
+			p.add(k("max_age"), "%s must be longer than grace_period (%s), or 0 to disable", cl.MaxAge, cl.GracePeriod)
 		}
 		o := cl.Affix
-		if o.APIKeyEnv != "" && o.APIKeyFile != "" {
-			bad(k("affix.api_key_file"), "give api_key_env or api_key_file, not both")
+		validateAffix(p, k("affix"), o.BaseURL, o.APIKeyEnv, o.APIKeyFile)
+		if o.Timeout < 0 {
+			p.add(k("affix.timeout"), "must be positive, got %s (or leave it out to inherit affix.timeout)", o.Timeout)
 		}
-		checkAffix(bad, k("affix"), o.BaseURL, o.APIKeyEnv, "", o.Timeout, false)
+		if n := cl.App.Name; n != nil && strings.TrimSpace(*n) == "" {
+			p.add(k("app.name"), "must not be empty (leave the key out to not send it)")
+		}
 		for j, u := range cl.App.RedirectURIs {
-			if pu, err := url.Parse(u); err != nil || !pu.IsAbs() || pu.Host == "" {
-				bad(k(fmt.Sprintf("app.redirect_uris[%d]", j)), "%q is not an absolute URL", u)
-			}
+			checkRedirectURI(p, k(fmt.Sprintf("app.redirect_uris[%d]", j)), u)
 		}
 		if w := cl.App.WebhookURI; w.Set && !w.Null {
-			if pu, err := url.Parse(w.Value); err != nil || !pu.IsAbs() || pu.Host == "" {
-				bad(k("app.webhook_uri"), "%q is not an absolute URL (or null)", w.Value)
-			}
+			checkURL(p, k("app.webhook_uri"), w.Value, "http", "https")
 		}
 	}
-	return errs
 }
 
-func checkAffix(bad func(string, string, ...any), prefix, baseURL, keyEnv, keyFile string, timeout Duration, top bool) {
+// validateAffix checks the fields shared by the affix block and its
+// per-client overrides.
+func validateAffix(p *problems, prefix, baseURL, keyEnv, keyFile string) {
 	if baseURL != "" {
-		checkURL(bad, prefix+".base_url", baseURL)
+		checkURL(p, prefix+".base_url", baseURL, "http", "https")
 	}
-	if keyEnv != "" && !envRE.MatchString(keyEnv) {
-		bad(prefix+".api_key_env", "%q is not an environment variable name", keyEnv)
-	}
-	if top && keyEnv != "" && keyFile != "" {
-		bad(prefix+".api_key_file", "give api_key_env or api_key_file, not both")
-	}
-	if timeout < 0 || (top && timeout == 0) {
-		bad(prefix+".timeout", "must be positive")
+	checkEnv(p, prefix+".api_key_env", keyEnv)
+	checkFile(p, prefix+".api_key_file", keyFile)
+	if keyEnv != "" && keyFile != "" {
+		p.add(prefix+".api_key_file", "give api_key_env or api_key_file, not both")
 	}
 }
 
-func checkURL(bad func(string, string, ...any), key, raw string) {
+func checkEnv(p *problems, key, name string) {
+	if name != "" && !envRE.MatchString(name) {
+		// The value is not quoted: a mistake here is often the key itself.
+		p.add(key, "is not an environment variable name (letters, digits and '_'): it names the variable that holds the secret, never the secret itself")
+	}
+}
+
+func checkFile(p *problems, key, path string) {
+	if path != "" && strings.IndexFunc(path, unicode.IsControl) >= 0 {
+		p.add(key, "the file name holds a control character")
+	}
+}
+
+func checkMount(p *problems, key, m string) {
+	if m != strings.Trim(m, "/") || hasSpaceOrControl(m) || hasDotSegment(m) {
+		p.add(key, "%q must be a mount path without leading or trailing '/', whitespace, '.' or '..'", m)
+	}
+}
+
+// checkURL checks an absolute URL with one of schemes and a host (a path
+// for unix), without user info, query or fragment. The URL is quoted in
+// messages only when it cannot hold a credential (no user info, no query).
+func checkURL(p *problems, key, raw string, schemes ...string) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		p.add(key, "not a valid URL")
+		return
+	}
+	if u.User != nil {
+		p.add(key, "must not hold credentials (user:password@)")
+		return
+	}
+	ok := false
+	for _, s := range schemes {
+		ok = ok || u.Scheme == s
+	}
+	switch {
+	case !ok:
+		p.add(key, "%q must be an absolute %s URL", raw, strings.Join(schemes, ":// or ")+"://")
+	case u.Scheme == "unix" && u.Path == "":
+		p.add(key, "%q has no socket path (unix:///path/to/socket)", raw)
+	case u.Scheme != "unix" && u.Host == "":
+		p.add(key, "%q has no host", raw)
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(raw, "#"):
+		// Not quoted: a query may carry a token.
+		p.add(key, "must not have a query or a fragment")
+	}
+}
+
+// checkRedirectURI checks an OAuth redirect URI: absolute, no fragment
+// (RFC 6749 §3.1.2); http(s) URIs need a host, and custom schemes (native
+// apps, RFC 8252) are allowed.
+func checkRedirectURI(p *problems, key, raw string) {
 	u, err := url.Parse(raw)
 	switch {
-	case err != nil:
-		bad(key, "not a URL")
+	case err != nil || !u.IsAbs():
+		p.add(key, "%q is not an absolute URL", raw)
 	case u.User != nil:
-		bad(key, "must not hold credentials (user:password@)")
-	case u.Scheme != "http" && u.Scheme != "https":
-		bad(key, "%q must be an http:// or https:// URL", raw)
-	case u.Host == "":
-		bad(key, "%q has no host", raw)
-	case u.RawQuery != "" || u.Fragment != "":
-		bad(key, "%q must not have a query or fragment", raw)
+		p.add(key, "must not hold credentials (user:password@)")
+	case (u.Scheme == "http" || u.Scheme == "https") && u.Host == "":
+		p.add(key, "%q has no host", raw)
+	case u.Fragment != "" || strings.Contains(raw, "#"):
+		p.add(key, "must not have a fragment")
+	case len(raw) > maxURILength:
+		p.add(key, "longer than %d bytes", maxURILength)
 	}
 }
 
-func containsDotDot(p string) bool {
+func hasSpaceOrControl(s string) bool {
+	return strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0
+}
+
+func hasDotSegment(p string) bool {
 	for _, s := range strings.Split(p, "/") {
-		if s == ".." || s == "." {
+		if s == "." || s == ".." {
 			return true
 		}
 	}
