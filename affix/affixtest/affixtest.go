@@ -16,47 +16,61 @@ import (
 	"mime"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Path is the one endpoint served.
 const Path = "/2023-03-01/management/client"
 
-// Fault is what the next request gets instead of normal handling.
+// Fault is what one request gets instead of normal handling. Faults are
+// queued with Inject and consumed one per request to the API path, in
+// order. The zero Fault means normal handling. The request is validated
+// first (after Delay): an invalid request gets its 400 or 401 whatever the
+// fault says.
 type Fault struct {
-	// Status answers this status with the documented body for it; the
-	// request is not applied.
-	Status int `json:"status,omitempty"`
-	// RetryAfter is the Retry-After header of a 429 (default "1").
-	RetryAfter string `json:"retry_after,omitempty"`
-	// Delay holds the request this long before handling it.
-	Delay time.Duration `json:"-"`
+	// Status answers this status with the spec's documented body for it
+	// (400 {message, validation_error}, 401 {error, message, code}, 409
+	// {code, token, error}, 429 {message} + Retry-After, others {message});
+	// the request is not applied.
+	Status int
+	// RetryAfter is the Retry-After header (default "1" for a 429; sent
+	// with any other Status only when set).
+	RetryAfter string
+	// Delay holds the request this long before handling it (ended early if
+	// the client goes away: then nothing is applied or answered).
+	Delay time.Duration
 	// Drop closes the connection without answering; not applied.
-	Drop bool `json:"drop,omitempty"`
+	Drop bool
 	// ApplyThenDrop applies the update, then closes the connection: the
 	// answer is lost.
-	ApplyThenDrop bool `json:"apply_then_drop,omitempty"`
+	ApplyThenDrop bool
 	// Echo answers 200 with this client_secret instead of the real set. The
-	// update itself is applied, unless ApplyEcho, which makes the echoed set
-	// the accepted one (a truthful but surprising answer).
-	Echo      []string `json:"echo,omitempty"`
-	ApplyEcho bool     `json:"apply_echo,omitempty"`
-	// Body answers 200 with exactly these bytes; the update is applied.
-	Body []byte `json:"body,omitempty"`
+	// update itself is applied (unless Status is set), and the accepted set
+	// is what was sent, unless ApplyEcho, which makes the echoed set the
+	// accepted one (a truthful but surprising answer).
+	Echo      []string
+	ApplyEcho bool
+	// Body answers 200 with exactly these bytes (a hostile or malformed
+	// answer); the update is applied.
+	Body []byte
 }
 
 // Request is one request received.
 type Request struct {
-	Time         time.Time
+	Time         time.Time // when it arrived (SetClock)
 	Method, Path string
 	Header       http.Header
-	Body         []byte
-	ClientSecret []string // as sent, when the body had them
-	Status       int      // answered status; 0 if the connection was dropped
-	Applied      bool     // the accepted set was changed
-	Fault        string   // the fault injected, if any
+	Body         []byte                     // as received (at most 1 MiB + 1 byte)
+	ClientSecret []string                   // as sent, when the body held a valid client_secret
+	Fields       map[string]json.RawMessage // the body's top-level keys, when it was a JSON object
+	Status       int                        // answered status; 0 if the connection was dropped or the client left
+	Applied      bool                       // the update was applied
+	Fault        string                     // the fault injected, if any
 }
 
 type client struct {
@@ -67,21 +81,29 @@ type client struct {
 	webhookURI   *string
 }
 
-// Server is a fake Affix API.
+// Server is a fake Affix API. Its methods are safe for concurrent use.
 type Server struct {
-	// URL is the base URL (http://127.0.0.1:port) while started with NewServer.
+	// URL is the base URL (http://127.0.0.1:port) of a server started with
+	// NewServer; empty for NewHandler.
 	URL string
 
 	srv      *httptest.Server
 	mu       sync.Mutex
 	clients  map[string]*client
-	requests []Request
+	requests []*entry
 	faults   []Fault
 	now      func() time.Time
 	log      func(Request)
 }
 
-// NewServer starts a fake on a loopback port. Close it when done.
+// entry is a request being handled (done once answered or dropped).
+type entry struct {
+	Request
+	done bool
+}
+
+// NewServer starts a fake on a loopback port (127.0.0.1:0, via httptest).
+// Close it when done.
 func NewServer() *Server {
 	s := NewHandler()
 	s.srv = httptest.NewServer(s.Handler())
@@ -89,13 +111,14 @@ func NewServer() *Server {
 	return s
 }
 
-// NewHandler returns a fake that is not listening: serve Handler() (and
-// AdminHandler()) yourself.
+// NewHandler returns a fake that is not listening: serve Handler() (or Mux,
+// which adds the admin endpoints) on a listener of your own.
 func NewHandler() *Server {
 	return &Server{clients: map[string]*client{}, now: time.Now}
 }
 
-// Close stops a server started by NewServer.
+// Close stops a server started by NewServer (dropping connections that are
+// still open); it does nothing for NewHandler.
 func (s *Server) Close() {
 	if s.srv != nil {
 		s.srv.CloseClientConnections()
@@ -110,23 +133,38 @@ func (s *Server) SetClock(now func() time.Time) {
 	s.mu.Unlock()
 }
 
-// OnRequest sets a function called after each request (e.g. a logger).
+// OnRequest sets a function called after each request is handled (e.g. a
+// logger). It runs outside the server's lock.
 func (s *Server) OnRequest(fn func(Request)) {
 	s.mu.Lock()
 	s.log = fn
 	s.mu.Unlock()
 }
 
-// AddClient registers the Affix client that apiKey authenticates, with the
-// secrets it accepts now.
+// AddClient registers the Affix client that apiKey authenticates (the key
+// identifies the account and its client), with the secrets it accepts now.
+// Registering a key again replaces its client.
 func (s *Server) AddClient(apiKey, clientID string, secrets ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.clients[apiKey] = &client{id: clientID, secrets: append([]string(nil), secrets...)}
 }
 
+// ClientID returns the client_id of apiKey's client ("" if none).
+func (s *Server) ClientID(apiKey string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.clients[apiKey]; ok {
+		return c.id
+	}
+	return ""
+}
+
 // Accepts reports whether secret is accepted for apiKey's client now.
 func (s *Server) Accepts(apiKey, secret string) bool {
+	if secret == "" {
+		return false
+	}
 	for _, x := range s.Secrets(apiKey) {
 		if x == secret {
 			return true
@@ -135,7 +173,8 @@ func (s *Server) Accepts(apiKey, secret string) bool {
 	return false
 }
 
-// Secrets returns the accepted set of apiKey's client.
+// Secrets returns a copy of the accepted set of apiKey's client, in the
+// order last sent (nil if no such client).
 func (s *Server) Secrets(apiKey string) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -145,52 +184,73 @@ func (s *Server) Secrets(apiKey string) []string {
 	return nil
 }
 
-// Requests returns every request received so far, in order.
+// Requests returns a copy of every request handled so far, in the order
+// they arrived. A request still being handled (e.g. delayed) is not listed
+// until it is answered or dropped.
 func (s *Server) Requests() []Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]Request(nil), s.requests...)
+	out := make([]Request, 0, len(s.requests))
+	for _, e := range s.requests {
+		if e.done {
+			out = append(out, e.Request)
+		}
+	}
+	return out
 }
 
-// Inject queues faults; each following request consumes one, in order.
+// Inject queues faults; each following request to the API path consumes
+// one, first in first out.
 func (s *Server) Inject(faults ...Fault) {
 	s.mu.Lock()
 	s.faults = append(s.faults, faults...)
 	s.mu.Unlock()
 }
 
-// Handler serves the API endpoint.
+// Pending returns the number of queued faults not yet consumed.
+func (s *Server) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.faults)
+}
+
+// Handler serves the API endpoint (and answers 404 anywhere else).
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serve) }
 
 type errBody map[string]any
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20+1))
-	s.mu.Lock()
-	req := Request{Time: s.now(), Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body}
+	body, _ := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	e := &entry{Request: Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body}}
 	if u, _ := parseUpdate(body); u != nil {
-		req.ClientSecret = u.secrets // recorded even if the request is then dropped
+		e.ClientSecret, e.Fields = u.secrets, u.fields // recorded even if the request is then refused
 	}
 	var f *Fault
+	s.mu.Lock()
+	e.Time = s.now()
+	s.requests = append(s.requests, e)
 	if r.URL.Path == Path && len(s.faults) > 0 {
 		f = &s.faults[0]
 		s.faults = s.faults[1:]
 	}
 	s.mu.Unlock()
 
-	status := s.handle(w, r, &req, f)
-	req.Status = status
+	resp := s.handle(r, &e.Request, f)
+	// Record before answering: a client that has its answer (or has seen
+	// the connection drop) finds the request in Requests.
 	s.mu.Lock()
-	s.requests = append(s.requests, req)
-	logf := s.log
+	e.Status = resp.status
+	e.done = true
+	req, logf := e.Request, s.log
 	s.mu.Unlock()
 	if logf != nil {
 		logf(req)
 	}
+	resp.write(w)
 }
 
-// handle answers one request and returns the status sent (0: dropped).
-func (s *Server) handle(w http.ResponseWriter, r *http.Request, req *Request, f *Fault) int {
+// handle decides the answer to one request, applying it if valid.
+func (s *Server) handle(r *http.Request, req *Request, f *Fault) *response {
 	if f != nil {
 		req.Fault = f.describe()
 		if f.Delay > 0 {
@@ -199,39 +259,41 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, req *Request, f 
 			case <-t.C:
 			case <-r.Context().Done():
 				t.Stop()
-				return 0
+				return &response{drop: true} // the client left: nothing to answer
 			}
 		}
 	}
 	if r.URL.Path != Path {
-		return reply(w, 404, errBody{"message": "Not Found"})
+		return jsonResponse(http.StatusNotFound, errBody{"message": "Not Found"})
 	}
 	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		return reply(w, 405, errBody{"message": "Method Not Allowed"})
+		resp := jsonResponse(http.StatusMethodNotAllowed, errBody{"message": "Method Not Allowed"})
+		resp.header.Set("Allow", http.MethodPost)
+		return resp
 	}
+	auth := r.Header.Values("Authorization")
 	s.mu.Lock()
-	c, ok := s.clients[r.Header.Get("Authorization")]
-	s.mu.Unlock()
-	if !ok {
-		return reply(w, 401, errBody{"error": "authentication_error", "message": "Your password is incorrect", "code": "incorrect_username_or_password"})
+	var c *client
+	if len(auth) == 1 {
+		c = s.clients[auth[0]]
 	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		return reply(w, 400, errBody{"message": "Bad Request", "validation_error": "Content-Type must be application/json"})
+	s.mu.Unlock()
+	if c == nil {
+		return jsonResponse(http.StatusUnauthorized, unauthorized)
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" || len(r.Header.Values("Content-Type")) != 1 {
+		return jsonResponse(http.StatusBadRequest, errBody{"message": "Bad Request", "validation_error": "Content-Type must be application/json"})
 	}
 	upd, verr := parseUpdate(req.Body)
-	if upd != nil {
-		req.ClientSecret = upd.secrets
-	}
 	if verr != "" {
-		return reply(w, 400, errBody{"message": "Bad Request", "validation_error": verr})
+		return jsonResponse(http.StatusBadRequest, errBody{"message": "Bad Request", "validation_error": verr})
 	}
 	if f != nil {
 		switch {
 		case f.Status != 0:
-			return replyStatus(w, f)
+			return statusResponse(f)
 		case f.Drop:
-			return drop(w)
+			return &response{drop: true}
 		}
 	}
 	s.mu.Lock()
@@ -249,32 +311,35 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, req *Request, f 
 	if f != nil && f.ApplyEcho {
 		c.secrets = append([]string(nil), f.Echo...)
 	}
-	answer := map[string]any{"client_id": c.id, "client_secret": c.secrets, "redirect_uris": orEmpty(c.redirectURIs), "name": c.name, "webhook_uri": c.webhookURI}
+	answer := map[string]any{
+		"client_id":     c.id,
+		"client_secret": append([]string{}, c.secrets...),
+		"redirect_uris": append([]string{}, c.redirectURIs...),
+		"name":          c.name,
+		"webhook_uri":   c.webhookURI,
+	}
 	s.mu.Unlock()
 	if f != nil {
 		switch {
 		case f.ApplyThenDrop:
-			return drop(w)
+			return &response{drop: true}
 		case f.Body != nil:
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(200)
-			_, _ = w.Write(f.Body)
-			return 200
+			return &response{status: http.StatusOK, header: http.Header{"Content-Type": {"application/json"}}, body: f.Body}
 		case f.Echo != nil:
 			answer["client_secret"] = f.Echo
 		}
 	}
-	return reply(w, 200, answer)
+	return jsonResponse(http.StatusOK, answer)
 }
 
-func orEmpty(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
-}
+// The documented 401 body.
+var unauthorized = errBody{"error": "authentication_error", "message": "Your password is incorrect", "code": "incorrect_username_or_password"}
+
+// maxBody is the largest request body accepted.
+const maxBody = 1 << 20
 
 type update struct {
+	fields       map[string]json.RawMessage
 	secrets      []string
 	name         *string
 	redirectURIs []string
@@ -282,48 +347,67 @@ type update struct {
 	webhookURI   *string
 }
 
-// parseUpdate validates the body like the real API: a JSON object with only
-// the documented keys and types. Messages never echo values.
+// parseUpdate validates the body like the real API: one JSON object of at
+// most 1 MiB, each key once, only the documented keys with their documented
+// types, client_secret 1 to 10 distinct non-empty strings. It returns what
+// it could parse (nil if the body is not a JSON object) and the validation
+// error ("" if valid). Messages never echo values.
 func parseUpdate(b []byte) (*update, string) {
-	if len(b) > 1<<20 {
-		return nil, "body too large"
+	if len(b) > maxBody {
+		return nil, "request body larger than 1 MiB"
+	}
+	if !utf8.Valid(b) {
+		return nil, "request body is not valid UTF-8"
 	}
 	var raw map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&raw); err != nil || raw == nil {
-		return nil, "body must be a JSON object"
+		return nil, "request body must be a JSON object"
 	}
-	if dec.More() {
-		return nil, "body must be a single JSON object"
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, "request body must be a single JSON object"
 	}
-	u := &update{}
-	for k, v := range raw {
+	u := &update{fields: raw}
+	if k, dup := duplicateKey(b); dup {
+		return u, "duplicate field " + strconv.Quote(truncate(k, 40))
+	}
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := raw[k]
 		switch k {
 		case "client_secret":
-			if err := json.Unmarshal(v, &u.secrets); err != nil || u.secrets == nil {
-				return nil, "client_secret must be an array of strings"
+			list, ok := stringList(v)
+			if !ok {
+				return u, "client_secret must be an array of strings"
 			}
+			u.secrets = list
 		case "redirect_uris":
-			if err := json.Unmarshal(v, &u.redirectURIs); err != nil || u.redirectURIs == nil {
-				return nil, "redirect_uris must be an array of strings"
+			list, ok := stringList(v)
+			if !ok {
+				return u, "redirect_uris must be an array of strings"
 			}
+			u.redirectURIs = list
 		case "name":
 			var n string
-			if err := json.Unmarshal(v, &n); err != nil || string(v) == "null" {
-				return nil, "name must be a string"
+			if isNull(v) || json.Unmarshal(v, &n) != nil {
+				return u, "name must be a string"
 			}
 			u.name = &n
 		case "webhook_uri":
 			u.webhookSet = true
-			if string(bytes.TrimSpace(v)) != "null" {
+			if !isNull(v) {
 				var w string
 				if err := json.Unmarshal(v, &w); err != nil {
-					return nil, "webhook_uri must be a string or null"
+					return u, "webhook_uri must be a string or null"
 				}
 				u.webhookURI = &w
 			}
 		default:
-			return nil, "unknown field " + strconv.Quote(truncate(k, 40))
+			return u, "unknown field " + strconv.Quote(truncate(k, 40))
 		}
 	}
 	if u.secrets == nil {
@@ -345,71 +429,155 @@ func parseUpdate(b []byte) (*update, string) {
 	return u, ""
 }
 
+func isNull(v json.RawMessage) bool { return string(bytes.TrimSpace(v)) == "null" }
+
+// stringList decodes a JSON array of strings (no nulls).
+func stringList(v json.RawMessage) ([]string, bool) {
+	var ps []*string
+	if isNull(v) || json.Unmarshal(v, &ps) != nil {
+		return nil, false
+	}
+	out := make([]string, 0, len(ps))
+	for _, p := range ps {
+		if p == nil {
+			return nil, false
+		}
+		out = append(out, *p)
+	}
+	return out, true
+}
+
+// duplicateKey reports a key that appears twice at the top level of the
+// JSON object b (which is known to be valid).
+func duplicateKey(b []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if _, err := dec.Token(); err != nil { // {
+		return "", false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		k, _ := t.(string)
+		if seen[k] {
+			return k, true
+		}
+		seen[k] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return "", false
+		}
+	}
+	return "", false
+}
+
 func truncate(s string, n int) string {
 	if len(s) > n {
-		return s[:n]
+		return strings.ToValidUTF8(s[:n], "")
 	}
 	return s
 }
 
-func reply(w http.ResponseWriter, status int, body any) int {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(body)
-	return status
+// response is an answer decided but not yet sent; status 0 and no drop
+// means nothing is sent (the client left).
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+	drop   bool // close the connection without answering
 }
 
-// replyStatus answers the documented body of a status.
-func replyStatus(w http.ResponseWriter, f *Fault) int {
-	switch f.Status {
-	case 400:
-		return reply(w, 400, errBody{"message": "Bad Request", "validation_error": "injected validation error"})
-	case 401:
-		return reply(w, 401, errBody{"error": "authentication_error", "message": "Your password is incorrect", "code": "incorrect_username_or_password"})
-	case 409:
-		return reply(w, 409, errBody{"code": "conflict_code", "token": "tok_" + hex.EncodeToString([]byte("injected-access-token")), "error": "conflict"})
-	case 429:
-		ra := f.RetryAfter
-		if ra == "" {
-			ra = "1"
+func jsonResponse(status int, body any) *response {
+	b, err := json.Marshal(body)
+	if err != nil {
+		panic(err)
+	}
+	return &response{status: status, header: http.Header{"Content-Type": {"application/json"}}, body: append(b, '\n')}
+}
+
+func (r *response) write(w http.ResponseWriter) {
+	switch {
+	case r.drop:
+		hj, ok := w.(http.Hijacker)
+		if !ok {
+			panic(http.ErrAbortHandler) // net/http closes the stream without answering
 		}
-		w.Header().Set("Retry-After", ra)
-		return reply(w, 429, errBody{"message": "Too Many Requests"})
+		if conn, _, err := hj.Hijack(); err == nil {
+			_ = conn.Close()
+		}
+	case r.status != 0:
+		for k, v := range r.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(r.status)
+		_, _ = w.Write(r.body)
+	}
+}
+
+func reply(w http.ResponseWriter, status int, body any) { jsonResponse(status, body).write(w) }
+
+// statusResponse is the documented answer of a status.
+func statusResponse(f *Fault) *response {
+	var resp *response
+	switch f.Status {
+	case http.StatusBadRequest:
+		resp = jsonResponse(f.Status, errBody{"message": "Bad Request", "validation_error": "injected validation error"})
+	case http.StatusUnauthorized:
+		resp = jsonResponse(f.Status, unauthorized)
+	case http.StatusConflict:
+		resp = jsonResponse(f.Status, errBody{"code": InjectedConflictCode, "token": InjectedConflictToken, "error": "conflict"})
+	case http.StatusTooManyRequests:
+		resp = jsonResponse(f.Status, errBody{"message": "Too Many Requests"})
 	default:
-		return reply(w, f.Status, errBody{"message": http.StatusText(f.Status)})
+		msg := http.StatusText(f.Status)
+		if msg == "" {
+			msg = "status " + strconv.Itoa(f.Status)
+		}
+		resp = jsonResponse(f.Status, errBody{"message": msg})
 	}
+	ra := f.RetryAfter
+	if ra == "" && f.Status == http.StatusTooManyRequests {
+		ra = "1"
+	}
+	if ra != "" {
+		resp.header.Set("Retry-After", ra)
+	}
+	return resp
 }
 
-func drop(w http.ResponseWriter) int {
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		panic(http.ErrAbortHandler)
-	}
-	conn, _, err := hj.Hijack()
-	if err == nil {
-		_ = conn.Close()
-	}
-	return 0
-}
+// The code and token of an injected 409's body (an authorization code and
+// an access token in the real API): a client must never show them.
+const (
+	InjectedConflictCode  = "authcode-9f8e7d6c5b4a"
+	InjectedConflictToken = "tok_injected-access-token-0123456789"
+)
 
+// describe names the fault for Request.Fault.
 func (f *Fault) describe() string {
+	var parts []string
+	if f.Delay > 0 {
+		parts = append(parts, "delay "+f.Delay.String())
+	}
 	switch {
 	case f.Status != 0:
-		return "status " + strconv.Itoa(f.Status)
+		parts = append(parts, "status "+strconv.Itoa(f.Status))
 	case f.Drop:
-		return "drop"
+		parts = append(parts, "drop")
 	case f.ApplyThenDrop:
-		return "apply-then-drop"
-	case f.ApplyEcho:
-		return "apply-echo"
-	case f.Echo != nil:
-		return "echo"
+		parts = append(parts, "apply-then-drop")
 	case f.Body != nil:
-		return "body"
-	case f.Delay > 0:
-		return "delay " + f.Delay.String()
+		parts = append(parts, "body")
+	case f.ApplyEcho:
+		parts = append(parts, "apply-echo")
+	case f.Echo != nil:
+		parts = append(parts, "echo")
 	}
-	return "none"
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Fingerprint identifies a secret without revealing it: the first 12 hex
@@ -417,4 +585,13 @@ func (f *Fault) describe() string {
 func Fingerprint(secret string) string {
 	h := sha256.Sum256([]byte(secret))
 	return hex.EncodeToString(h[:])[:12]
+}
+
+// Fingerprints maps Fingerprint over secrets (never nil).
+func Fingerprints(secrets []string) []string {
+	out := make([]string, 0, len(secrets))
+	for _, s := range secrets {
+		out = append(out, Fingerprint(s))
+	}
+	return out
 }
