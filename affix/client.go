@@ -434,23 +434,25 @@ func (c *Client) redactor(secrets []secret.Value) func(string) string {
 	return func(s string) string { return sanitize(s, vals) }
 }
 
-// sanitize implements the redactor. Redaction comes first so that the cut
-// can never leave a prefix of a secret behind, and control characters
-// become spaces (never removed) so that removing them cannot join the
-// halves of a secret the server split.
+// sanitize implements the redactor. Control characters and invalid UTF-8
+// become spaces (never removed, so that removing them cannot join the
+// halves of a secret the server split); redaction comes after that (so the
+// replacement cannot form a secret, as a fuzzer found with a secret holding
+// a space) and before the cut (so the cut never leaves a prefix of a
+// secret behind).
 func sanitize(s string, vals []string) string {
 	s = strings.ToValidUTF8(s, " ")
-	for _, v := range vals {
-		if v != "" {
-			s = strings.ReplaceAll(s, v, secret.Redacted)
-		}
-	}
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029' {
 			return ' '
 		}
 		return r
 	}, s)
+	for _, v := range vals {
+		if v != "" {
+			s = strings.ReplaceAll(s, v, secret.Redacted)
+		}
+	}
 	return truncate(s, maxServerStr)
 }
 
