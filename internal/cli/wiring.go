@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/affix-rotator/affix-rotator/affix"
@@ -99,7 +100,13 @@ func buildClients(cfg *config.Config, selected []config.Client, getenv func(stri
 		id := account{ac.BaseURL, key.Reveal()}
 		api, ok := accounts[id]
 		if !ok {
-			api, err = affix.New(ac.BaseURL, key, affix.WithTimeout(ac.Timeout.D()))
+			opts := []affix.Option{affix.WithTimeout(ac.Timeout.D())}
+			if ac.RateLimit > 0 {
+				// One limiter per API key: the clients sharing an account
+				// share its rate limit.
+				opts = append(opts, affix.WithLimiter(rate.NewLimiter(rate.Limit(ac.RateLimit), max(1, ac.Burst))))
+			}
+			api, err = affix.New(ac.BaseURL, key, opts...)
 			if err != nil {
 				errs = append(errs, &config.Error{Key: fmt.Sprintf("clients[%d].affix", i), Problem: err.Error()})
 				continue

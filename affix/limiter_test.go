@@ -1,0 +1,46 @@
+package affix_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/affix-rotator/affix-rotator/affix"
+	"github.com/affix-rotator/affix-rotator/affix/affixtest"
+	"github.com/affix-rotator/affix-rotator/internal/secret"
+)
+
+type countingLimiter struct {
+	waits int
+	err   error
+}
+
+func (l *countingLimiter) Wait(context.Context) error { l.waits++; return l.err }
+
+// TestLimiterPacesEveryRequest: each request waits on the account's limiter
+// first; a limiter that gives up stops the request before it is sent.
+func TestLimiterPacesEveryRequest(t *testing.T) {
+	fake := affixtest.NewServer()
+	defer fake.Close()
+	fake.AddClient("k", "cid", "a")
+	lim := &countingLimiter{}
+	c, err := affix.New(fake.URL, secret.New("k"), affix.WithLimiter(lim))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := c.UpdateClient(context.Background(), affix.UpdateRequest{ClientSecret: []secret.Value{secret.New("a")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if lim.waits != 3 {
+		t.Fatalf("limiter consulted %d times for 3 requests", lim.waits)
+	}
+	lim.err = errors.New("would exceed context deadline")
+	if _, err := c.UpdateClient(context.Background(), affix.UpdateRequest{ClientSecret: []secret.Value{secret.New("a")}}); err == nil {
+		t.Fatal("request sent although the limiter refused")
+	}
+	if n := len(fake.Requests()); n != 3 {
+		t.Fatalf("%d requests reached Affix, want 3", n)
+	}
+}
