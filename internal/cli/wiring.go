@@ -8,8 +8,8 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
-	"golang.org/x/time/rate"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/time/rate"
 
 	"github.com/affix-rotator/affix-rotator/affix"
 	"github.com/affix-rotator/affix-rotator/internal/config"
