@@ -26,8 +26,9 @@ type run struct {
 	// stagedHere is the rotation id this run staged: no request carrying its
 	// pending secret was sent before this run's own.
 	stagedHere string
-	// unknown marks rotation ids for which a request may have been applied
-	// without our knowing (timeout, dropped connection, 5xx).
+	// unknown marks rotation ids for which a request carrying the new
+	// secret may have been applied: a 200, or an answer we never got
+	// (timeout, dropped connection, 5xx).
 	unknown map[string]bool
 	// posted is the record version whose step request Affix confirmed, so a
 	// failed Vault write is retried without sending the request again.
@@ -187,6 +188,11 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 		var mm *affix.MismatchError
 		switch {
 		case err == nil:
+			// Affix accepts the new secret now: from here on, no later
+			// rejection may discard it (found by the simulation, seed 816:
+			// a CAS race after this 200 made the step re-run and a 401
+			// then aborted, leaving Affix accepting a secret Vault dropped).
+			st.unknown[rec.RotationID] = true
 			st.posted = ver
 			if resp.ClientID != "" {
 				rec.ClientID = resp.ClientID
