@@ -48,6 +48,8 @@ func TestSimulation(t *testing.T) {
 		for i := 1; i <= *simN; i++ {
 			seeds = append(seeds, uint64(i))
 		}
+		// Seeds that once found a bug always run.
+		seeds = append(seeds, 816)
 	}
 	events := map[string]int{}
 	start := time.Now()
