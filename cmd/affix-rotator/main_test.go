@@ -54,7 +54,11 @@ type stack struct {
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	srv := vaulttest.Shared(t)
+	return newStackOn(t, vaulttest.Shared(t))
+}
+
+func newStackOn(t *testing.T, srv *vaulttest.Server) *stack {
+	t.Helper()
 	s := &stack{t: t, vault: srv, key: "affix-key-" + randHex(), path: vaulttest.Path(t), dir: t.TempDir()}
 	s.fake = affixtest.NewServer()
 	t.Cleanup(s.fake.Close)
