@@ -44,3 +44,25 @@ func TestLimiterPacesEveryRequest(t *testing.T) {
 		t.Fatalf("%d requests reached Affix, want 3", n)
 	}
 }
+
+// TestOddSecretsRoundTrip: secrets with quotes, backslashes, unicode and
+// HTML characters are sent and compared exactly (no escaping surprises).
+func TestOddSecretsRoundTrip(t *testing.T) {
+	fake := affixtest.NewServer()
+	defer fake.Close()
+	odd := []string{`a"b\c`, "ünï-cödé-🔑", "<script>&amp;</script>", " lead-and-trail "}
+	fake.AddClient("k", "cid", "x")
+	c, _ := affix.New(fake.URL, secret.New("k"))
+	var vals []secret.Value
+	for _, o := range odd {
+		vals = append(vals, secret.New(o))
+	}
+	if _, err := c.UpdateClient(context.Background(), affix.UpdateRequest{ClientSecret: vals}); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range odd {
+		if !fake.Accepts("k", o) {
+			t.Fatalf("%q not accepted as sent", o)
+		}
+	}
+}

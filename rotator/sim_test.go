@@ -224,6 +224,11 @@ func (s *sim) io(call func() error) error {
 		s.cancel()
 		return errors.New("process killed")
 	}
+	if s.limit < 1<<30 && s.rng.IntN(40) == 0 {
+		// The wall clock jumps forward (NTP step, VM resumed).
+		s.clock.Advance(time.Duration(1+s.rng.IntN(7200)) * time.Second)
+		s.event("clock-jump")
+	}
 	err := call()
 	s.checkLocked()
 	return err
