@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -263,23 +262,5 @@ func (h *harness) once() rotator.Trigger {
 	return rotator.Trigger{Reason: rotator.ReasonOnce, Time: h.clock.Now()}
 }
 
-// requests returns the client_secret sets Affix received, as labels relative
-// to the secrets known: "S0" for the seed, "N1", "N2"… for new ones in order.
-func (h *harness) requests() []string {
-	names := map[string]string{h.s0: "S0"}
-	var out []string
-	for _, r := range h.fake.Requests() {
-		s := ""
-		for i, x := range r.ClientSecret {
-			if _, ok := names[x]; !ok {
-				names[x] = fmt.Sprintf("N%d", len(names))
-			}
-			if i > 0 {
-				s += ","
-			}
-			s += names[x]
-		}
-		out = append(out, fmt.Sprintf("%d[%s]", r.Status, s))
-	}
-	return out
-}
+// requests labels the secrets Affix received (affixtest.Sequence).
+func (h *harness) requests() []string { return affixtest.Sequence(h.fake.Requests(), h.s0) }

@@ -363,18 +363,5 @@ func (a *simAffix) UpdateClient(ctx context.Context, req affix.UpdateRequest) (r
 	return resp, err
 }
 
-func (s *sim) requests() []string {
-	names := map[string]string{s.s0: "S0"}
-	var out []string
-	for _, r := range s.fake.Requests() {
-		var parts []string
-		for _, x := range r.ClientSecret {
-			if _, ok := names[x]; !ok {
-				names[x] = fmt.Sprintf("N%d", len(names))
-			}
-			parts = append(parts, names[x])
-		}
-		out = append(out, fmt.Sprintf("%d[%s]", r.Status, strings.Join(parts, ",")))
-	}
-	return out
-}
+// requests labels the secrets Affix received (affixtest.Sequence).
+func (s *sim) requests() []string { return affixtest.Sequence(s.fake.Requests(), s.s0) }

@@ -595,3 +595,23 @@ func Fingerprints(secrets []string) []string {
 	}
 	return out
 }
+
+// Sequence renders requests as "STATUS[A,B]" with each secret replaced by
+// a label: "S0" for seed, "N1", "N2"… for the others in order of first
+// appearance. Tests compare request histories this way without handling
+// secret values.
+func Sequence(reqs []Request, seed string) []string {
+	names := map[string]string{seed: "S0"}
+	out := make([]string, 0, len(reqs))
+	for _, r := range reqs {
+		parts := make([]string, 0, len(r.ClientSecret))
+		for _, x := range r.ClientSecret {
+			if _, ok := names[x]; !ok {
+				names[x] = "N" + strconv.Itoa(len(names))
+			}
+			parts = append(parts, names[x])
+		}
+		out = append(out, strconv.Itoa(r.Status)+"["+strings.Join(parts, ",")+"]")
+	}
+	return out
+}

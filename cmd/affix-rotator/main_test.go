@@ -188,22 +188,8 @@ func (s *stack) waitFor(what string, timeout time.Duration, cond func(map[string
 	return nil
 }
 
-// requests labels the secrets Affix received: S0 the seed, N1, N2… new ones.
-func (s *stack) requests() []string {
-	names := map[string]string{s.s0: "S0"}
-	var out []string
-	for _, r := range s.fake.Requests() {
-		var parts []string
-		for _, x := range r.ClientSecret {
-			if _, ok := names[x]; !ok {
-				names[x] = fmt.Sprintf("N%d", len(names))
-			}
-			parts = append(parts, names[x])
-		}
-		out = append(out, fmt.Sprintf("%d[%s]", r.Status, strings.Join(parts, ",")))
-	}
-	return out
-}
+// requests labels the secrets Affix received (affixtest.Sequence).
+func (s *stack) requests() []string { return affixtest.Sequence(s.fake.Requests(), s.s0) }
 
 func get(t *testing.T, url string) string {
 	t.Helper()
