@@ -223,6 +223,10 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 			return r.retry(st, rec, err)
 		}
 	}
+	// The grace runs from now, when the new secret is about to become
+	// current in Vault, not from before the request: a slow Affix must not
+	// shorten the consumers' grace (found by the chaos test).
+	now = r.clock.Now()
 	next := rec
 	next.PendingClientSecret = secret.Value{}
 	next.ClientSecret = rec.PendingClientSecret
@@ -290,6 +294,7 @@ func (r *Rotator) finish(ctx context.Context, st *run, rec vault.Record, ver int
 		}
 		st.posted = ver
 	}
+	now = r.clock.Now() // rotated_at: when the old secret stopped working
 	next := rec
 	next.Phase = vault.PhaseStable
 	next.PreviousClientSecret = secret.Value{}
