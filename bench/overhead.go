@@ -1,0 +1,255 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/robfig/cron/v3"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/affix-rotator/affix-rotator/affix"
+	"github.com/affix-rotator/affix-rotator/internal/secret"
+	"github.com/affix-rotator/affix-rotator/rotator"
+	"github.com/affix-rotator/affix-rotator/vault"
+)
+
+const grace = time.Millisecond
+
+// countingObserver counts Vault requests and forwards them to the metrics,
+// as the daemon wires them.
+type countingObserver struct {
+	n    atomic.Int64
+	next vault.Observer
+}
+
+func (o *countingObserver) VaultRequest(op, result string, d time.Duration, up bool) {
+	o.n.Add(1)
+	if o.next != nil {
+		o.next.VaultRequest(op, result, d, up)
+	}
+}
+
+// discardLogger is the daemon's JSON logger at level info, writing nowhere,
+// so the cost of building the log lines is counted.
+func discardLogger() *zap.Logger {
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(io.Discard), zapcore.InfoLevel))
+}
+
+type stepTimes struct {
+	toOverlap, toStable time.Duration
+	vaultReqs           int64
+}
+
+// ours is the real rotator, on the real Store and Affix client.
+type ours struct {
+	r       *rotator.Rotator
+	c       *rotator.Client
+	obs     *countingObserver
+	overlap atomic.Int64 // unix nanos when the overlap write was committed
+}
+
+func (e *env) newOurs(ctx context.Context) (*ours, error) {
+	key, path, _, err := e.seed(ctx, "bench/ours", time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	m := rotator.NewMetrics(prometheus.NewRegistry())
+	o := &ours{obs: &countingObserver{next: m}}
+	store, err := vault.New(ctx, vault.Config{Address: e.vault.Addr, KVMount: "secret", Timeout: 30 * time.Second,
+		Auth: vault.TokenAuth(secret.New(e.vault.Token)), Observer: o.obs, Logger: zap.NewNop()})
+	if err != nil {
+		return nil, err
+	}
+	ac, err := affix.New(e.fake.URL, secret.New(key))
+	if err != nil {
+		return nil, err
+	}
+	sched, err := cron.ParseStandard("@every 720h")
+	if err != nil {
+		return nil, err
+	}
+	o.c = &rotator.Client{Name: "bench", VaultPath: path, Schedule: sched, GracePeriod: grace, Affix: ac}
+	o.r = rotator.New(rotator.Options{InstanceID: "bench", Store: store, Metrics: m, Logger: discardLogger(),
+		Progress: func(p rotator.Progress) {
+			if p.Phase == vault.PhaseOverlap && p.Waiting == "" {
+				o.overlap.CompareAndSwap(0, time.Now().UnixNano())
+			}
+		}})
+	return o, nil
+}
+
+func (o *ours) rotate(ctx context.Context) (stepTimes, error) {
+	o.overlap.Store(0)
+	n0 := o.obs.n.Load()
+	t0 := time.Now()
+	out, err := o.r.Rotate(ctx, o.c, rotator.Trigger{Reason: rotator.ReasonOnce, Time: t0})
+	t2 := time.Now()
+	if err != nil {
+		return stepTimes{}, err
+	}
+	if out.Result != rotator.ResultSuccess {
+		return stepTimes{}, fmt.Errorf("rotator: result %q", out.Result)
+	}
+	t1 := time.Unix(0, o.overlap.Load())
+	return stepTimes{toOverlap: t1.Sub(t0), toStable: t2.Sub(t1), vaultReqs: o.obs.n.Load() - n0}, nil
+}
+
+// bare does the same round trips with the Vault API client and net/http
+// directly: no state machine, no lease checks, no metrics, no logs.
+type bare struct {
+	kv   *api.KVv2
+	http *http.Client
+	url  string
+	key  string
+	path string
+}
+
+func (e *env) newBare(ctx context.Context) (*bare, error) {
+	key, path, _, err := e.seed(ctx, "bench/bare", time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	cfg := api.DefaultConfig()
+	cfg.Address = e.vault.Addr
+	cfg.MaxRetries = 0
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.SetToken(e.vault.Token)
+	return &bare{kv: c.KVv2("secret"), http: &http.Client{Timeout: 30 * time.Second}, url: e.fake.URL + affix.Path, key: key, path: path}, nil
+}
+
+func (b *bare) post(ctx context.Context, secrets ...string) error {
+	body, _ := json.Marshal(map[string]any{"client_secret": secrets})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", b.key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := b.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("affix: %d %s", resp.StatusCode, rb)
+	}
+	var out struct {
+		ClientSecret []string `json:"client_secret"`
+	}
+	if err := json.Unmarshal(rb, &out); err != nil || len(out.ClientSecret) != len(secrets) {
+		return fmt.Errorf("affix: unexpected answer %s", rb)
+	}
+	return nil
+}
+
+func (b *bare) rotate(ctx context.Context) (stepTimes, error) {
+	ts := func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+	t0 := time.Now()
+	kvs, err := b.kv.Get(ctx, b.path)
+	if err != nil {
+		return stepTimes{}, err
+	}
+	old, _ := kvs.Data["client_secret"].(string)
+	ver := kvs.VersionMetadata.Version
+	g, _ := secret.Generate()
+	pending := g.Reveal()
+	rid := fmt.Sprintf("%x", time.Now().UnixNano())
+	lease := ts(time.Now().Add(5 * time.Minute))
+	staged := map[string]any{"client_secret": old, "pending_client_secret": pending, "phase": "staged", "rotation_id": rid, "lease_owner": "bare", "lease_until": lease}
+	if kvs, err = b.kv.Put(ctx, b.path, staged, api.WithCheckAndSet(ver)); err != nil {
+		return stepTimes{}, err
+	}
+	ver = kvs.VersionMetadata.Version
+	if err := b.post(ctx, pending, old); err != nil {
+		return stepTimes{}, err
+	}
+	graceUntil := time.Now().Add(grace)
+	overlap := map[string]any{"client_secret": pending, "previous_client_secret": old, "phase": "overlap", "rotation_id": rid, "grace_until": ts(graceUntil), "lease_owner": "bare", "lease_until": ts(graceUntil.Add(5 * time.Minute))}
+	if kvs, err = b.kv.Put(ctx, b.path, overlap, api.WithCheckAndSet(ver)); err != nil {
+		return stepTimes{}, err
+	}
+	t1 := time.Now()
+	time.Sleep(time.Until(graceUntil)) // the same grace as the rotator's
+	if kvs, err = b.kv.Get(ctx, b.path); err != nil {
+		return stepTimes{}, err
+	}
+	ver = kvs.VersionMetadata.Version
+	if err := b.post(ctx, pending); err != nil {
+		return stepTimes{}, err
+	}
+	stable := map[string]any{"client_secret": pending, "phase": "stable", "rotation_id": rid, "rotated_at": ts(time.Now())}
+	if _, err = b.kv.Put(ctx, b.path, stable, api.WithCheckAndSet(ver)); err != nil {
+		return stepTimes{}, err
+	}
+	t2 := time.Now()
+	return stepTimes{toOverlap: t1.Sub(t0), toStable: t2.Sub(t1), vaultReqs: 5}, nil
+}
+
+// rotationsPerRun: each figure of a run is the median of this many
+// rotations, which keeps a shared 2-core machine's scheduler hiccups out.
+const rotationsPerRun = 20
+
+func (e *env) overhead(ctx context.Context, runs int) error {
+	fmt.Printf("\n[overhead] one rotation, real rotator vs bare round trips (grace %s, median of %d rotations per run)\n", grace, rotationsPerRun)
+	o, err := e.newOurs(ctx)
+	if err != nil {
+		return err
+	}
+	b, err := e.newBare(ctx)
+	if err != nil {
+		return err
+	}
+	// Warm up connections and code paths.
+	for range 3 {
+		if _, err := o.rotate(ctx); err != nil {
+			return err
+		}
+		if _, err := b.rotate(ctx); err != nil {
+			return err
+		}
+	}
+	var oA, oB, bA, bB, oTot, bTot []time.Duration
+	var oReqs int64
+	med := func(ds []time.Duration) time.Duration { return time.Duration(durSample(ds).median()) }
+	for range runs {
+		var sa, sb, st, ta, tb, tt []time.Duration
+		for range rotationsPerRun {
+			// Interleaved, so both see the same machine state.
+			o1, err := o.rotate(ctx)
+			if err != nil {
+				return err
+			}
+			sa, sb, st = append(sa, o1.toOverlap), append(sb, o1.toStable), append(st, o1.toOverlap+o1.toStable)
+			oReqs += o1.vaultReqs
+			b1, err := b.rotate(ctx)
+			if err != nil {
+				return err
+			}
+			ta, tb, tt = append(ta, b1.toOverlap), append(tb, b1.toStable), append(tt, b1.toOverlap+b1.toStable)
+		}
+		oA, oB, oTot = append(oA, med(sa)), append(oB, med(sb)), append(oTot, med(st))
+		bA, bB, bTot = append(bA, med(ta)), append(bB, med(tb)), append(bTot, med(tt))
+	}
+	row := func(name string, a, b []time.Duration) {
+		fmt.Printf("  %-22s ours %-28s bare %-28s ratio %s\n", name, fmtDur(durSample(a)), fmtDur(durSample(b)), fmtRatio(ratios(durSample(a), durSample(b))))
+	}
+	row("trigger→overlap", oA, bA)
+	row("overlap→stable", oB, bB)
+	row("whole rotation", oTot, bTot)
+	fmt.Printf("  Vault requests per rotation: ours %.2f, bare 5 (Affix POSTs: 2 each); target ratio ≤ 1.05×\n", float64(oReqs)/float64(runs*rotationsPerRun))
+	return nil
+}
