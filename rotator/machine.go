@@ -36,7 +36,6 @@ type run struct {
 	// rejected is the record version whose staging Affix definitely rejected.
 	rejected    int
 	rejectedErr error
-	sawOther    bool   // another process drove part of the rotation
 	followed    string // the rotation id last seen driven by another process
 }
 
@@ -101,10 +100,10 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 	r.observe(c, rec)
 
 	if rec.Phase != vault.PhaseStable && rec.LeaseOwner != "" && rec.LeaseOwner != r.opt.InstanceID && now.Before(rec.LeaseUntil) {
-		if !st.sawOther || st.followed != rec.RotationID {
+		if st.followed != rec.RotationID {
 			r.log.Info("another process is driving this rotation; waiting for it", append(fields(c, rec), zap.String("lease_owner", rec.LeaseOwner), zap.Time("lease_until", rec.LeaseUntil))...)
 		}
-		st.sawOther, st.followed = true, rec.RotationID
+		st.followed = rec.RotationID
 		// Nothing changes in overlap before grace_until: look again just
 		// after it; otherwise every FollowInterval; never past the lease.
 		next := r.opt.FollowInterval
@@ -356,7 +355,6 @@ func (r *Rotator) holdLease(ctx context.Context, st *run, rec vault.Record, ver 
 		return r.writeFailed(st, rec, err), false
 	}
 	if rec.LeaseOwner != r.opt.InstanceID {
-		st.sawOther = st.sawOther || rec.LeaseOwner != ""
 		r.log.Info("took over the rotation", append(fields(st.c, rec), zap.String("previous_owner", rec.LeaseOwner))...)
 	}
 	return again, false // re-read: the version moved

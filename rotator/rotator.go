@@ -12,7 +12,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	mrand "math/rand/v2"
 	"time"
 
@@ -227,8 +226,6 @@ func (r *Rotator) acquire(ctx context.Context) (release func(), err error) {
 func fields(c *Client, rec vault.Record) []zap.Field {
 	return []zap.Field{zap.String("client", c.Name), zap.String("rotation_id", rec.RotationID), zap.String("phase", string(rec.Phase))}
 }
-
-func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
 
 // SetProgress installs a progress callback (see Options.Progress). Call it
 // before the first Rotate.
