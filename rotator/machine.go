@@ -37,6 +37,17 @@ type run struct {
 	rejected    int
 	rejectedErr error
 	followed    string // the rotation id last seen driven by another process
+	// wrote is the record this run just wrote, with its new version. The
+	// next step starts from it instead of reading it back: any later
+	// change by another process makes the next CAS write fail, which
+	// re-reads. It is dropped before every wait, so a step after a sleep
+	// (the grace, a backoff) always starts from a fresh read.
+	wrote *snapshot
+}
+
+type snapshot struct {
+	rec vault.Record
+	ver int
 }
 
 type decision struct {
@@ -71,6 +82,7 @@ func (r *Rotator) Rotate(ctx context.Context, c *Client, trig Trigger) (Outcome,
 			return d.outcome, d.err
 		}
 		if d.wait > 0 {
+			st.wrote = nil
 			if d.progress != nil && r.opt.Progress != nil {
 				r.opt.Progress(*d.progress)
 			}
@@ -81,10 +93,11 @@ func (r *Rotator) Rotate(ctx context.Context, c *Client, trig Trigger) (Outcome,
 	}
 }
 
-// step reads the record and takes at most one transition.
+// step reads the record (or takes the one this run just wrote) and takes at
+// most one transition.
 func (r *Rotator) step(ctx context.Context, st *run) decision {
 	c := st.c
-	rec, ver, err := r.opt.Store.Read(ctx, c.VaultPath)
+	rec, ver, err := r.current(ctx, st)
 	now := r.clock.Now()
 	if err != nil {
 		var me *vault.MalformedError
@@ -150,7 +163,7 @@ func (r *Rotator) stage(ctx context.Context, st *run, rec vault.Record, ver int,
 	next.PendingClientSecret = pending
 	next.RotationID = newRotationID()
 	next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, now.Add(r.leaseSpan())
-	if _, err := r.opt.Store.Write(ctx, st.c.VaultPath, next, ver); err != nil {
+	if err := r.write(ctx, st, next, ver); err != nil {
 		return r.writeFailed(st, rec, err)
 	}
 	st.stagedHere = next.RotationID
@@ -243,7 +256,7 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 		next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, next.GraceUntil.Add(r.leaseSpan())
 		msg = "affix accepts [new, old]: new secret is current; grace period started"
 	}
-	if _, err := r.opt.Store.Write(ctx, c.VaultPath, next, ver); err != nil {
+	if err := r.write(ctx, st, next, ver); err != nil {
 		return r.writeFailed(st, rec, err)
 	}
 	r.progressed(st)
@@ -265,7 +278,7 @@ func (r *Rotator) awaitGrace(ctx context.Context, st *run, rec vault.Record, ver
 	if rec.LeaseOwner != r.opt.InstanceID || rec.LeaseUntil.Before(want) {
 		next := rec
 		next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, want
-		if _, err := r.opt.Store.Write(ctx, st.c.VaultPath, next, ver); err != nil {
+		if err := r.write(ctx, st, next, ver); err != nil {
 			return r.writeFailed(st, rec, err)
 		}
 		r.progressed(st)
@@ -301,7 +314,7 @@ func (r *Rotator) finish(ctx context.Context, st *run, rec vault.Record, ver int
 	next.RotatedAt = now
 	next.LeaseOwner, next.LeaseUntil = "", time.Time{}
 	next.LastError = ""
-	if _, err := r.opt.Store.Write(ctx, c.VaultPath, next, ver); err != nil {
+	if err := r.write(ctx, st, next, ver); err != nil {
 		return r.writeFailed(st, rec, err)
 	}
 	r.observe(c, next)
@@ -331,7 +344,7 @@ func (r *Rotator) abort(ctx context.Context, st *run, rec vault.Record, ver int,
 	next.PendingClientSecret = secret.Value{}
 	next.LeaseOwner, next.LeaseUntil = "", time.Time{}
 	next.LastError = fmt.Sprintf("rotation %s aborted at %s: %v", rec.RotationID, r.clock.Now().UTC().Format(time.RFC3339), cause)
-	if _, err := r.opt.Store.Write(ctx, st.c.VaultPath, next, ver); err != nil {
+	if err := r.write(ctx, st, next, ver); err != nil {
 		return r.writeFailed(st, rec, err)
 	}
 	r.observe(st.c, next)
@@ -351,13 +364,40 @@ func (r *Rotator) holdLease(ctx context.Context, st *run, rec vault.Record, ver 
 	}
 	next := rec
 	next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, now.Add(r.leaseSpan())
-	if _, err := r.opt.Store.Write(ctx, st.c.VaultPath, next, ver); err != nil {
+	if err := r.write(ctx, st, next, ver); err != nil {
 		return r.writeFailed(st, rec, err), false
 	}
 	if rec.LeaseOwner != r.opt.InstanceID {
 		r.log.Info("took over the rotation", append(fields(st.c, rec), zap.String("previous_owner", rec.LeaseOwner))...)
 	}
 	return again, false // re-read: the version moved
+}
+
+// current returns the record this run just wrote, if any, or reads it.
+func (r *Rotator) current(ctx context.Context, st *run) (vault.Record, int, error) {
+	if w := st.wrote; w != nil {
+		st.wrote = nil
+		return w.rec, w.ver, nil
+	}
+	return r.opt.Store.Read(ctx, st.c.VaultPath)
+}
+
+// write stores next with check-and-set on ver and remembers it, so the next
+// step needs no read.
+func (r *Rotator) write(ctx context.Context, st *run, next vault.Record, ver int) error {
+	st.wrote = nil
+	v, err := r.opt.Store.Write(ctx, st.c.VaultPath, next, ver)
+	if err != nil {
+		return err
+	}
+	// Keep what a read would return: the stored form (UTC, no monotonic
+	// clock reading), so the next step decides exactly as after a read.
+	stored, err := vault.Decode(next.Encode())
+	if err != nil {
+		return nil // written, but not as read back: let the next step read it
+	}
+	st.wrote = &snapshot{rec: stored, ver: v}
+	return nil
 }
 
 func (r *Rotator) leaseSpan() time.Duration {
