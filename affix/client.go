@@ -63,9 +63,17 @@ type Client struct {
 	limiter  Limiter
 }
 
-// Limiter paces requests (e.g. *rate.Limiter from golang.org/x/time/rate).
+// Limiter paces requests (e.g. *rate.Limiter from golang.org/x/time/rate,
+// or a *pace.Pacer shared by the clients of one account).
 type Limiter interface {
 	Wait(ctx context.Context) error
+}
+
+// Throttler is a Limiter that holds the whole account back after a 429:
+// Throttle is called as soon as one arrives, with its Retry-After (0 when
+// absent or unusable), before the error is returned.
+type Throttler interface {
+	Throttle(retryAfter time.Duration)
 }
 
 // Option configures a Client.
@@ -288,6 +296,14 @@ func (c *Client) UpdateClient(ctx context.Context, req UpdateRequest) (*UpdateRe
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		if t, ok := c.limiter.(Throttler); ok && resp.StatusCode == http.StatusTooManyRequests {
+			// Hold the account at once, before reading the body.
+			var ra time.Duration
+			if h := resp.Header.Values("Retry-After"); len(h) > 0 {
+				ra, _, _ = parseRetryAfter(h[0], time.Now(), red)
+			}
+			t.Throttle(ra)
+		}
 		// The status is the answer; a body cut short just has less detail.
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxError))
 		return nil, newAPIError(resp, b, red)

@@ -3,7 +3,9 @@ package affix_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/affix-rotator/affix-rotator/affix"
 	"github.com/affix-rotator/affix-rotator/affix/affixtest"
@@ -64,5 +66,39 @@ func TestOddSecretsRoundTrip(t *testing.T) {
 		if !fake.Accepts("k", o) {
 			t.Fatalf("%q not accepted as sent", o)
 		}
+	}
+}
+
+type throttleRecorder struct {
+	countingLimiter
+	holds []time.Duration
+}
+
+func (l *throttleRecorder) Throttle(d time.Duration) { l.holds = append(l.holds, d) }
+
+// TestThrottlerHearsEvery429: a limiter that can hold the account is told of
+// each 429 with its Retry-After (0 when absent or unusable), and of nothing
+// else.
+func TestThrottlerHearsEvery429(t *testing.T) {
+	fake := affixtest.NewServer()
+	defer fake.Close()
+	fake.AddClient("k", "cid", "a")
+	lim := &throttleRecorder{}
+	c, err := affix.New(fake.URL, secret.New("k"), affix.WithLimiter(lim))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake.Inject(
+		affixtest.Fault{Status: 429, RetryAfter: "30"},
+		affixtest.Fault{Status: 500},
+		affixtest.Fault{Status: 429, RetryAfter: "soon"},
+		affixtest.Fault{Status: 400},
+	)
+	for range 5 {
+		_, _ = c.UpdateClient(context.Background(), affix.UpdateRequest{ClientSecret: []secret.Value{secret.New("a")}})
+	}
+	want := []time.Duration{30 * time.Second, 0}
+	if !slices.Equal(lim.holds, want) {
+		t.Fatalf("Throttle calls %v, want %v", lim.holds, want)
 	}
 }

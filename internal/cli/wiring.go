@@ -9,10 +9,10 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"golang.org/x/time/rate"
 
 	"github.com/affix-rotator/affix-rotator/affix"
 	"github.com/affix-rotator/affix-rotator/internal/config"
+	"github.com/affix-rotator/affix-rotator/internal/pace"
 	"github.com/affix-rotator/affix-rotator/internal/secret"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
@@ -100,13 +100,11 @@ func buildClients(cfg *config.Config, selected []config.Client, getenv func(stri
 		id := account{ac.BaseURL, key.Reveal()}
 		api, ok := accounts[id]
 		if !ok {
-			opts := []affix.Option{affix.WithTimeout(ac.Timeout.D())}
-			if ac.RateLimit > 0 {
-				// One limiter per API key: the clients sharing an account
-				// share its rate limit.
-				opts = append(opts, affix.WithLimiter(rate.NewLimiter(rate.Limit(ac.RateLimit), max(1, ac.Burst))))
-			}
-			api, err = affix.New(ac.BaseURL, key, opts...)
+			// One pacer per API key: the clients sharing an account share
+			// its rate limit, and a 429 to any of them holds them all until
+			// its Retry-After.
+			api, err = affix.New(ac.BaseURL, key, affix.WithTimeout(ac.Timeout.D()),
+				affix.WithLimiter(pace.New(ac.RateLimit, ac.Burst, nil)))
 			if err != nil {
 				errs = append(errs, &config.Error{Key: fmt.Sprintf("clients[%d].affix", i), Problem: err.Error()})
 				continue
