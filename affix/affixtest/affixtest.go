@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"math"
 	"mime"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +23,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/time/rate"
 )
 
 // Path is the one endpoint served.
@@ -94,6 +97,8 @@ type Server struct {
 	faults   []Fault
 	now      func() time.Time
 	log      func(Request)
+	limit    *rate.Limiter // SetRateLimit; nil: unlimited
+	limited  int           // requests refused by the rate limit
 }
 
 // entry is a request being handled (done once answered or dropped).
@@ -124,6 +129,42 @@ func (s *Server) Close() {
 		s.srv.CloseClientConnections()
 		s.srv.Close()
 	}
+}
+
+// SetRateLimit makes the server answer 429 (the documented body, and a
+// Retry-After of the whole seconds until a request would be allowed, at
+// least 1) to requests to the API path beyond perSecond requests per second
+// with bursts of burst, all API keys together: the fake is one account.
+// Injected faults come first and are not counted. perSecond <= 0 removes
+// the limit. Timestamps come from SetClock's clock.
+func (s *Server) SetRateLimit(perSecond float64, burst int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.limit = nil
+	if perSecond > 0 {
+		s.limit = rate.NewLimiter(rate.Limit(perSecond), max(1, burst))
+	}
+}
+
+// RateLimited returns how many requests the rate limit refused.
+func (s *Server) RateLimited() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.limited
+}
+
+// overLimit takes a token for a request arriving at now, or returns the 429
+// to answer. Called with s.mu held.
+func (s *Server) overLimit(now time.Time) *Fault {
+	res := s.limit.ReserveN(now, 1)
+	wait := res.DelayFrom(now)
+	if res.OK() && wait == 0 {
+		return nil
+	}
+	res.CancelAt(now)
+	s.limited++
+	secs := max(1, int(math.Ceil(wait.Seconds())))
+	return &Fault{Status: http.StatusTooManyRequests, RetryAfter: strconv.Itoa(secs)}
 }
 
 // SetClock sets the source of request timestamps (e.g. a fake clock).
@@ -232,6 +273,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == Path && len(s.faults) > 0 {
 		f = &s.faults[0]
 		s.faults = s.faults[1:]
+	}
+	if f == nil && r.URL.Path == Path && s.limit != nil {
+		f = s.overLimit(e.Time)
 	}
 	s.mu.Unlock()
 

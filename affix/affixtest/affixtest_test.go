@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -510,5 +511,48 @@ func TestProcessModeAdmin(t *testing.T) {
 	b, _ := json.Marshal(empty.State(key))
 	if !bytes.Contains(b, []byte(`"requests":[]`)) || !bytes.Contains(b, []byte(`"accepted":[]`)) {
 		t.Fatalf("empty state %s", b)
+	}
+}
+
+// TestRateLimit: beyond the configured rate the fake answers the documented
+// 429 with a Retry-After counting the whole seconds until a request would
+// be allowed, applies nothing, and counts it; faults come first.
+func TestRateLimit(t *testing.T) {
+	s := affixtest.NewServer()
+	defer s.Close()
+	s.AddClient(key, "cid", "old")
+	now := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	s.SetClock(func() time.Time { return now })
+	s.SetRateLimit(0.25, 2) // a token every 4s, two at once
+	post := func(secret string) answer {
+		return do(t, "POST", s.URL+affixtest.Path, hdr("application/json", key), `{"client_secret":["`+secret+`"]}`)
+	}
+	for i, want := range []int{200, 200, 429} {
+		if a := post("s" + strconv.Itoa(i)); a.status != want {
+			t.Fatalf("request %d: status %d, want %d", i, a.status, want)
+		}
+	}
+	a := post("refused")
+	if a.status != 429 || a.header.Get("Retry-After") != "4" || keys(a.body)[0] != "message" {
+		t.Fatalf("over the limit: %d Retry-After %q body %v", a.status, a.header.Get("Retry-After"), keys(a.body))
+	}
+	if s.Accepts(key, "refused") || s.RateLimited() != 2 {
+		t.Fatalf("refused request applied (%v) or not counted (%d)", s.Accepts(key, "refused"), s.RateLimited())
+	}
+	now = now.Add(3500 * time.Millisecond)
+	if a := post("x"); a.status != 429 || a.header.Get("Retry-After") != "1" {
+		t.Fatalf("0.5s before a token: %d Retry-After %q, want 429 and 1", a.status, a.header.Get("Retry-After"))
+	}
+	now = now.Add(500 * time.Millisecond)
+	if a := post("s3"); a.status != 200 || !s.Accepts(key, "s3") {
+		t.Fatalf("at the token: %d", a.status)
+	}
+	s.Inject(affixtest.Fault{Status: 500})
+	if a := post("y"); a.status != 500 || s.RateLimited() != 3 {
+		t.Fatalf("fault first: %d, limited %d", a.status, s.RateLimited())
+	}
+	s.SetRateLimit(0, 0)
+	if a := post("s4"); a.status != 200 {
+		t.Fatalf("limit removed: %d", a.status)
 	}
 }

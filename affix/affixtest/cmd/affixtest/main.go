@@ -52,6 +52,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	clientID := fs.String("client-id", "00000000-00000000-00000000-00000000", "client_id to answer")
 	secretEnv := fs.String("secret-env", "AFFIX_INITIAL_SECRET", "environment variable holding the initially accepted secret (optional)")
 	secretFile := fs.String("secret-file", "", "file holding the initially accepted secret (instead of -secret-env)")
+	rateLimit := fs.Float64("rate-limit", 0, "requests per second allowed (429 + Retry-After beyond it); 0: no limit")
+	burst := fs.Int("burst", 1, "requests allowed at once above -rate-limit")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -76,6 +78,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	} else {
 		fake.AddClient(key, *clientID)
 	}
+	fake.SetRateLimit(*rateLimit, *burst)
 	logger := log.New(stderr, "affixtest: ", log.LstdFlags|log.Lmicroseconds)
 	fake.OnRequest(func(r affixtest.Request) { logger.Print(logLine(r)) })
 	ln, err := net.Listen("tcp", *listen)
