@@ -2,7 +2,7 @@
 // run, on a real Vault dev server and the in-process Affix fake. See
 // docs/PERFORMANCE.md.
 //
-//	go run ./bench [-runs 5] [-idle 20s] [-fleet 200] [-skip idle,shell,fleet]
+//	go run ./bench [-runs 5] [-idle 60s] [-fleet 1000] [-skip idle,shell,fleet]
 package main
 
 import (
@@ -26,9 +26,10 @@ type env struct {
 
 func main() {
 	runs := flag.Int("runs", 5, "runs per figure (median, min–max)")
-	idle := flag.Duration("idle", 20*time.Second, "idle window for the CPU figure (e.g. 60s)")
-	fleet := flag.Int("fleet", 200, "clients in the fleet figure (1000 documented)")
-	fleetRate := flag.Float64("fleet-rate", 50, "requests/s the fake allows per API key in the fleet figure")
+	idle := flag.Duration("idle", 60*time.Second, "idle window for the CPU figure")
+	fleet := flag.Int("fleet", 1000, "clients in the fleet figure")
+	fleetRate := flag.Float64("fleet-rate", 50, "requests/s the fake allows the account in the fleet figure")
+	fleetConc := flag.Int("fleet-concurrency", 10, "the daemon's rotation.max_concurrent in the fleet figure")
 	scrapeClients := flag.Int("scrape-clients", 1000, "configured clients for the /metrics scrape figure")
 	skip := flag.String("skip", "", "comma-separated figures to skip: overhead,idle,scrape,shell,fleet")
 	flag.Parse()
@@ -67,7 +68,7 @@ func main() {
 	step("shell", func() error { return e.shell(ctx, *runs) })
 	step("idle", func() error { return e.idleCost(ctx, *runs, *idle) })
 	step("scrape", func() error { return e.scrape(ctx, *scrapeClients) })
-	step("fleet", func() error { return e.fleet(ctx, *runs, *fleet, *fleetRate) })
+	step("fleet", func() error { return e.fleet(ctx, *runs, *fleet, *fleetRate, *fleetConc) })
 	if failed {
 		os.Exit(1)
 	}

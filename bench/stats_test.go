@@ -24,24 +24,33 @@ func TestSample(t *testing.T) {
 	}
 }
 
-func TestRateLimitMiddleware(t *testing.T) {
-	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
-	h := newRateLimited(ok, 1, 1)
-	srv := httptest.NewServer(h)
+// TestFloorWatchCountsEarlySends: the fleet's check can fail: a request
+// sent after a 429 arrived and before its Retry-After is counted.
+func TestFloorWatchCountsEarlySends(t *testing.T) {
+	n := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n++
+		if n == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
 	defer srv.Close()
-	codes := map[int]int{}
-	for range 3 {
-		resp, err := http.Post(srv.URL, "application/json", nil)
+	fw := &floorWatch{next: http.DefaultTransport}
+	hc := &http.Client{Transport: fw}
+	for i := range 2 {
+		resp, err := hc.Post(srv.URL, "application/json", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		codes[resp.StatusCode]++
-		if resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get("Retry-After") != "1" {
-			t.Fatalf("429 without Retry-After: 1")
-		}
 		resp.Body.Close()
+		if i == 0 {
+			time.Sleep(5 * time.Millisecond) // well past "already on its way"
+		}
 	}
-	if codes[200] != 1 || codes[429] != 2 || h.rejected.Load() != 2 {
-		t.Fatalf("codes %v rejected %d", codes, h.rejected.Load())
+	if fw.sent != 2 || fw.early != 1 || fw.inFlight != 0 {
+		t.Fatalf("sent %d early %d in flight %d, want 2 1 0", fw.sent, fw.early, fw.inFlight)
 	}
 }
