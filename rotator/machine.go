@@ -43,7 +43,18 @@ type run struct {
 	// re-reads. It is dropped before every wait, so a step after a sleep
 	// (the grace, a backoff) always starts from a fresh read.
 	wrote *snapshot
+	// lateID is a rotation whose new secret this run made current later
+	// than the grace_until it wrote assumed (the write took longer than
+	// maxLateCurrent: a paused process, a slow Vault); lateAt is when the
+	// write returned. awaitGrace moves grace_until so that the consumers
+	// get the whole grace from then.
+	lateID string
+	lateAt time.Time
 }
+
+// maxLateCurrent is how much of the grace a slow overlap write may take
+// before grace_until is moved to make up for it.
+const maxLateCurrent = time.Second
 
 type snapshot struct {
 	rec vault.Record
@@ -143,7 +154,7 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 	case vault.PhaseStaged:
 		return r.confirm(ctx, st, rec, ver, now)
 	case vault.PhaseOverlap:
-		if now.Before(rec.GraceUntil) {
+		if now.Before(rec.GraceUntil) || st.lateID == rec.RotationID {
 			return r.awaitGrace(ctx, st, rec, ver, now)
 		}
 		return r.finish(ctx, st, rec, ver, now)
@@ -259,6 +270,9 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 	if err := r.write(ctx, st, next, ver); err != nil {
 		return r.writeFailed(st, rec, err)
 	}
+	if next.Phase == vault.PhaseOverlap && r.clock.Since(now) > maxLateCurrent {
+		st.lateID, st.lateAt = next.RotationID, r.clock.Now()
+	}
 	r.progressed(st)
 	r.observe(c, next)
 	if r.opt.Metrics != nil && !st.trig.Time.IsZero() && st.stagedHere == rec.RotationID {
@@ -274,13 +288,24 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 
 // awaitGrace holds the lease through the grace period and sleeps until it ends.
 func (r *Rotator) awaitGrace(ctx context.Context, st *run, rec vault.Record, ver int, now time.Time) decision {
-	want := rec.GraceUntil.Add(r.leaseSpan())
-	if rec.LeaseOwner != r.opt.InstanceID || rec.LeaseUntil.Before(want) {
+	graceUntil := rec.GraceUntil
+	if st.lateID == rec.RotationID {
+		graceUntil = laterOf(graceUntil, st.lateAt.Add(st.c.GracePeriod))
+	}
+	want := graceUntil.Add(r.leaseSpan())
+	if graceUntil != rec.GraceUntil || rec.LeaseOwner != r.opt.InstanceID || rec.LeaseUntil.Before(want) {
 		next := rec
+		next.GraceUntil = graceUntil
 		next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, want
 		if err := r.write(ctx, st, next, ver); err != nil {
 			return r.writeFailed(st, rec, err)
 		}
+		if graceUntil != rec.GraceUntil {
+			r.log.Warn("making the new secret current took longer than expected; grace_until moved so that consumers get the whole grace period",
+				append(fields(st.c, next), zap.Time("grace_until", graceUntil), zap.Time("was", rec.GraceUntil))...)
+			r.observe(st.c, next)
+		}
+		st.lateID = ""
 		r.progressed(st)
 		rec = next
 	}
@@ -482,6 +507,13 @@ func (r *Rotator) observe(c *Client, rec vault.Record) {
 		r.opt.Metrics.ObserveRecord(c.Name, rec.Phase, rec.GraceUntil, rec.RotatedAt)
 	}
 	r.status.record(c.Name, rec)
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func phaseOr(p vault.Phase) vault.Phase {
