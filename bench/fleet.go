@@ -91,6 +91,10 @@ func (f *floorWatch) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
+// fleetGrace is the fleet's grace period: short, so the figure is the
+// requests' pacing, not the wait.
+const fleetGrace = time.Millisecond
+
 // fleetVariant is one way of running the fleet.
 type fleetVariant struct {
 	name    string
@@ -98,7 +102,7 @@ type fleetVariant struct {
 }
 
 func (e *env) fleet(ctx context.Context, runs, n int, rps float64, concurrency int) error {
-	fmt.Printf("\n[fleet] %d clients due at once, one API key; the fake allows %.0f req/s (burst %.0f, 429 + Retry-After beyond); max_concurrent %d; grace %s\n", n, rps, rps, concurrency, grace)
+	fmt.Printf("\n[fleet] %d clients due at once, one API key; the fake allows %.0f req/s (burst %.0f, 429 + Retry-After beyond); max_concurrent %d; grace %s\n", n, rps, rps, concurrency, fleetGrace)
 	keys := make([]string, n)
 	paths := make([]string, n)
 	for i := range n {
@@ -184,7 +188,7 @@ func (e *env) fleetRun(ctx context.Context, v fleetVariant, keys, paths []string
 		if err != nil {
 			return fleetResult{}, err
 		}
-		c := &rotator.Client{Name: "c" + strconv.Itoa(i), VaultPath: paths[i], Schedule: sched, GracePeriod: grace, Affix: ac}
+		c := &rotator.Client{Name: "c" + strconv.Itoa(i), VaultPath: paths[i], Schedule: sched, GracePeriod: fleetGrace, Affix: ac}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

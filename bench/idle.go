@@ -238,6 +238,25 @@ func scrapes(listen string, n int) (sample, int, error) {
 	return s, size, nil
 }
 
+// settled waits until /metrics shows a next run scheduled for n clients.
+func settled(listen string, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := http.Get("http://" + listen + "/metrics")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Count(string(b), "affix_rotator_next_rotation_timestamp_seconds{") >= n {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("daemon with %d clients not settled after %s", n, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func (e *env) scrape(ctx context.Context, clients int) error {
 	fmt.Printf("\n[scrape] GET /metrics on the real binary, %d clients vs 10 clients (median of 20 scrapes)\n", clients)
 	dir, err := os.MkdirTemp("", "bench-bin-")
@@ -256,8 +275,9 @@ func (e *env) scrape(ctx context.Context, clients int) error {
 		if err != nil {
 			return err
 		}
-		time.Sleep(2 * time.Second) // start-up reads done
-		if _, _, err := scrapes(d.listen, 2); err != nil {
+		// Scrape a settled daemon: every client's record read and its next
+		// run scheduled (a scrape during the start-up reads measures those).
+		if err := settled(d.listen, n, time.Minute); err != nil {
 			d.stop()
 			return err
 		}

@@ -19,6 +19,10 @@ import (
 	"github.com/affix-rotator/affix-rotator/internal/vaulttest"
 )
 
+// cpuProfile, when set, is where the overhead figure writes a CPU profile
+// of our rotations.
+var cpuProfile string
+
 type env struct {
 	vault *vaulttest.Server
 	fake  *affixtest.Server
@@ -31,6 +35,7 @@ func main() {
 	fleetRate := flag.Float64("fleet-rate", 50, "requests/s the fake allows the account in the fleet figure")
 	fleetConc := flag.Int("fleet-concurrency", 10, "the daemon's rotation.max_concurrent in the fleet figure")
 	scrapeClients := flag.Int("scrape-clients", 1000, "configured clients for the /metrics scrape figure")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of 500 of our rotations (overhead figure) to this file")
 	skip := flag.String("skip", "", "comma-separated figures to skip: overhead,idle,scrape,shell,fleet")
 	flag.Parse()
 	skipped := map[string]bool{}
