@@ -46,6 +46,9 @@ type harness struct {
 	// running counts rotators inside Rotate, for drive.
 	running atomic.Int32
 	calls   int // I/O calls so far (for crash injection)
+	// slowWrite, if set, says how long (on the fake clock) a successful
+	// write of r takes to return.
+	slowWrite func(r vault.Record) time.Duration
 }
 
 func newHarness(t *testing.T) *harness {
@@ -160,6 +163,9 @@ func (s *checkedStore) Write(ctx context.Context, path string, r vault.Record, c
 		v, err = s.h.store.Write(ctx, path, r, cas)
 		if err == nil && !r.PendingClientSecret.IsZero() {
 			s.h.staged[r.PendingClientSecret.Reveal()] = true
+		}
+		if err == nil && s.h.slowWrite != nil {
+			s.h.clock.Advance(s.h.slowWrite(r))
 		}
 		return err
 	})

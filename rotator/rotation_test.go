@@ -221,6 +221,32 @@ func TestRetryAfterHoldsTheWholeAccount(t *testing.T) {
 	}
 }
 
+// TestSlowOverlapWriteKeepsTheWholeGrace: when making the new secret
+// current in Vault takes longer than grace_until assumed (here 30s of a
+// 10s grace: a paused process, a slow Vault), grace_until is moved so that
+// consumers still get the whole grace from when the write returned.
+func TestSlowOverlapWriteKeepsTheWholeGrace(t *testing.T) {
+	h := newHarness(t)
+	ctx := ctxT(t)
+	var current time.Time // when the overlap write returned
+	h.slowWrite = func(r vault.Record) time.Duration {
+		if r.Phase == vault.PhaseOverlap && current.IsZero() {
+			current = h.clock.Now().Add(30 * time.Second)
+			return 30 * time.Second
+		}
+		return 0
+	}
+	p := h.process("d1", nil)
+	if out, err := h.rotate(ctx, p, p.rotator(nil), h.once()); err != nil || out.Result != rotator.ResultSuccess {
+		t.Fatalf("%v %+v", err, out)
+	}
+	eq(t, "requests", h.requests(), []string{"200[N1,S0]", "200[N1]"})
+	drop := h.fake.Requests()[1].Time
+	if got := drop.Sub(current); got < h.grace {
+		t.Fatalf("old secret dropped %s after the new one became current, grace %s", got, h.grace)
+	}
+}
+
 // TestServerErrorsRetriedWithBackoff: 5xx and dropped connections are
 // retried with growing, jittered delays; the rotation then completes.
 func TestServerErrorsRetriedWithBackoff(t *testing.T) {
