@@ -247,6 +247,36 @@ func TestSlowOverlapWriteKeepsTheWholeGrace(t *testing.T) {
 	}
 }
 
+// TestOperatorExtendsGrace: an operator who moves grace_until later during
+// the grace (a consumer is slow to refresh) is honoured: the rotator reads
+// the record again when its own wait ends, and drops the old secret only at
+// the new grace_until (the harness's I3 check fails any drop before it).
+func TestOperatorExtendsGrace(t *testing.T) {
+	h := newHarness(t)
+	ctx := ctxT(t)
+	p := h.process("d1", nil)
+	done := h.start(ctx, p.rotator(nil), p, h.once())
+	h.asleep(ctx) // in the grace
+	rec := h.rawRecord()
+	if rec["phase"] != "overlap" {
+		t.Fatalf("phase %v, want overlap", rec["phase"])
+	}
+	gu, _ := time.Parse(time.RFC3339Nano, rec["grace_until"].(string))
+	later := gu.Add(time.Hour)
+	rec["grace_until"] = later.Format(time.RFC3339Nano)
+	if _, err := h.vault.Client().KVv2("secret").Put(ctx, h.path, rec); err != nil {
+		t.Fatal(err)
+	}
+	h.drive(ctx, time.Second)
+	if res := h.wait(ctx, done); res.err != nil || res.out.Result != rotator.ResultSuccess {
+		t.Fatalf("%+v", res)
+	}
+	reqs := h.fake.Requests()
+	if drop := reqs[len(reqs)-1].Time; drop.Before(later) {
+		t.Fatalf("old secret dropped at %s, before the extended grace_until %s", drop, later)
+	}
+}
+
 // TestServerErrorsRetriedWithBackoff: 5xx and dropped connections are
 // retried with growing, jittered delays; the rotation then completes.
 func TestServerErrorsRetriedWithBackoff(t *testing.T) {
