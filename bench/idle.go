@@ -44,7 +44,7 @@ func (e *env) startDaemon(ctx context.Context, bin, dir string, n int) (*daemon,
 	if err != nil {
 		return nil, err
 	}
-	var key string
+	keys := make([]string, n)
 	paths := make([]string, n)
 	errs := make(chan error, n)
 	var mu sync.Mutex
@@ -62,7 +62,7 @@ func (e *env) startDaemon(ctx context.Context, bin, dir string, n int) (*daemon,
 				return
 			}
 			mu.Lock()
-			paths[i], key = p, k
+			paths[i], keys[i] = p, k
 			mu.Unlock()
 		}()
 	}
@@ -81,12 +81,14 @@ vault:
   auth: {method: token, token_env: VAULT_TOKEN}
 affix:
   base_url: %q
-  api_key_env: AFFIX_API_KEY
   timeout: 5s
 clients:
 `, listen, e.vault.Addr, e.fake.URL)
+	env := append(os.Environ(), "VAULT_TOKEN="+e.vault.Token, "VAULT_ADDR=", "VAULT_NAMESPACE=")
 	for i, p := range paths {
-		fmt.Fprintf(&y, "  - {name: c%d, vault_path: %s, schedule: \"@every 720h\", grace_period: 24h}\n", i, p)
+		// Each client its own API key: the key selects the Affix client.
+		fmt.Fprintf(&y, "  - {name: c%d, vault_path: %s, schedule: \"@every 720h\", grace_period: 24h, affix: {api_key_env: AFFIX_API_KEY_%d}}\n", i, p, i)
+		env = append(env, fmt.Sprintf("AFFIX_API_KEY_%d=%s", i, keys[i]))
 	}
 	cfg := filepath.Join(dir, fmt.Sprintf("config-%d.yaml", n))
 	if err := os.WriteFile(cfg, []byte(y.String()), 0o600); err != nil {
@@ -94,7 +96,7 @@ clients:
 	}
 	d := &daemon{listen: listen, done: make(chan struct{})}
 	d.cmd = exec.Command(bin, "-config", cfg)
-	d.cmd.Env = append(os.Environ(), "VAULT_TOKEN="+e.vault.Token, "AFFIX_API_KEY="+key, "VAULT_ADDR=", "VAULT_NAMESPACE=")
+	d.cmd.Env = env
 	d.cmd.Stdout, d.cmd.Stderr = &d.out, &d.out
 	if err := d.cmd.Start(); err != nil {
 		return nil, err

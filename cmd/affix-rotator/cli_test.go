@@ -58,6 +58,26 @@ func TestValidate(t *testing.T) {
 			}
 		}
 	})
+	t.Run("two clients on one API key", func(t *testing.T) {
+		second := "  - name: other\n    vault_path: affix/other\n    schedule: \"@daily\"\n    grace_period: 1h\n"
+		// Read from the same variable: refused by -validate already.
+		same := filepath.Join(s.dir, "samekey.yaml")
+		_ = os.WriteFile(same, append(append([]byte{}, base...), second...), 0o600)
+		// From two variables holding one value: refused when the keys are read.
+		t.Setenv("AFFIX_KEY_COPY", s.key)
+		copied := filepath.Join(s.dir, "copiedkey.yaml")
+		_ = os.WriteFile(copied, append(append([]byte{}, base...), second+"    affix: {api_key_env: AFFIX_KEY_COPY}\n"...), 0o600)
+		for _, args := range [][]string{{"-config", same, "-validate"}, {"-config", same, "-once"}, {"-config", copied, "-once"}, {"-config", copied}} {
+			q := s.start(args...)
+			out := q.out.String
+			if code := q.wait(t, 10*time.Second); code != 2 || !strings.Contains(out(), "clients[1].affix") || !strings.Contains(out(), "same base_url and API key") {
+				t.Fatalf("%v: exit %d:\n%s", args, code, out())
+			}
+			if strings.Contains(out(), s.key) {
+				t.Fatalf("%v: the API key is in the message", args)
+			}
+		}
+	})
 	t.Run("missing api key env", func(t *testing.T) {
 		cfg := strings.Replace(string(base), "api_key_env: AFFIX_API_KEY", "api_key_env: AFFIX_KEY_NOT_SET", 1)
 		path := filepath.Join(s.dir, "nokey.yaml")

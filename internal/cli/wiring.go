@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 
@@ -83,33 +84,49 @@ func vaultAuth(a config.VaultAuth, getenv func(string) string) (vault.Auth, erro
 	}
 }
 
-// buildClients resolves each client's Affix account (one HTTP client per
-// base URL and API key, shared by the clients that use it) and schedule.
+// buildClients resolves each client's Affix client and schedule. Clients on
+// one API key (on one API host) share a pacer: the account's rate limit,
+// and its hold after a 429.
+//
+// Two clients with the same base URL and API key are refused: the request
+// names no client (the key selects it), so both would rotate one
+// client_secret, each dropping the other's.
 func buildClients(cfg *config.Config, selected []config.Client, getenv func(string) string) ([]*rotator.Client, error) {
-	type account struct{ base, key string }
-	accounts := map[account]*affix.Client{}
+	type account struct{ host, key string }
+	type target struct{ base, key string }
+	pacers := map[account]*pace.Pacer{}
+	targets := map[target]string{}
+	index := map[string]int{} // position in the config, for error keys
+	for i, cc := range cfg.Clients {
+		index[cc.Name] = i
+	}
 	var out []*rotator.Client
 	var errs []error
-	for i, cc := range selected {
+	for _, cc := range selected {
+		i := index[cc.Name]
 		ac := cfg.AffixFor(cc)
 		key, err := ac.APIKey(getenv)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("clients[%s]: %w", cc.Name, err))
 			continue
 		}
-		id := account{ac.BaseURL, key.Reveal()}
-		api, ok := accounts[id]
+		t := target{strings.TrimSuffix(ac.BaseURL, "/"), key.Reveal()}
+		if other, dup := targets[t]; dup {
+			errs = append(errs, &config.Error{Key: fmt.Sprintf("clients[%d].affix", i), Problem: fmt.Sprintf(
+				"client %q has the same base_url and API key as client %q: the API key selects the Affix client, so both would rotate one client_secret and lock each other out; give each its own API key (affix.api_key_env or api_key_file under the client)", cc.Name, other)})
+			continue
+		}
+		targets[t] = cc.Name
+		acct := account{hostOf(ac.BaseURL), key.Reveal()}
+		p, ok := pacers[acct]
 		if !ok {
-			// One pacer per API key: the clients sharing an account share
-			// its rate limit, and a 429 to any of them holds them all until
-			// its Retry-After.
-			api, err = affix.New(ac.BaseURL, key, affix.WithTimeout(ac.Timeout.D()),
-				affix.WithLimiter(pace.New(ac.RateLimit, ac.Burst, nil)))
-			if err != nil {
-				errs = append(errs, &config.Error{Key: fmt.Sprintf("clients[%d].affix", i), Problem: err.Error()})
-				continue
-			}
-			accounts[id] = api
+			p = pace.New(ac.RateLimit, ac.Burst, nil)
+			pacers[acct] = p
+		}
+		api, err := affix.New(ac.BaseURL, key, affix.WithTimeout(ac.Timeout.D()), affix.WithLimiter(p))
+		if err != nil {
+			errs = append(errs, &config.Error{Key: fmt.Sprintf("clients[%d].affix", i), Problem: err.Error()})
+			continue
 		}
 		sched, err := config.ParseSchedule(cc.Schedule)
 		if err != nil {
@@ -124,4 +141,14 @@ func buildClients(cfg *config.Config, selected []config.Client, getenv func(stri
 		})
 	}
 	return out, errors.Join(errs...)
+}
+
+// hostOf returns the scheme and host of a base URL (which config validation
+// has checked), the scope of an API key's rate limit.
+func hostOf(base string) string {
+	u, err := url.Parse(base)
+	if err != nil {
+		return base
+	}
+	return u.Scheme + "://" + u.Host
 }

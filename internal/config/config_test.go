@@ -255,7 +255,7 @@ func TestDefaults(t *testing.T) {
 		{"zero jitter and max_age", withClient("jitter: 0", "max_age: 0s"), func(c *Config) bool {
 			return c.Clients[0].Jitter == 0 && c.Clients[0].MaxAge == 0
 		}},
-		{"anchors and merge keys", minimal + "  - &base {name: b, vault_path: affix/b, schedule: \"@daily\", grace_period: 1h, jitter: 5m}\n  - <<: *base\n    name: c\n    vault_path: affix/c\n", func(c *Config) bool {
+		{"anchors and merge keys", minimal + "  - &base {name: b, vault_path: affix/b, schedule: \"@daily\", grace_period: 1h, jitter: 5m, affix: {api_key_env: KEY_B}}\n  - <<: *base\n    name: c\n    vault_path: affix/c\n    affix: {api_key_env: KEY_C}\n", func(c *Config) bool {
 			return len(c.Clients) == 3 && c.Clients[2].Name == "c" && c.Clients[2].Schedule == "@daily" && c.Clients[2].Jitter.D() == 5*time.Minute
 		}},
 	} {
@@ -438,6 +438,7 @@ func TestAllProblemsReported(t *testing.T) {
 		`clients[1].name: duplicate "a" (also clients[0])`,
 		"clients[1].vault_path:",
 		"clients[1].max_age:",
+		"clients[1].affix: same base_url and API key (api_key_env AFFIX_API_KEY) as clients[0]",
 	}
 	for _, w := range want {
 		if !strings.Contains(err.Error(), w) {
@@ -468,7 +469,7 @@ func TestTypeErrorsAreNotRepeated(t *testing.T) {
 // TestIndicesSurviveTypeErrors: a list element of the wrong type does not
 // shift the indices named in the messages about the elements after it.
 func TestIndicesSurviveTypeErrors(t *testing.T) {
-	y := "clients:\n  - prod\n  - {name: b, vault_path: a/b, schedule: nope, grace_period: 1h, app: {redirect_uris: [[1], \"/rel\"]}}\n"
+	y := "clients:\n  - prod\n  - {name: b, vault_path: a/b, schedule: nope, grace_period: 1h, app: {redirect_uris: [[1], \"/rel\"]}, affix: {api_key_env: KEY_B}}\n"
 	_, err := Parse([]byte(y), "t")
 	for _, w := range []string{
 		`clients[0]: must be a mapping of keys, got "prod"`,
@@ -512,7 +513,7 @@ func TestWebhookURI(t *testing.T) {
 		{"string", withClient("app: {webhook_uri: \"https://h.example/x\"}"), OptionalString{Set: true, Value: "https://h.example/x"}},
 		{"quoted null is a string", withClient("app: {webhook_uri: \"null\"}"), OptionalString{}}, // not a URL: rejected below
 		{"alias to null", "x: &nothing null\n" + withClient("app: {webhook_uri: *nothing}"), OptionalString{}},
-		{"merged null", minimal + "  - name: b\n    vault_path: a/b\n    schedule: \"@daily\"\n    grace_period: 1h\n    app:\n      <<: {webhook_uri: null}\n      name: B\n", OptionalString{}},
+		{"merged null", minimal + "  - name: b\n    vault_path: a/b\n    schedule: \"@daily\"\n    grace_period: 1h\n    affix: {api_key_env: KEY_B}\n    app:\n      <<: {webhook_uri: null}\n      name: B\n", OptionalString{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse([]byte(tc.yaml), "t")
@@ -889,5 +890,35 @@ func TestErrorFormat(t *testing.T) {
 	e := &Error{Key: "clients[1].schedule", Problem: `invalid cron spec "@evry 1h": boom`}
 	if e.Error() != `clients[1].schedule: invalid cron spec "@evry 1h": boom` {
 		t.Fatal(e.Error())
+	}
+}
+
+// TestClientsNeedTheirOwnAPIKey: the API key selects the Affix client, so
+// two clients that read their key from the same place (and have the same
+// base_url) are refused, naming the key and the other client.
+func TestClientsNeedTheirOwnAPIKey(t *testing.T) {
+	second := func(extra string) string {
+		return minimal + "  - name: b\n    vault_path: affix/b\n    schedule: \"@daily\"\n    grace_period: 1h\n" + extra
+	}
+	for _, tc := range []struct {
+		name, yaml, err string
+	}{
+		{"both on the top-level key", second(""), "clients[1].affix: same base_url and API key (api_key_env AFFIX_API_KEY) as clients[0]"},
+		{"the same variable again", second("    affix: {api_key_env: AFFIX_API_KEY}\n"), "clients[1].affix: same base_url"},
+		{"the same file", "affix: {api_key_file: /run/k}\n" + second("    affix: {api_key_file: /run/k}\n"), "clients[1].affix: same base_url and API key (api_key_file /run/k)"},
+		{"the same base_url with a trailing slash", "affix: {base_url: \"https://a.example\"}\n" + second("    affix: {base_url: \"https://a.example/\"}\n"), "clients[1].affix: same base_url"},
+		{"own variable", second("    affix: {api_key_env: KEY_B}\n"), ""},
+		{"own file", second("    affix: {api_key_file: /run/kb}\n"), ""},
+		{"another Affix server", second("    affix: {base_url: \"https://dev.api.affixapi.com\"}\n"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml), "t")
+			switch {
+			case tc.err == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+				t.Fatalf("want %q, got %v", tc.err, err)
+			}
+		})
 	}
 }

@@ -252,7 +252,7 @@ func (c *Config) validateClients(p *problems, present map[string]bool) {
 	if len(c.Clients) == 0 {
 		p.add("clients", "at least one client is required")
 	}
-	names, paths := map[string]int{}, map[string]int{}
+	names, paths, keys := map[string]int{}, map[string]int{}, map[string]int{}
 	for i, cl := range c.Clients {
 		k := func(f string) string { return fmt.Sprintf("clients[%d].%s", i, f) }
 		switch {
@@ -320,7 +320,27 @@ func (c *Config) validateClients(p *problems, present map[string]bool) {
 		if w := cl.App.WebhookURI; w.Set && !w.Null {
 			checkURL(p, k("app.webhook_uri"), w.Value, "http", "https")
 		}
+		// The request names no client: the API key selects it. Two clients
+		// reading their key from the same place would rotate one
+		// client_secret and drop each other's. (Keys from different places
+		// with the same value are refused when they are read.)
+		a := c.AffixFor(cl)
+		if a.APIKeyEnv != "" || a.APIKeyFile != "" {
+			src := strings.TrimSuffix(a.BaseURL, "/") + "\x00" + a.APIKeyEnv + "\x00" + a.APIKeyFile
+			if j, dup := keys[src]; dup {
+				p.add(k("affix"), "same base_url and API key (%s) as clients[%d]: the API key selects the Affix client, so both would rotate one client_secret and lock each other out; give each client its own affix.api_key_env or affix.api_key_file", keySource(a), j)
+			} else {
+				keys[src] = i
+			}
+		}
 	}
+}
+
+func keySource(a Affix) string {
+	if a.APIKeyFile != "" {
+		return "api_key_file " + a.APIKeyFile
+	}
+	return "api_key_env " + a.APIKeyEnv
 }
 
 // validateAffix checks the fields shared by the affix block and its
