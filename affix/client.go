@@ -69,6 +69,10 @@ type Limiter interface {
 	Wait(ctx context.Context) error
 }
 
+// ErrNotSent wraps the failures that happen before a request leaves: Affix
+// cannot have applied it.
+var ErrNotSent = errors.New("affix: request not sent")
+
 // Throttler is a Limiter that holds the whole account back after a 429:
 // Throttle is called as soon as one arrives, with its Retry-After (0 when
 // absent or unusable), before the error is returned.
@@ -272,11 +276,11 @@ func (c *Client) UpdateClient(ctx context.Context, req UpdateRequest) (*UpdateRe
 	red := c.redactor(req.ClientSecret)
 	body, err := req.MarshalJSON() // not json.Marshal, which would HTML-escape the secrets
 	if err != nil {
-		return nil, fmt.Errorf("affix: encode request: %w", err)
+		return nil, fmt.Errorf("%w: encode request: %w", ErrNotSent, err)
 	}
 	if c.limiter != nil {
 		if err := c.limiter.Wait(ctx); err != nil {
-			return nil, fmt.Errorf("affix: waiting for the rate limiter (nothing sent): %w", err)
+			return nil, fmt.Errorf("%w: waiting for the rate limiter: %w", ErrNotSent, err)
 		}
 	}
 	parent := ctx
@@ -284,7 +288,7 @@ func (c *Client) UpdateClient(ctx context.Context, req UpdateRequest) (*UpdateRe
 	defer cancel()
 	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint, bytes.NewReader(body))
 	if err != nil {
-		return nil, fmt.Errorf("affix: build request: %s", red(err.Error()))
+		return nil, fmt.Errorf("%w: build request: %s", ErrNotSent, red(err.Error()))
 	}
 	hr.Header.Set("Authorization", c.apiKey.Reveal())
 	hr.Header.Set("Content-Type", "application/json")

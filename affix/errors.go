@@ -276,7 +276,7 @@ func RetryAfter(err error) (time.Duration, bool) {
 
 // StatusLabel renders the outcome of a request for a metrics label: "200"
 // for nil, a *MismatchError or a *ResponseError, the status code of an
-// *APIError, and "error" otherwise (no response, or nothing sent).
+// *APIError, and "error" otherwise (no response; callers skip ErrNotSent, which is no request).
 func StatusLabel(err error) string {
 	var ae *APIError
 	var mm *MismatchError

@@ -240,7 +240,9 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 			}
 			return r.rejectedBy(ctx, st, rec, ver, err)
 		default:
-			if code := affix.StatusLabel(err); code != "429" {
+			// A 429, or a request that never left, cannot have been
+			// applied; anything else (5xx, no answer) may have been.
+			if affix.StatusLabel(err) != "429" && !errors.Is(err, affix.ErrNotSent) {
 				st.unknown[rec.RotationID] = true
 			}
 			return r.retry(st, rec, err)
@@ -442,7 +444,7 @@ func (r *Rotator) post(ctx context.Context, c *Client, secrets []secret.Value) (
 	resp, err := c.Affix.UpdateClient(ctx, affix.UpdateRequest{
 		ClientSecret: secrets, Name: c.AppName, RedirectURIs: c.RedirectURIs, WebhookURI: c.WebhookURI,
 	})
-	if r.opt.Metrics != nil {
+	if r.opt.Metrics != nil && !errors.Is(err, affix.ErrNotSent) {
 		r.opt.Metrics.AffixRequest(c.Name, affix.StatusLabel(err), r.clock.Since(start))
 	}
 	return resp, err

@@ -5,8 +5,12 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/affix-rotator/affix-rotator/affix"
 	"github.com/affix-rotator/affix-rotator/affix/affixtest"
@@ -326,6 +330,44 @@ func TestDefiniteRejectionAborts(t *testing.T) {
 				t.Fatal("Affix does not accept exactly the old secret after the abort")
 			}
 		})
+	}
+}
+
+// refusingLimiter refuses its first n waits, as a pacer whose hold outlasts
+// the request timeout does.
+type refusingLimiter struct{ n atomic.Int32 }
+
+func (l *refusingLimiter) Wait(context.Context) error {
+	if l.n.Add(-1) >= 0 {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// TestNotSentIsNotUnknown: a request that never left (the account's pacer
+// gave up waiting) cannot have been applied, so it does not stop a later
+// definite rejection from aborting the rotation, and it is not counted as a
+// request in the metrics.
+func TestNotSentIsNotUnknown(t *testing.T) {
+	h := newHarness(t)
+	ctx := ctxT(t)
+	lim := &refusingLimiter{}
+	lim.n.Store(1)
+	api, err := affix.New(h.fake.URL, secret.New(h.key), affix.WithTimeout(5*time.Second), affix.WithLimiter(lim))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.api = api
+	h.fake.Inject(affixtest.Fault{Status: 401})
+	reg := prometheus.NewRegistry()
+	p := h.process("d1", nil)
+	res, err := h.rotate(ctx, p, p.rotator(func(o *rotator.Options) { o.Metrics = rotator.NewMetrics(reg) }), h.once())
+	if !errors.Is(err, rotator.ErrAborted) || res.Result != rotator.ResultAborted {
+		t.Fatalf("outcome %+v err %v, want aborted after the 401", res, err)
+	}
+	eq(t, "requests", h.requests(), []string{"401[N1,S0]"})
+	if n := testutil.CollectAndCount(reg, "affix_rotator_affix_requests_total"); n != 1 {
+		t.Fatalf("%d series of affix_requests_total, want only the 401's", n)
 	}
 }
 
