@@ -35,11 +35,13 @@ const grace = 20 * time.Millisecond
 // as the daemon wires them.
 type countingObserver struct {
 	n    atomic.Int64
+	io   atomic.Int64 // nanoseconds in Vault requests
 	next vault.Observer
 }
 
 func (o *countingObserver) VaultRequest(op, result string, d time.Duration, up bool) {
 	o.n.Add(1)
+	o.io.Add(int64(d))
 	if o.next != nil {
 		o.next.VaultRequest(op, result, d, up)
 	}
@@ -55,6 +57,21 @@ func discardLogger() *zap.Logger {
 type stepTimes struct {
 	toOverlap, toStable time.Duration
 	vaultReqs           int64
+	// io is the time spent in the round trips themselves (Vault requests
+	// and POSTs, the grace excluded): what is left is the program's own.
+	io time.Duration
+}
+
+// timedAffix times the rotator's POSTs.
+type timedAffix struct {
+	next rotator.Affix
+	io   *atomic.Int64
+}
+
+func (a timedAffix) UpdateClient(ctx context.Context, req affix.UpdateRequest) (*affix.UpdateResponse, error) {
+	t := time.Now()
+	defer func() { a.io.Add(int64(time.Since(t))) }()
+	return a.next.UpdateClient(ctx, req)
 }
 
 // ours is the real rotator, on the real Store and Affix client.
@@ -86,7 +103,7 @@ func (e *env) newOurs(ctx context.Context) (*ours, error) {
 	if err != nil {
 		return nil, err
 	}
-	o.c = &rotator.Client{Name: "bench", VaultPath: path, Schedule: sched, GracePeriod: grace, Affix: ac}
+	o.c = &rotator.Client{Name: "bench", VaultPath: path, Schedule: sched, GracePeriod: grace, Affix: timedAffix{ac, &o.obs.io}}
 	o.r = rotator.New(rotator.Options{InstanceID: "bench", Store: store, Metrics: m, Logger: discardLogger(),
 		Progress: func(p rotator.Progress) {
 			if p.Phase == vault.PhaseOverlap && p.Waiting == "" {
@@ -99,7 +116,7 @@ func (e *env) newOurs(ctx context.Context) (*ours, error) {
 
 func (o *ours) rotate(ctx context.Context) (stepTimes, error) {
 	o.overlap.Store(0)
-	n0 := o.obs.n.Load()
+	n0, io0 := o.obs.n.Load(), o.obs.io.Load()
 	t0 := time.Now()
 	out, err := o.r.Rotate(ctx, o.c, rotator.Trigger{Reason: rotator.ReasonOnce, Time: t0})
 	t2 := time.Now()
@@ -110,7 +127,7 @@ func (o *ours) rotate(ctx context.Context) (stepTimes, error) {
 		return stepTimes{}, fmt.Errorf("rotator: result %q", out.Result)
 	}
 	t1, gu := time.Unix(0, o.overlap.Load()), time.Unix(0, o.graceUntil.Load())
-	return stepTimes{toOverlap: t1.Sub(t0), toStable: t2.Sub(gu), vaultReqs: o.obs.n.Load() - n0}, nil
+	return stepTimes{toOverlap: t1.Sub(t0), toStable: t2.Sub(gu), vaultReqs: o.obs.n.Load() - n0, io: time.Duration(o.obs.io.Load() - io0)}, nil
 }
 
 // bare does the same round trips with the Vault API client and net/http
@@ -167,9 +184,20 @@ func (b *bare) post(ctx context.Context, secrets ...string) error {
 
 func (b *bare) rotate(ctx context.Context) (stepTimes, error) {
 	ts := func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+	var io time.Duration
+	timed := func(f func() error) error {
+		t := time.Now()
+		err := f()
+		io += time.Since(t)
+		return err
+	}
+	var kvs *api.KVSecret
+	get := func() (err error) { kvs, err = b.kv.Get(ctx, b.path); return err }
+	put := func(data map[string]any, ver int) func() error {
+		return func() (err error) { kvs, err = b.kv.Put(ctx, b.path, data, api.WithCheckAndSet(ver)); return err }
+	}
 	t0 := time.Now()
-	kvs, err := b.kv.Get(ctx, b.path)
-	if err != nil {
+	if err := timed(get); err != nil {
 		return stepTimes{}, err
 	}
 	old, _ := kvs.Data["client_secret"].(string)
@@ -179,33 +207,33 @@ func (b *bare) rotate(ctx context.Context) (stepTimes, error) {
 	rid := fmt.Sprintf("%x", time.Now().UnixNano())
 	lease := ts(time.Now().Add(5 * time.Minute))
 	staged := map[string]any{"client_secret": old, "pending_client_secret": pending, "phase": "staged", "rotation_id": rid, "lease_owner": "bare", "lease_until": lease}
-	if kvs, err = b.kv.Put(ctx, b.path, staged, api.WithCheckAndSet(ver)); err != nil {
+	if err := timed(put(staged, ver)); err != nil {
 		return stepTimes{}, err
 	}
 	ver = kvs.VersionMetadata.Version
-	if err := b.post(ctx, pending, old); err != nil {
+	if err := timed(func() error { return b.post(ctx, pending, old) }); err != nil {
 		return stepTimes{}, err
 	}
 	graceUntil := time.Now().Add(grace)
 	overlap := map[string]any{"client_secret": pending, "previous_client_secret": old, "phase": "overlap", "rotation_id": rid, "grace_until": ts(graceUntil), "lease_owner": "bare", "lease_until": ts(graceUntil.Add(5 * time.Minute))}
-	if kvs, err = b.kv.Put(ctx, b.path, overlap, api.WithCheckAndSet(ver)); err != nil {
+	if err := timed(put(overlap, ver)); err != nil {
 		return stepTimes{}, err
 	}
 	t1 := time.Now()
 	time.Sleep(time.Until(graceUntil)) // the same grace as the rotator's
-	if kvs, err = b.kv.Get(ctx, b.path); err != nil {
+	if err := timed(get); err != nil {
 		return stepTimes{}, err
 	}
 	ver = kvs.VersionMetadata.Version
-	if err := b.post(ctx, pending); err != nil {
+	if err := timed(func() error { return b.post(ctx, pending) }); err != nil {
 		return stepTimes{}, err
 	}
 	stable := map[string]any{"client_secret": pending, "phase": "stable", "rotation_id": rid, "rotated_at": ts(time.Now())}
-	if _, err = b.kv.Put(ctx, b.path, stable, api.WithCheckAndSet(ver)); err != nil {
+	if err := timed(put(stable, ver)); err != nil {
 		return stepTimes{}, err
 	}
 	t2 := time.Now()
-	return stepTimes{toOverlap: t1.Sub(t0), toStable: t2.Sub(graceUntil), vaultReqs: 5}, nil
+	return stepTimes{toOverlap: t1.Sub(t0), toStable: t2.Sub(graceUntil), vaultReqs: 5, io: io}, nil
 }
 
 // rotationsPerRun: each figure of a run is the median of this many
@@ -231,27 +259,34 @@ func (e *env) overhead(ctx context.Context, runs int) error {
 			return err
 		}
 	}
-	var oA, oB, bA, bB, oTot, bTot []time.Duration
+	var oA, oB, bA, bB, oTot, bTot, oOwn, bOwn []time.Duration
 	var oReqs int64
 	med := func(ds []time.Duration) time.Duration { return time.Duration(durSample(ds).median()) }
 	for range runs {
-		var sa, sb, st, ta, tb, tt []time.Duration
-		for range rotationsPerRun {
-			// Interleaved, so both see the same machine state.
-			o1, err := o.rotate(ctx)
-			if err != nil {
+		var sa, sb, st, ta, tb, tt, so, to []time.Duration
+		for i := range rotationsPerRun {
+			// Interleaved, so both see the same machine state, and in
+			// alternating order, so neither always follows the other.
+			var o1, b1 stepTimes
+			first, second := func() (err error) { o1, err = o.rotate(ctx); return err }, func() (err error) { b1, err = b.rotate(ctx); return err }
+			if i%2 == 1 {
+				first, second = second, first
+			}
+			if err := first(); err != nil {
+				return err
+			}
+			if err := second(); err != nil {
 				return err
 			}
 			sa, sb, st = append(sa, o1.toOverlap), append(sb, o1.toStable), append(st, o1.toOverlap+o1.toStable)
+			so = append(so, o1.toOverlap+o1.toStable-o1.io)
 			oReqs += o1.vaultReqs
-			b1, err := b.rotate(ctx)
-			if err != nil {
-				return err
-			}
 			ta, tb, tt = append(ta, b1.toOverlap), append(tb, b1.toStable), append(tt, b1.toOverlap+b1.toStable)
+			to = append(to, b1.toOverlap+b1.toStable-b1.io)
 		}
 		oA, oB, oTot = append(oA, med(sa)), append(oB, med(sb)), append(oTot, med(st))
 		bA, bB, bTot = append(bA, med(ta)), append(bB, med(tb)), append(bTot, med(tt))
+		oOwn, bOwn = append(oOwn, med(so)), append(bOwn, med(to))
 	}
 	row := func(name string, a, b []time.Duration) {
 		fmt.Printf("  %-22s ours %-28s bare %-28s ratio %s\n", name, fmtDur(durSample(a)), fmtDur(durSample(b)), fmtRatio(ratios(durSample(a), durSample(b))))
@@ -259,6 +294,7 @@ func (e *env) overhead(ctx context.Context, runs int) error {
 	row("trigger→overlap", oA, bA)
 	row("grace end→stable", oB, bB)
 	row("whole rotation", oTot, bTot)
+	fmt.Printf("  %-22s ours %-28s bare %s\n", "outside round trips", fmtDur(durSample(oOwn)), fmtDur(durSample(bOwn)))
 	fmt.Printf("  Vault requests per rotation: ours %.2f, bare 5 (Affix POSTs: 2 each); target ratio ≤ 1.05×\n", float64(oReqs)/float64(runs*rotationsPerRun))
 	if cpuProfile == "" {
 		return nil
