@@ -18,12 +18,7 @@ import (
 // no drop before its grace (I3) and no lost secret, and Vault's secret is
 // accepted (I1).
 func TestChaosSIGKILL(t *testing.T) {
-	srv, err := vaulttest.Start("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	s := newStackOn(t, srv)
+	s, srv := chaosStack(t)
 	extra := "    schedule: \"@every 2s\"\n    grace_period: 1s\n    max_age: 2s\n"
 	cfgs := []string{s.config("a.yaml", "pod-a", extra), s.config("b.yaml", "pod-b", extra)}
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
@@ -46,23 +41,46 @@ func TestChaosSIGKILL(t *testing.T) {
 		kills++
 	}
 	// A last daemon runs undisturbed until one more rotation completes.
-	before := checkHistory(t, s)
 	p = s.start("-config", cfgs[0])
+	n := settle(t, s, p)
+	t.Logf("chaos: %d SIGKILLs, %d rotations completed, %d requests, 0 violations, %s", kills, n, len(s.fake.Requests()), time.Since(start).Round(time.Second))
+}
+
+// settle lets ps run until one more rotation completes, SIGKILLs them, and
+// checks the whole request history: no fork (I4), every drop a full 1 s
+// grace after its [new, old] (I3), and Vault's secret accepted (I1). It
+// returns the rotations completed.
+func settle(t *testing.T, s *stack, ps ...*proc) int {
+	t.Helper()
+	before := checkHistory(t, s)
 	deadline := time.Now().Add(60 * time.Second)
 	for checkHistory(t, s) <= before && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	p.kill9(t)
+	for _, p := range ps {
+		stop9(p)
+	}
 	n := checkHistory(t, s)
 	if n <= before {
 		t.Fatalf("no rotation completed after the chaos; requests %v", s.requests())
 	}
 	checkGrace(t, s, time.Second)
-	rec := s.record()
-	if !s.fake.Accepts(s.key, str(rec, "client_secret")) {
+	if !s.fake.Accepts(s.key, str(s.record(), "client_secret")) {
 		t.Fatal("I1 violated at the end")
 	}
-	t.Logf("chaos: %d SIGKILLs, %d rotations completed, %d requests, 0 violations, %s", kills, n, len(s.fake.Requests()), time.Since(start).Round(time.Second))
+	return n
+}
+
+// chaosStack is a stack on a Vault server of its own (the chaos tests seal
+// it).
+func chaosStack(t *testing.T) (*stack, *vaulttest.Server) {
+	t.Helper()
+	srv, err := vaulttest.Start("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	return newStackOn(t, srv), srv
 }
 
 // checkGrace: every drop comes at least a grace period after the [new, old]
@@ -95,12 +113,7 @@ func checkGrace(t *testing.T, s *stack, grace time.Duration) {
 // rotation completes once Vault is back, dropping the old secret only after
 // grace_until, with no fork and Vault's secret accepted.
 func TestChaosVaultSealedAcrossGrace(t *testing.T) {
-	srv, err := vaulttest.Start("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	s := newStackOn(t, srv)
+	s, srv := chaosStack(t)
 	const grace = 2 * time.Second
 	cfg := s.config("a.yaml", "pod-a", "    schedule: \"@every 3s\"\n    grace_period: 2s\n    max_age: 3s\n")
 	start, kills := time.Now(), 0
@@ -165,12 +178,7 @@ func stop9(p *proc) {
 // shows no fork (I4) and no early drop (I3), rotations completed, and
 // Vault's secret is accepted (I1).
 func TestChaosTwoDaemonsAndOnce(t *testing.T) {
-	srv, err := vaulttest.Start("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	s := newStackOn(t, srv)
+	s, _ := chaosStack(t)
 	extra := "    schedule: \"@every 2s\"\n    grace_period: 1s\n    max_age: 2s\n"
 	other, err := vaulttest.FreeAddr()
 	if err != nil {
@@ -204,23 +212,8 @@ func TestChaosTwoDaemonsAndOnce(t *testing.T) {
 			}
 		}
 	}
-	// Let the survivors finish a rotation undisturbed.
-	before := checkHistory(t, s)
-	deadline := time.Now().Add(60 * time.Second)
-	for checkHistory(t, s) <= before && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	for _, p := range append(daemons, onces...) {
-		stop9(p)
-	}
-	n := checkHistory(t, s)
-	if n <= before {
-		t.Fatalf("no rotation completed after the chaos; requests %v", s.requests())
-	}
-	checkGrace(t, s, time.Second)
-	if !s.fake.Accepts(s.key, str(s.record(), "client_secret")) {
-		t.Fatal("I1 violated at the end")
-	}
+	// The survivors finish a rotation undisturbed.
+	n := settle(t, s, append(daemons, onces...)...)
 	t.Logf("chaos (two daemons and -once): %d SIGKILLs, %d daemon restarts, %d -once runs, %d rotations completed, %d requests, 0 violations, %s",
 		kills, restarts, onceRuns, n, len(s.fake.Requests()), time.Since(start).Round(time.Second))
 }
