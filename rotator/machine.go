@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"go.uber.org/zap"
@@ -16,20 +17,46 @@ import (
 
 // run is the memory of one call to Rotate. It only ever saves work (a
 // repeated POST) or picks the safer branch; correctness never depends on it,
-// since every decision starts from the record just read.
+// since every decision starts from the record just read, and what another
+// process did is learnt from the record (a version this run did not write).
 type run struct {
 	c    *Client
 	trig Trigger
 	bo   *backoff.Backoff
 
 	failingSince time.Time // first failure of the current step
+	// mine is the record version this run last wrote (or recognised as
+	// its own after a lost answer); -1 before its first write. A version
+	// read that is not mine was written by someone else.
+	mine int
 	// stagedHere is the rotation id this run staged: no request carrying its
 	// pending secret was sent before this run's own.
 	stagedHere string
+	// shared marks rotation ids of which this run saw a version written by
+	// another process while it was staged: that process may have sent the
+	// pending secret to Affix, so a later rejection must not discard it.
+	shared map[string]bool
 	// unknown marks rotation ids for which a request carrying the new
 	// secret may have been applied: a 200, or an answer we never got
 	// (timeout, dropped connection, 5xx).
 	unknown map[string]bool
+	// unanswered maps rotation ids to the phase of a request of this run
+	// whose outcome is unknown: if the rotation moves on, that request may
+	// still land late.
+	unanswered map[string]vault.Phase
+	// overlapHere marks rotations whose overlap this run started; dropping
+	// the old secret of any other waits ClockSkewMargin more.
+	overlapHere map[string]bool
+	// reassert, when set, is why the set the record implies must be sent
+	// to Affix again before anything else (ReassertStale or
+	// ReassertReconcile); steal allows taking a live lease for it.
+	reassert string
+	steal    bool
+	// assertedAt is when Affix last confirmed a set this run sent; late
+	// says the last request's answer (or lack of one) came after the lease
+	// it was sent under had ended.
+	assertedAt time.Time
+	late       bool
 	// posted is the record version whose step request Affix confirmed, so a
 	// failed Vault write is retried without sending the request again.
 	posted int
@@ -43,6 +70,14 @@ type run struct {
 	// re-reads. It is dropped before every wait, so a step after a sleep
 	// (the grace, a backoff) always starts from a fresh read.
 	wrote *snapshot
+	// lost is a write whose answer never came (Vault may have applied it):
+	// if the next read finds exactly it at the version it would have, the
+	// run carries on as if the write had answered.
+	lost *lostWrite
+	// seen is the last record read or written (for Outcome.RotatedAt and
+	// the lease release on exit).
+	seen    vault.Record
+	seenVer int
 	// lateID is a rotation whose new secret this run made current later
 	// than the grace_until it wrote assumed (the write took longer than
 	// maxLateCurrent: a paused process, a slow Vault); lateAt is when the
@@ -61,6 +96,11 @@ type snapshot struct {
 	ver int
 }
 
+type lostWrite struct {
+	snapshot
+	after func() decision // what the transition does once written
+}
+
 type decision struct {
 	wait     time.Duration
 	progress *Progress
@@ -71,13 +111,24 @@ type decision struct {
 
 var again = decision{}
 
+// errLeaseShort: the lease was found too short just before a request; the
+// request is not sent and the step starts over (extending the lease).
+var errLeaseShort = errors.New("lease too short to send a request")
+
 // Rotate drives c until its record is stable: it resumes a rotation in
 // flight (never generating another secret), and starts one if trig asks for
 // it. It returns when the client is stable, the rotation was aborted or has
 // failed, or ctx ends (the record then stays where it is, to be resumed).
+// On the way out it releases a lease it still holds, so that another
+// process can go on at once.
 func (r *Rotator) Rotate(ctx context.Context, c *Client, trig Trigger) (Outcome, error) {
-	st := &run{c: c, trig: trig, unknown: map[string]bool{}, posted: -1, rejected: -1,
-		bo: backoff.New(r.opt.RetryInitial, r.opt.RetryMax, r.opt.Rand)}
+	st := &run{c: c, trig: trig, mine: -1, posted: -1, rejected: -1, seenVer: -1,
+		shared: map[string]bool{}, unknown: map[string]bool{}, unanswered: map[string]vault.Phase{}, overlapHere: map[string]bool{},
+		assertedAt: r.clock.Now(), bo: backoff.New(r.opt.RetryInitial, r.opt.RetryMax, r.newRand())}
+	if trig.Reason == ReasonReconcile {
+		st.reassert = ReassertReconcile
+	}
+	defer r.release(ctx, st)
 	for {
 		release, err := r.acquire(ctx)
 		if err != nil {
@@ -89,6 +140,7 @@ func (r *Rotator) Rotate(ctx context.Context, c *Client, trig Trigger) (Outcome,
 			return Outcome{}, ctx.Err()
 		}
 		if d.done {
+			d.outcome.RotatedAt = st.seen.RotatedAt
 			r.status.result(c.Name, d.outcome.Result, d.err, r.clock.Now())
 			return d.outcome, d.err
 		}
@@ -104,40 +156,75 @@ func (r *Rotator) Rotate(ctx context.Context, c *Client, trig Trigger) (Outcome,
 	}
 }
 
+// release gives up the lease this run holds, if the record is still the
+// version it wrote (CAS, best effort, on a context of its own since ctx may
+// have ended): a clean stop must not keep another process idle until the
+// lease runs out.
+func (r *Rotator) release(ctx context.Context, st *run) {
+	rec := st.seen
+	if st.mine < 0 || st.seenVer != st.mine || rec.LeaseOwner != r.opt.InstanceID || rec.LeaseUntil.IsZero() {
+		return
+	}
+	next := rec
+	next.LeaseOwner, next.LeaseUntil = "", time.Time{}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := r.opt.Store.Write(wctx, st.c.VaultPath, next, st.mine); err != nil {
+		r.log.Warn("could not release the lease; another process waits until it runs out", append(fields(st.c, rec), zap.Time("lease_until", rec.LeaseUntil), zap.Error(err))...)
+		return
+	}
+	r.log.Info("lease released", fields(st.c, rec)...)
+}
+
 // step reads the record (or takes the one this run just wrote) and takes at
 // most one transition.
 func (r *Rotator) step(ctx context.Context, st *run) decision {
 	c := st.c
+	fresh := st.wrote == nil
 	rec, ver, err := r.current(ctx, st)
 	now := r.clock.Now()
 	if err != nil {
 		var me *vault.MalformedError
 		switch {
-		case errors.Is(err, vault.ErrNotFound) && c.Bootstrap:
+		case errors.Is(err, vault.ErrNotFound) && c.Bootstrap && ver == 0:
 			return r.stage(ctx, st, vault.Record{}, ver, now)
+		case errors.Is(err, vault.ErrNotFound) && ver > 0:
+			return r.fail(st, vault.Record{}, fmt.Errorf("%w; its latest version (%d) was deleted, so this is not a brand-new client: restore it with `vault kv undelete -versions=%d` or `vault kv rollback`, never by bootstrapping (that would drop the secret Affix accepts)", err, ver, ver))
 		case errors.Is(err, vault.ErrNotFound), errors.As(err, &me):
 			return r.fail(st, vault.Record{}, err)
 		default:
 			return r.retry(st, vault.Record{Phase: vault.PhaseStable}, err)
 		}
 	}
-	r.observe(c, rec)
+	if fresh && ver != st.mine {
+		if d, ok := r.otherVersion(st, rec, ver); ok {
+			return d
+		}
+	}
+	r.observe(st, rec, ver)
 
-	if rec.Phase != vault.PhaseStable && rec.LeaseOwner != "" && rec.LeaseOwner != r.opt.InstanceID && now.Before(rec.LeaseUntil) {
+	if rec.LeaseOwner != "" && rec.LeaseOwner != r.opt.InstanceID && now.Before(rec.LeaseUntil) && !(st.steal && rec.Phase != vault.PhaseStaged) {
+		if st.trig.Reason == ReasonReconcile {
+			// The holder is alive and answers for Affix's state.
+			return decision{done: true}
+		}
 		if st.followed != rec.RotationID {
 			r.log.Info("another process is driving this rotation; waiting for it", append(fields(c, rec), zap.String("lease_owner", rec.LeaseOwner), zap.Time("lease_until", rec.LeaseUntil))...)
 		}
 		st.followed = rec.RotationID
-		// Nothing changes in overlap before grace_until: look again just
-		// after it; otherwise every FollowInterval; never past the lease.
+		// Look again every FollowInterval, and in overlap at least every
+		// RereadInterval and just after grace_until; never past the lease.
 		next := r.opt.FollowInterval
 		if rec.Phase == vault.PhaseOverlap && rec.GraceUntil.After(now) {
-			next = rec.GraceUntil.Sub(now) + time.Second
+			next = min(rec.GraceUntil.Sub(now)+time.Second, r.opt.RereadInterval)
 		}
 		wait := min(rec.LeaseUntil.Sub(now), next)
 		why := fmt.Sprintf("rotation driven by %s (lease until %s)", rec.LeaseOwner, rec.LeaseUntil.UTC().Format(time.RFC3339))
 		r.status.waiting(c.Name, why)
 		return decision{wait: wait, progress: &Progress{Client: c.Name, Phase: rec.Phase, RotationID: rec.RotationID, GraceUntil: rec.GraceUntil, Now: now, Waiting: why}}
+	}
+	if st.reassert != "" && rec.Phase != vault.PhaseStaged {
+		return r.reassertSet(ctx, st, rec, ver, now)
 	}
 
 	switch rec.Phase {
@@ -145,7 +232,7 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 		if st.trig.wantsNew(rec, now) {
 			return r.stage(ctx, st, rec, ver, now)
 		}
-		if st.trig.Reason != ReasonStartup && !rec.RotatedAt.Before(st.trig.Time) {
+		if st.trig.Reason != ReasonStartup && st.trig.Reason != ReasonReconcile && !rec.RotatedAt.Before(st.trig.Time) {
 			// Someone else (a replica, the daemon while -once waited)
 			// completed a rotation after the trigger: it is satisfied.
 			return decision{done: true, outcome: Outcome{Result: ResultSuccess, RotationID: rec.RotationID, ByOther: true}}
@@ -154,12 +241,53 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 	case vault.PhaseStaged:
 		return r.confirm(ctx, st, rec, ver, now)
 	case vault.PhaseOverlap:
-		if now.Before(rec.GraceUntil) || st.lateID == rec.RotationID {
-			return r.awaitGrace(ctx, st, rec, ver, now)
+		dropAt := rec.GraceUntil
+		if !st.overlapHere[rec.RotationID] {
+			dropAt = dropAt.Add(r.opt.ClockSkewMargin)
+		}
+		if now.Before(dropAt) || st.lateID == rec.RotationID {
+			return r.awaitGrace(ctx, st, rec, ver, now, dropAt)
 		}
 		return r.finish(ctx, st, rec, ver, now)
 	}
 	return r.fail(st, rec, fmt.Errorf("rotator: unknown phase %q", rec.Phase))
+}
+
+// otherVersion handles a record version this run did not (knowingly)
+// write: its own write whose answer was lost, or another process's.
+func (r *Rotator) otherVersion(st *run, rec vault.Record, ver int) (decision, bool) {
+	if l := st.lost; l != nil {
+		st.lost = nil
+		if ver == l.ver && sameRecord(rec, l.rec) {
+			r.log.Info("vault applied a write whose answer was lost; carrying on from it", fields(st.c, rec)...)
+			st.mine = ver
+			r.observe(st, rec, ver)
+			return l.after(), true
+		}
+	}
+	if st.mine < 0 {
+		return decision{}, false // this run's first read
+	}
+	if rec.Phase == vault.PhaseStaged {
+		// Whoever wrote it may have sent the pending secret to Affix.
+		st.shared[rec.RotationID] = true
+	}
+	for id, ph := range st.unanswered {
+		if id != rec.RotationID || ph != rec.Phase {
+			// A request of ours with no answer belongs to a rotation that
+			// has moved on: if it lands late, it sends a stale set.
+			st.reassert, st.steal = ReassertStale, true
+			clear(st.unanswered)
+			r.log.Warn("a request of this process got no answer and its rotation has since moved on; it may land late, so the set the record implies is sent again", fields(st.c, rec)...)
+			break
+		}
+	}
+	return decision{}, false
+}
+
+// sameRecord reports whether two records hold the same fields.
+func sameRecord(a, b vault.Record) bool {
+	return reflect.DeepEqual(a.Encode(), b.Encode())
 }
 
 // stage: stable → staged. The new secret is in Vault before anything else
@@ -174,19 +302,17 @@ func (r *Rotator) stage(ctx context.Context, st *run, rec vault.Record, ver int,
 	next.PendingClientSecret = pending
 	next.RotationID = newRotationID()
 	next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, now.Add(r.leaseSpan())
-	if err := r.write(ctx, st, next, ver); err != nil {
-		return r.writeFailed(st, rec, err)
-	}
-	st.stagedHere = next.RotationID
-	r.progressed(st)
-	r.observe(st.c, next)
-	reason := st.trig.Reason
-	if rec.ClientSecret.IsZero() {
-		reason = "bootstrap"
-	}
-	r.log.Info("rotation started: new secret stored as pending", append(fields(st.c, next), zap.String("trigger", reason))...)
-	r.progress(st.c, next, "")
-	return again
+	return r.transition(ctx, st, rec, next, ver, func() decision {
+		st.stagedHere = next.RotationID
+		r.progressed(st)
+		reason := st.trig.Reason
+		if rec.ClientSecret.IsZero() {
+			reason = "bootstrap"
+		}
+		r.log.Info("rotation started: new secret stored as pending", append(fields(st.c, next), zap.String("trigger", reason))...)
+		r.progress(st.c, next, "")
+		return again
+	})
 }
 
 // confirm: staged → overlap. Affix is told to accept [new, old]; only when it
@@ -199,17 +325,22 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 	if d, ok := r.holdLease(ctx, st, rec, ver, now); !ok {
 		return d
 	}
+	if d, ok := r.honourFloor(st, rec, now); !ok {
+		return d
+	}
 	if st.posted != ver {
 		sent := []secret.Value{rec.PendingClientSecret}
 		if !rec.ClientSecret.IsZero() {
 			sent = append(sent, rec.ClientSecret)
 		}
-		resp, err := r.post(ctx, c, sent)
+		resp, err := r.post(ctx, st, rec, sent)
 		if ctx.Err() != nil {
 			return decision{done: true, err: ctx.Err()}
 		}
 		var mm *affix.MismatchError
 		switch {
+		case errors.Is(err, errLeaseShort):
+			return again
 		case err == nil:
 			// Affix accepts the new secret now: from here on, no later
 			// rejection may discard it (found by the simulation, seed 816:
@@ -217,6 +348,9 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 			// then aborted, leaving Affix accepting a secret Vault dropped).
 			st.unknown[rec.RotationID] = true
 			st.posted = ver
+			if !st.late { // [new, old] is what the record will imply
+				st.reassert, st.steal = "", false
+			}
 			if resp.ClientID != "" {
 				rec.ClientID = resp.ClientID
 			}
@@ -225,18 +359,19 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 			// is its state now. Abort only if that keeps the current secret
 			// and holds no trace of the new one; otherwise send [new, old]
 			// again.
-			if !rec.ClientSecret.IsZero() && mm.Contains(1) && !mm.Contains(0) {
+			if !rec.ClientSecret.IsZero() && mm.Contains(1) && !mm.Contains(0) && !st.shared[rec.RotationID] {
 				return r.rejectedBy(ctx, st, rec, ver, err)
 			}
 			st.unknown[rec.RotationID] = true
-			return r.retry(st, rec, err)
+			return r.backoff(ctx, st, rec, ver, err)
 		case affix.Definite(err):
 			if st.mayHaveApplied(rec) || rec.ClientSecret.IsZero() {
-				// An earlier request carrying the new secret may have been
-				// applied: dropping it from Vault could leave Affix
+				// A request carrying the new secret may have been applied
+				// (an earlier one of ours, or one of the process whose
+				// version we saw): dropping it from Vault could leave Affix
 				// accepting a secret nobody records (I2). Keep it staged.
-				r.log.Error("affix rejected the update, but an earlier attempt may have been applied; keeping the rotation staged (fix the cause; it resumes)", append(fields(c, rec), zap.Error(err))...)
-				return r.retry(st, rec, err)
+				r.log.Error("affix refused the update, but an earlier request carrying the new secret may have been applied; keeping the rotation staged (fix the cause; it resumes)", append(fields(c, rec), zap.Error(err))...)
+				return r.backoff(ctx, st, rec, ver, err)
 			}
 			return r.rejectedBy(ctx, st, rec, ver, err)
 		default:
@@ -245,7 +380,7 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 			if affix.StatusLabel(err) != "429" && !errors.Is(err, affix.ErrNotSent) {
 				st.unknown[rec.RotationID] = true
 			}
-			return r.retry(st, rec, err)
+			return r.backoff(ctx, st, rec, ver, err)
 		}
 	}
 	// The grace runs from now, when the new secret is about to become
@@ -256,6 +391,7 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 	next.PendingClientSecret = secret.Value{}
 	next.ClientSecret = rec.PendingClientSecret
 	next.LastError = ""
+	next.RetryNotBefore = time.Time{}
 	var msg string
 	if rec.ClientSecret.IsZero() { // bootstrap: nothing to overlap with
 		next.Phase = vault.PhaseStable
@@ -269,51 +405,62 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 		next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, next.GraceUntil.Add(r.leaseSpan())
 		msg = "affix accepts [new, old]: new secret is current; grace period started"
 	}
-	if err := r.write(ctx, st, next, ver); err != nil {
-		return r.writeFailed(st, rec, err)
-	}
-	if next.Phase == vault.PhaseOverlap && r.clock.Since(now) > maxLateCurrent {
-		st.lateID, st.lateAt = next.RotationID, r.clock.Now()
-	}
-	r.progressed(st)
-	r.observe(c, next)
-	if r.opt.Metrics != nil && !st.trig.Time.IsZero() && st.stagedHere == rec.RotationID {
-		r.opt.Metrics.RotationOverlap(c.Name, now.Sub(st.trig.Time))
-	}
-	r.log.Info(msg, append(fields(c, next), zap.Time("grace_until", next.GraceUntil))...)
-	r.progress(c, next, "")
-	if next.Phase == vault.PhaseStable {
-		return r.succeeded(st, next)
-	}
-	return again
+	return r.transition(ctx, st, rec, next, ver, func() decision {
+		if next.Phase == vault.PhaseOverlap {
+			st.overlapHere[next.RotationID] = true
+			if r.clock.Since(now) > maxLateCurrent {
+				st.lateID, st.lateAt = next.RotationID, r.clock.Now()
+			}
+		}
+		r.progressed(st)
+		if r.opt.Metrics != nil && !st.trig.Time.IsZero() && st.stagedHere == rec.RotationID {
+			r.opt.Metrics.RotationOverlap(c.Name, now.Sub(st.trig.Time))
+		}
+		r.log.Info(msg, append(fields(c, next), zap.Time("grace_until", next.GraceUntil))...)
+		r.progress(c, next, "")
+		if next.Phase == vault.PhaseStable {
+			return r.succeeded(st, next)
+		}
+		return again
+	})
 }
 
-// awaitGrace holds the lease through the grace period and sleeps until it ends.
-func (r *Rotator) awaitGrace(ctx context.Context, st *run, rec vault.Record, ver int, now time.Time) decision {
+// awaitGrace holds the lease through the grace period and sleeps until it
+// ends (dropAt), reading the record again every RereadInterval and sending
+// Affix [current, previous] again every ReconcileInterval.
+func (r *Rotator) awaitGrace(ctx context.Context, st *run, rec vault.Record, ver int, now, dropAt time.Time) decision {
 	graceUntil := rec.GraceUntil
 	if st.lateID == rec.RotationID {
 		graceUntil = laterOf(graceUntil, st.lateAt.Add(st.c.GracePeriod))
+		dropAt = laterOf(dropAt, graceUntil)
 	}
-	want := graceUntil.Add(r.leaseSpan())
+	want := dropAt.Add(r.leaseSpan())
 	if graceUntil != rec.GraceUntil || rec.LeaseOwner != r.opt.InstanceID || rec.LeaseUntil.Before(want) {
 		next := rec
 		next.GraceUntil = graceUntil
 		next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, want
-		if err := r.write(ctx, st, next, ver); err != nil {
-			return r.writeFailed(st, rec, err)
-		}
-		if graceUntil != rec.GraceUntil {
-			r.log.Warn("making the new secret current took longer than expected; grace_until moved so that consumers get the whole grace period",
-				append(fields(st.c, next), zap.Time("grace_until", graceUntil), zap.Time("was", rec.GraceUntil))...)
-			r.observe(st.c, next)
-		}
-		st.lateID = ""
-		r.progressed(st)
-		rec = next
+		moved := graceUntil != rec.GraceUntil
+		return r.transition(ctx, st, rec, next, ver, func() decision {
+			if moved {
+				r.log.Warn("making the new secret current took longer than expected; grace_until moved so that consumers get the whole grace period",
+					append(fields(st.c, next), zap.Time("grace_until", graceUntil), zap.Time("was", rec.GraceUntil))...)
+			}
+			st.lateID = ""
+			r.progressed(st)
+			return again
+		})
+	}
+	if r.opt.ReconcileInterval > 0 && now.Sub(st.assertedAt) >= r.opt.ReconcileInterval {
+		st.reassert = ReassertReconcile
+		return again
 	}
 	why := "grace period"
 	r.status.waiting(st.c.Name, why)
-	return decision{wait: rec.GraceUntil.Sub(now), progress: &Progress{Client: st.c.Name, Phase: rec.Phase, RotationID: rec.RotationID, GraceUntil: rec.GraceUntil, Now: now, Waiting: why}}
+	wait := min(dropAt.Sub(now), r.opt.RereadInterval)
+	if r.opt.ReconcileInterval > 0 {
+		wait = min(wait, st.assertedAt.Add(r.opt.ReconcileInterval).Sub(now))
+	}
+	return decision{wait: max(wait, time.Millisecond), progress: &Progress{Client: st.c.Name, Phase: rec.Phase, RotationID: rec.RotationID, GraceUntil: rec.GraceUntil, Now: now, Waiting: why}}
 }
 
 // finish: overlap → stable, at or after grace_until (I3). A failure here is
@@ -323,13 +470,19 @@ func (r *Rotator) finish(ctx context.Context, st *run, rec vault.Record, ver int
 	if d, ok := r.holdLease(ctx, st, rec, ver, now); !ok {
 		return d
 	}
+	if d, ok := r.honourFloor(st, rec, now); !ok {
+		return d
+	}
 	if st.posted != ver {
-		_, err := r.post(ctx, c, []secret.Value{rec.ClientSecret})
+		_, err := r.post(ctx, st, rec, []secret.Value{rec.ClientSecret})
 		if ctx.Err() != nil {
 			return decision{done: true, err: ctx.Err()}
 		}
+		if errors.Is(err, errLeaseShort) {
+			return again
+		}
 		if err != nil {
-			return r.retry(st, rec, err)
+			return r.backoff(ctx, st, rec, ver, err)
 		}
 		st.posted = ver
 	}
@@ -341,13 +494,58 @@ func (r *Rotator) finish(ctx context.Context, st *run, rec vault.Record, ver int
 	next.RotatedAt = now
 	next.LeaseOwner, next.LeaseUntil = "", time.Time{}
 	next.LastError = ""
-	if err := r.write(ctx, st, next, ver); err != nil {
-		return r.writeFailed(st, rec, err)
+	next.RetryNotBefore = time.Time{}
+	return r.transition(ctx, st, rec, next, ver, func() decision {
+		r.log.Info("rotation complete: old secret dropped", fields(c, next)...)
+		r.progress(c, next, "")
+		return r.succeeded(st, next)
+	})
+}
+
+// reassertSet sends Affix the set the record implies (stable: [current];
+// overlap: [current, previous]) under this process's lease: after a request
+// of ours may have landed late (taking the lease even from a live holder,
+// which in these phases is only waiting), or periodically. In stable the
+// lease is released afterwards.
+func (r *Rotator) reassertSet(ctx context.Context, st *run, rec vault.Record, ver int, now time.Time) decision {
+	if d, ok := r.holdLease(ctx, st, rec, ver, now); !ok {
+		return d
 	}
-	r.observe(c, next)
-	r.log.Info("rotation complete: old secret dropped", fields(c, next)...)
-	r.progress(c, next, "")
-	return r.succeeded(st, next)
+	if d, ok := r.honourFloor(st, rec, now); !ok {
+		return d
+	}
+	set := []secret.Value{rec.ClientSecret}
+	if rec.Phase == vault.PhaseOverlap {
+		set = append(set, rec.PreviousClientSecret)
+	}
+	reason := st.reassert
+	_, err := r.post(ctx, st, rec, set)
+	if ctx.Err() != nil {
+		return decision{done: true, err: ctx.Err()}
+	}
+	if errors.Is(err, errLeaseShort) {
+		return again
+	}
+	if err != nil {
+		return r.backoff(ctx, st, rec, ver, err)
+	}
+	if !st.late { // a late answer to this very request calls for another
+		st.reassert, st.steal = "", false
+	}
+	if r.opt.Metrics != nil {
+		r.opt.Metrics.Reassert(st.c.Name, reason)
+	}
+	if reason == ReassertStale {
+		r.log.Warn("affix was sent the set the record implies again, in case a late request of this process changed it", fields(st.c, rec)...)
+	} else {
+		r.log.Debug("reconciled: affix was sent the set the record implies", fields(st.c, rec)...)
+	}
+	if rec.Phase == vault.PhaseStable {
+		next := rec
+		next.LeaseOwner, next.LeaseUntil = "", time.Time{}
+		return r.transition(ctx, st, rec, next, ver, func() decision { return again })
+	}
+	return again
 }
 
 func (r *Rotator) succeeded(st *run, rec vault.Record) decision {
@@ -371,33 +569,72 @@ func (r *Rotator) abort(ctx context.Context, st *run, rec vault.Record, ver int,
 	next.PendingClientSecret = secret.Value{}
 	next.LeaseOwner, next.LeaseUntil = "", time.Time{}
 	next.LastError = fmt.Sprintf("rotation %s aborted at %s: %v", rec.RotationID, r.clock.Now().UTC().Format(time.RFC3339), cause)
-	if err := r.write(ctx, st, next, ver); err != nil {
-		return r.writeFailed(st, rec, err)
-	}
-	r.observe(st.c, next)
-	r.log.Error("rotation aborted: affix rejected the new secret; the old secret stays current", append(fields(st.c, rec), zap.Error(cause))...)
-	if r.opt.Metrics != nil {
-		r.opt.Metrics.RotationDone(st.c.Name, ResultAborted)
-	}
-	return decision{done: true, outcome: Outcome{Result: ResultAborted, RotationID: rec.RotationID}, err: fmt.Errorf("%w: %v", ErrAborted, cause)}
+	return r.transition(ctx, st, rec, next, ver, func() decision {
+		msg := "rotation aborted: affix rejected the new secret; the old secret stays current"
+		if affix.StatusLabel(cause) == "401" {
+			msg = "rotation aborted: affix refused the API key (401); the old secret stays current: check the client's API key"
+		}
+		r.log.Error(msg, append(fields(st.c, rec), zap.Error(cause))...)
+		if r.opt.Metrics != nil {
+			r.opt.Metrics.RotationDone(st.c.Name, ResultAborted)
+		}
+		return decision{done: true, outcome: Outcome{Result: ResultAborted, RotationID: rec.RotationID}, err: fmt.Errorf("%w: %v", ErrAborted, cause)}
+	})
 }
 
-// holdLease makes sure this process holds the record's lease for longer than
-// one request can take, extending it if needed (one CAS write).
+// transition writes next over ver and then runs after. When the write's
+// answer is lost, after runs later if the next read finds the write applied.
+func (r *Rotator) transition(ctx context.Context, st *run, rec, next vault.Record, ver int, after func() decision) decision {
+	if err := r.write(ctx, st, next, ver); err != nil {
+		r.lostWrite(st, next, ver, err, after)
+		return r.writeFailed(st, rec, err)
+	}
+	return after()
+}
+
+// lostWrite remembers a write that failed other than by a CAS conflict:
+// Vault may have applied it and lost the answer.
+func (r *Rotator) lostWrite(st *run, next vault.Record, ver int, err error, after func() decision) {
+	if errors.Is(err, vault.ErrConflict) {
+		return
+	}
+	if stored, derr := vault.Decode(next.Encode()); derr == nil {
+		st.lost = &lostWrite{snapshot{stored, ver + 1}, after}
+	}
+}
+
+// holdLease makes sure this process holds the record's lease, at a version
+// it wrote itself, for longer than one request can take; otherwise it takes
+// or extends the lease (one CAS write) and the step starts over. Posting
+// only from a version of its own means that another process sharing its
+// instance id (a restarted pod whose predecessor is frozen, not dead) can
+// never act on the same lease unnoticed.
 func (r *Rotator) holdLease(ctx context.Context, st *run, rec vault.Record, ver int, now time.Time) (decision, bool) {
 	minLeft := max(r.opt.LeaseDuration/2, 2*r.opt.RequestTimeout)
-	if rec.LeaseOwner == r.opt.InstanceID && rec.LeaseUntil.Sub(now) >= minLeft {
+	if rec.LeaseOwner == r.opt.InstanceID && st.mine == ver && rec.LeaseUntil.Sub(now) >= minLeft {
 		return decision{}, true
 	}
 	next := rec
-	next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, now.Add(r.leaseSpan())
-	if err := r.write(ctx, st, next, ver); err != nil {
-		return r.writeFailed(st, rec, err), false
-	}
+	next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, laterOf(rec.LeaseUntil, now.Add(r.leaseSpan()))
 	if rec.LeaseOwner != r.opt.InstanceID {
-		r.log.Info("took over the rotation", append(fields(st.c, rec), zap.String("previous_owner", rec.LeaseOwner))...)
+		next.LeaseUntil = now.Add(r.leaseSpan())
 	}
-	return again, false // re-read: the version moved
+	return r.transition(ctx, st, rec, next, ver, func() decision {
+		if rec.LeaseOwner != r.opt.InstanceID && rec.LeaseOwner != "" {
+			r.log.Info("took over the rotation", append(fields(st.c, rec), zap.String("previous_owner", rec.LeaseOwner))...)
+		}
+		return again
+	}), false
+}
+
+// honourFloor waits out a 429's floor recorded by any process.
+func (r *Rotator) honourFloor(st *run, rec vault.Record, now time.Time) (decision, bool) {
+	if !now.Before(rec.RetryNotBefore) {
+		return decision{}, true
+	}
+	why := fmt.Sprintf("affix asked to wait until %s (Retry-After)", rec.RetryNotBefore.UTC().Format(time.RFC3339))
+	r.status.waiting(st.c.Name, why)
+	return decision{wait: rec.RetryNotBefore.Sub(now), progress: &Progress{Client: st.c.Name, Phase: rec.Phase, RotationID: rec.RotationID, GraceUntil: rec.GraceUntil, Now: now, Waiting: why}}, false
 }
 
 // current returns the record this run just wrote, if any, or reads it.
@@ -417,6 +654,7 @@ func (r *Rotator) write(ctx context.Context, st *run, next vault.Record, ver int
 	if err != nil {
 		return err
 	}
+	st.mine = v
 	// Keep what a read would return: the stored form (UTC, no monotonic
 	// clock reading), so the next step decides exactly as after a read.
 	stored, err := vault.Decode(next.Encode())
@@ -424,6 +662,7 @@ func (r *Rotator) write(ctx context.Context, st *run, next vault.Record, ver int
 		return nil // written, but not as read back: let the next step read it
 	}
 	st.wrote = &snapshot{rec: stored, ver: v}
+	r.observe(st, stored, v)
 	return nil
 }
 
@@ -433,31 +672,93 @@ func (r *Rotator) leaseSpan() time.Duration {
 
 // mayHaveApplied reports whether Affix may already hold rec's pending secret.
 func (st *run) mayHaveApplied(rec vault.Record) bool {
-	return st.stagedHere != rec.RotationID || st.unknown[rec.RotationID]
+	return st.stagedHere != rec.RotationID || st.unknown[rec.RotationID] || st.shared[rec.RotationID]
 }
 
-// post sends one update to Affix and records its metrics.
-func (r *Rotator) post(ctx context.Context, c *Client, secrets []secret.Value) (*affix.UpdateResponse, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.opt.RequestTimeout)
-	defer cancel()
+// post sends one update to Affix under this process's lease and records its
+// metrics. The lease is checked against a fresh clock reading right before
+// the request, and the request's deadline never outlives the lease. An
+// answer that comes after the lease ended, or none at all, may mean the
+// request lands (or landed) after another process moved on: the run then
+// re-asserts the set the record implies.
+func (r *Rotator) post(ctx context.Context, st *run, rec vault.Record, secrets []secret.Value) (*affix.UpdateResponse, error) {
+	c := st.c
 	start := r.clock.Now()
+	left := rec.LeaseUntil.Sub(start)
+	if rec.LeaseOwner != r.opt.InstanceID || left <= 0 {
+		return nil, errLeaseShort
+	}
+	ctx, cancel := context.WithTimeout(ctx, min(r.opt.RequestTimeout, left))
+	defer cancel()
 	resp, err := c.Affix.UpdateClient(ctx, affix.UpdateRequest{
 		ClientSecret: secrets, Name: c.AppName, RedirectURIs: c.RedirectURIs, WebhookURI: c.WebhookURI,
 	})
+	end := r.clock.Now()
 	if r.opt.Metrics != nil && !errors.Is(err, affix.ErrNotSent) {
-		r.opt.Metrics.AffixRequest(c.Name, affix.StatusLabel(err), r.clock.Since(start))
+		r.opt.Metrics.AffixRequest(c.Name, affix.StatusLabel(err), end.Sub(start))
+	}
+	mayLand := err == nil || !(affix.Definite(err) || errors.Is(err, affix.ErrNotSent) || affix.StatusLabel(err) == "429")
+	var mm *affix.MismatchError
+	if errors.As(err, &mm) {
+		mayLand = true
+	}
+	switch {
+	case err == nil:
+		st.assertedAt = end
+		delete(st.unanswered, rec.RotationID)
+	case mayLand:
+		st.unanswered[rec.RotationID] = rec.Phase
+	}
+	st.late = mayLand && end.After(rec.LeaseUntil)
+	if st.late {
+		st.reassert, st.steal = ReassertStale, true
+		r.log.Warn("affix answered after this process's lease had ended; another process may have moved on, so the set the record implies is sent again", append(fields(c, rec), zap.Time("lease_until", rec.LeaseUntil))...)
 	}
 	return resp, err
 }
 
 // writeFailed handles a failed CAS write: a conflict means another process
-// moved the record (re-read at once); anything else is retried.
+// moved the record (re-read at once); anything else is retried. A conflict
+// right after Affix confirmed a request of ours means that request may
+// have landed after the other process's: the set the record implies is
+// sent again.
 func (r *Rotator) writeFailed(st *run, rec vault.Record, err error) decision {
 	if errors.Is(err, vault.ErrConflict) {
+		if st.posted >= 0 && st.posted == st.seenVer {
+			st.reassert, st.steal = ReassertStale, true
+		}
 		r.log.Info("record changed under us; re-reading", append(fields(st.c, rec), zap.Error(err))...)
 		return again
 	}
 	return r.retry(st, rec, err)
+}
+
+// backoff is retry for a failed request under this process's lease: the
+// lease is extended first when the wait would outlive it, and a 429's
+// Retry-After is recorded as retry_not_before, so that a process that takes
+// over honours it too.
+func (r *Rotator) backoff(ctx context.Context, st *run, rec vault.Record, ver int, err error) decision {
+	d := r.retry(st, rec, err)
+	if d.done || rec.LeaseOwner != r.opt.InstanceID || st.mine != ver {
+		return d
+	}
+	now := r.clock.Now()
+	next := rec
+	if ra, ok := affix.RetryAfter(err); ok && ra > 0 {
+		next.RetryNotBefore = laterOf(rec.RetryNotBefore, now.Add(ra))
+	}
+	minLeft := max(r.opt.LeaseDuration/2, 2*r.opt.RequestTimeout)
+	if until := now.Add(d.wait + minLeft); rec.LeaseUntil.Before(until) {
+		next.LeaseUntil = now.Add(d.wait + r.leaseSpan())
+	}
+	if next.RetryNotBefore.Equal(rec.RetryNotBefore) && next.LeaseUntil.Equal(rec.LeaseUntil) {
+		return d
+	}
+	if werr := r.write(ctx, st, next, ver); werr != nil {
+		r.log.Warn("could not extend the lease over the wait", append(fields(st.c, rec), zap.Error(werr))...)
+		r.lostWrite(st, next, ver, werr, func() decision { return again })
+	}
+	return d
 }
 
 // retry schedules another attempt at the step leaving rec.Phase after a
@@ -503,12 +804,13 @@ func (r *Rotator) progressed(st *run) {
 	st.failingSince = time.Time{}
 }
 
-// observe mirrors the record into metrics and /status.
-func (r *Rotator) observe(c *Client, rec vault.Record) {
+// observe mirrors the record into metrics and /status, and remembers it.
+func (r *Rotator) observe(st *run, rec vault.Record, ver int) {
+	st.seen, st.seenVer = rec, ver
 	if r.opt.Metrics != nil {
-		r.opt.Metrics.ObserveRecord(c.Name, rec.Phase, rec.GraceUntil, rec.RotatedAt)
+		r.opt.Metrics.ObserveRecord(st.c.Name, rec.Phase, rec.GraceUntil, rec.RotatedAt)
 	}
-	r.status.record(c.Name, rec)
+	r.status.record(st.c.Name, rec)
 }
 
 func laterOf(a, b time.Time) time.Time {

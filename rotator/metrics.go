@@ -34,7 +34,14 @@ type Metrics struct {
 	vaultRequests    *prometheus.CounterVec
 	vaultDuration    *prometheus.HistogramVec
 	vaultUp          prometheus.Gauge
+	reasserts        *prometheus.CounterVec
 }
+
+// Reassert reasons, the values of the `reason` label of reasserts_total.
+const (
+	ReassertStale     = "stale"     // a request of this process may have landed late
+	ReassertReconcile = "reconcile" // the periodic re-assertion (rotation.reconcile_interval)
+)
 
 // NewMetrics creates the rotator's metrics and registers them, with
 // affix_rotator_build_info, on reg.
@@ -92,6 +99,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: ns, Name: "vault_up",
 			Help: "1 if the last request to Vault reached an unsealed Vault and was authenticated, else 0.",
 		}),
+		reasserts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "reasserts_total",
+			Help: "Times the set of secrets the Vault record implies was sent to Affix again outside a rotation step, by client and reason (stale: a late request of this process may have landed; reconcile: periodic).",
+		}, []string{"client", "reason"}),
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: ns, Name: "build_info",
@@ -100,7 +111,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	buildInfo.WithLabelValues(version.Version, version.GoVersion()).Set(1)
 	reg.MustRegister(m.rotations, m.rotationDuration, m.lastSuccess, m.nextRotation, m.phase,
 		m.graceDeadline, m.stepErrors, m.affixRequests, m.affixDuration, m.vaultRequests,
-		m.vaultDuration, m.vaultUp, buildInfo)
+		m.vaultDuration, m.vaultUp, m.reasserts, buildInfo)
 	return m
 }
 
@@ -115,6 +126,9 @@ func (m *Metrics) InitClient(client string) {
 	m.nextRotation.WithLabelValues(client)
 	m.graceDeadline.WithLabelValues(client)
 	m.affixDuration.WithLabelValues(client)
+	for _, r := range []string{ReassertStale, ReassertReconcile} {
+		m.reasserts.WithLabelValues(client, r)
+	}
 	for _, p := range phases {
 		m.phase.WithLabelValues(client, string(p))
 		m.stepErrors.WithLabelValues(client, string(p))
@@ -150,6 +164,11 @@ func (m *Metrics) RotationOverlap(client string, d time.Duration) {
 // NextRotation records the next scheduled run of a client.
 func (m *Metrics) NextRotation(client string, t time.Time) {
 	m.nextRotation.WithLabelValues(client).Set(unixOrZero(t))
+}
+
+// Reassert counts one re-assertion of the record's set to Affix.
+func (m *Metrics) Reassert(client, reason string) {
+	m.reasserts.WithLabelValues(client, reason).Inc()
 }
 
 // StepError counts a failed, to-be-retried attempt at the step leaving phase.

@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	mrand "math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -79,8 +80,24 @@ type Options struct {
 	// Limiter bounds how many rotations do I/O at once (nil: no bound).
 	// Waiting (grace, backoff, leases) does not hold a slot.
 	Limiter chan struct{}
-	// Rand seeds jitter (nil: random), for reproducible simulations.
+	// Rand seeds jitter and backoff (nil: random), for reproducible
+	// simulations. It is only ever used under the Rotator's lock: each
+	// rotation and each client loop draws a seed from it for a source of
+	// its own.
 	Rand *mrand.Rand
+	// ReconcileInterval: how often the daemon sends Affix the set of
+	// secrets the record implies again (stable: [current]; overlap:
+	// [current, previous]), so that drift from a late request or an
+	// out-of-band change lasts at most this long (0: never).
+	ReconcileInterval time.Duration
+	// RereadInterval: during a grace period (driving or following), the
+	// record is read again at least this often, so that a grace_until
+	// moved by an operator is honoured (default 30s).
+	RereadInterval time.Duration
+	// ClockSkewMargin: a process that drops the old secret of an overlap
+	// it did not start waits until grace_until plus this margin, since its
+	// clock may run ahead of the one that wrote grace_until.
+	ClockSkewMargin time.Duration
 }
 
 // Progress describes where a rotation stands.
@@ -99,6 +116,7 @@ type Rotator struct {
 	clock  clockwork.Clock
 	log    *zap.Logger
 	status *statusBoard
+	randMu sync.Mutex // guards opt.Rand
 }
 
 // New returns a Rotator with defaults filled in.
@@ -127,7 +145,19 @@ func New(opt Options) *Rotator {
 	if opt.Rand == nil {
 		opt.Rand = mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))
 	}
+	if opt.RereadInterval <= 0 {
+		opt.RereadInterval = 30 * time.Second
+	}
 	return &Rotator{opt: opt, clock: opt.Clock, log: opt.Logger, status: newStatusBoard()}
+}
+
+// newRand returns a random source of the caller's own, seeded from
+// Options.Rand: a *rand.Rand is not safe for concurrent use, and every
+// client runs in a goroutine of its own.
+func (r *Rotator) newRand() *mrand.Rand {
+	r.randMu.Lock()
+	defer r.randMu.Unlock()
+	return mrand.New(mrand.NewPCG(r.opt.Rand.Uint64(), r.opt.Rand.Uint64()))
 }
 
 // Trigger says why Rotate was called, which decides whether a stable client
@@ -148,10 +178,16 @@ const (
 	// ReasonStartup: the daemon started; rotate only if the last rotation
 	// is older than MaxAge (or unknown), else just resume what is in flight.
 	ReasonStartup = "startup"
+	// ReasonReconcile: send Affix the set the record implies again
+	// (rotation.reconcile_interval); never starts a rotation, resumes one
+	// in flight, and leaves a client leased by a live process alone.
+	ReasonReconcile = "reconcile"
 )
 
 func (t Trigger) wantsNew(rec vault.Record, now time.Time) bool {
 	switch t.Reason {
+	case ReasonReconcile:
+		return false
 	case ReasonStartup:
 		return t.MaxAge > 0 && (rec.RotatedAt.IsZero() || now.Sub(rec.RotatedAt) > t.MaxAge)
 	default:
@@ -166,6 +202,9 @@ type Outcome struct {
 	// ByOther: the rotation that satisfied the trigger was completed by
 	// another process (a replica, the daemon during -once).
 	ByOther bool
+	// RotatedAt is the record's rotated_at when Rotate returned (zero if
+	// unknown): the anchor of the client's schedule.
+	RotatedAt time.Time
 }
 
 // ErrAborted wraps the reason a rotation was aborted (Affix definitely

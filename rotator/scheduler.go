@@ -9,9 +9,9 @@ import (
 )
 
 // Run is the daemon: one goroutine per client that first resumes whatever
-// is in flight (and catches up a rotation older than max_age), then rotates
-// on the client's cron schedule, jittered. It returns when ctx ends; every
-// state is in Vault, so nothing is lost.
+// is in flight, then rotates on the client's cron schedule, jittered, and
+// sends Affix the set the record implies every ReconcileInterval. It
+// returns when ctx ends; every state is in Vault, so nothing is lost.
 func (r *Rotator) Run(ctx context.Context, clients []*Client) {
 	var wg sync.WaitGroup
 	for _, c := range clients {
@@ -27,37 +27,81 @@ func (r *Rotator) Run(ctx context.Context, clients []*Client) {
 	wg.Wait()
 }
 
+// due returns when a stable client is next due for rotation. The schedule
+// is anchored on the record, not on the process: due at
+// schedule.Next(rotated_at), so "@every 720h" means 720h after the last
+// rotation however often the daemon restarts, and a run missed while it was
+// down happens at once. max_age is a hard bound on top. A record with no
+// rotated_at (seeded by hand) is anchored at the daemon's start, unless
+// max_age is set: then its unknown age is too old.
+func due(c *Client, rotatedAt, started, now time.Time) time.Time {
+	if rotatedAt.IsZero() {
+		if c.MaxAge > 0 {
+			return now
+		}
+		return c.Schedule.Next(started)
+	}
+	at := c.Schedule.Next(rotatedAt)
+	if c.MaxAge > 0 && (at.IsZero() || rotatedAt.Add(c.MaxAge).Before(at)) {
+		at = rotatedAt.Add(c.MaxAge)
+	}
+	return at
+}
+
 func (r *Rotator) loop(ctx context.Context, c *Client) {
-	trig := Trigger{Reason: ReasonStartup, Time: r.clock.Now(), MaxAge: c.MaxAge}
+	rnd := r.newRand()
+	started := r.clock.Now()
+	trig := Trigger{Reason: ReasonStartup, Time: started, MaxAge: c.MaxAge}
+	asserted := started
+	var jitterFor, jitterAt time.Time // the due time jittered, and the result
 	for {
 		out, err := r.Rotate(ctx, c, trig)
 		if ctx.Err() != nil {
 			return
 		}
 		now := r.clock.Now()
-		scheduled := c.Schedule.Next(now)
-		if scheduled.IsZero() {
-			r.log.Error("schedule has no next run; client left alone", zap.String("client", c.Name))
-			return
+		if out.Result == ResultSuccess || trig.Reason == ReasonReconcile {
+			asserted = now
 		}
-		at := scheduled
-		if c.Jitter > 0 {
-			at = at.Add(time.Duration(r.opt.Rand.Int64N(int64(c.Jitter))))
+		next := due(c, out.RotatedAt, started, now)
+		if next.IsZero() {
+			r.log.Error("schedule has no next run; the client is only reconciled", zap.String("client", c.Name))
 		}
-		nextTrig := Trigger{Reason: ReasonSchedule, Time: scheduled}
-		if err != nil && out.Result == ResultFailed {
-			// A missing or malformed record, or a step given up: the
-			// operator may fix it any time, so try the same trigger again
-			// soon instead of waiting for the next scheduled run.
-			if retry := now.Add(r.opt.RetryMax); retry.Before(at) {
-				at, nextTrig = retry, trig
+		at := next
+		if !next.IsZero() && c.Jitter > 0 {
+			if !jitterFor.Equal(next) {
+				jitterFor, jitterAt = next, next.Add(time.Duration(rnd.Int64N(int64(c.Jitter))))
+			}
+			at = jitterAt
+		}
+		nextTrig := Trigger{Reason: ReasonSchedule, Time: next}
+		if err != nil && (out.Result == ResultFailed || out.Result == ResultAborted) {
+			// A missing or malformed record (an operator may fix it any
+			// time), a rejection, or a step given up: try again after
+			// RetryMax, not at once (the record may still say the client is
+			// due), and not only at the next scheduled run.
+			if retry := now.Add(r.opt.RetryMax); at.IsZero() || retry.After(at) {
+				at = retry
+			} else {
+				at, nextTrig = retry, Trigger{Reason: ReasonStartup, Time: retry}
 			}
 		}
-		r.status.nextRun(c.Name, at)
-		if r.opt.Metrics != nil {
-			r.opt.Metrics.NextRotation(c.Name, at)
+		if !at.IsZero() {
+			r.status.nextRun(c.Name, at)
+			if r.opt.Metrics != nil {
+				r.opt.Metrics.NextRotation(c.Name, at)
+			}
 		}
-		r.log.Debug("next run scheduled", zap.String("client", c.Name), zap.Time("at", at))
+		if r.opt.ReconcileInterval > 0 {
+			if rec := asserted.Add(r.opt.ReconcileInterval); at.IsZero() || rec.Before(at) {
+				at, nextTrig = rec, Trigger{Reason: ReasonReconcile, Time: rec}
+			}
+		}
+		if at.IsZero() {
+			<-ctx.Done()
+			return
+		}
+		r.log.Debug("next run scheduled", zap.String("client", c.Name), zap.Time("at", at), zap.String("reason", nextTrig.Reason))
 		if err := r.sleep(ctx, at.Sub(now), nil); err != nil {
 			return
 		}

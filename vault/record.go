@@ -34,12 +34,14 @@ const (
 	FieldLeaseOwner           = "lease_owner"
 	FieldLeaseUntil           = "lease_until"
 	FieldLastError            = "last_error"
+	FieldRetryNotBefore       = "retry_not_before"
 )
 
 var ownFields = map[string]bool{
 	FieldClientSecret: true, FieldPreviousClientSecret: true, FieldPendingClientSecret: true,
 	FieldPhase: true, FieldRotationID: true, FieldGraceUntil: true, FieldRotatedAt: true,
 	FieldClientID: true, FieldLeaseOwner: true, FieldLeaseUntil: true, FieldLastError: true,
+	FieldRetryNotBefore: true,
 }
 
 // Record is one Affix client's KV v2 secret: the consumers' current secret and
@@ -56,6 +58,9 @@ type Record struct {
 	LeaseOwner           string
 	LeaseUntil           time.Time
 	LastError            string // last definite failure, never containing a secret
+	// RetryNotBefore is a 429's floor: no process sends to Affix for this
+	// client before it, whoever holds the lease.
+	RetryNotBefore time.Time
 	// Extra keeps fields the rotator does not own (an operator's annotations),
 	// so that writing the record back loses nothing.
 	Extra map[string]any
@@ -95,6 +100,7 @@ func (r Record) Encode() map[string]any {
 	put(FieldLeaseOwner, r.LeaseOwner)
 	putTime(FieldLeaseUntil, r.LeaseUntil)
 	put(FieldLastError, r.LastError)
+	putTime(FieldRetryNotBefore, r.RetryNotBefore)
 	return m
 }
 
@@ -160,7 +166,7 @@ func Decode(data map[string]any) (Record, error) {
 	for _, f := range []struct {
 		k string
 		p *time.Time
-	}{{FieldGraceUntil, &r.GraceUntil}, {FieldRotatedAt, &r.RotatedAt}, {FieldLeaseUntil, &r.LeaseUntil}} {
+	}{{FieldGraceUntil, &r.GraceUntil}, {FieldRotatedAt, &r.RotatedAt}, {FieldLeaseUntil, &r.LeaseUntil}, {FieldRetryNotBefore, &r.RetryNotBefore}} {
 		if *f.p, err = tm(f.k); err != nil {
 			return Record{}, err
 		}
