@@ -13,7 +13,8 @@ import (
 	"unicode"
 )
 
-// Defaults applied by Parse to keys the file leaves out (DESIGN.md §6).
+// Defaults applied by Parse to keys the file leaves out (docs/design.md,
+// "Configuration").
 const (
 	DefaultListen        = ":9464"
 	DefaultLogLevel      = "info"
@@ -33,6 +34,10 @@ const (
 	DefaultRetryInitial  = time.Second
 	DefaultRetryMax      = 5 * time.Minute
 	DefaultMaxConcurrent = 10
+
+	DefaultReconcileInterval = time.Hour
+	DefaultRereadInterval    = 30 * time.Second
+	DefaultClockSkewMargin   = 30 * time.Second
 )
 
 // MinLeaseDuration is the shortest rotation.lease_duration accepted.
@@ -93,6 +98,9 @@ func (c *Config) defaults(present map[string]bool) {
 	if !present["rotation.max_concurrent"] {
 		c.Rotation.MaxConcurrent = DefaultMaxConcurrent
 	}
+	dur("rotation.reconcile_interval", &c.Rotation.ReconcileInterval, DefaultReconcileInterval)
+	dur("rotation.reread_interval", &c.Rotation.RereadInterval, DefaultRereadInterval)
+	dur("rotation.clock_skew_margin", &c.Rotation.ClockSkewMargin, DefaultClockSkewMargin)
 }
 
 var (
@@ -245,6 +253,15 @@ func (c *Config) validateRotation(p *problems) {
 	}
 	if r.MaxConcurrent < 1 {
 		p.add("rotation.max_concurrent", "must be at least 1, got %d", r.MaxConcurrent)
+	}
+	if r.ReconcileInterval < 0 {
+		p.add("rotation.reconcile_interval", "must not be negative, got %s (0 disables it)", r.ReconcileInterval)
+	}
+	if r.RereadInterval <= 0 {
+		p.add("rotation.reread_interval", "must be positive, got %s", r.RereadInterval)
+	}
+	if r.ClockSkewMargin < 0 {
+		p.add("rotation.clock_skew_margin", "must not be negative, got %s", r.ClockSkewMargin)
 	}
 }
 
