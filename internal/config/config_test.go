@@ -271,6 +271,15 @@ func TestDefaults(t *testing.T) {
 			r := c.Rotation
 			return r.ReconcileInterval.D() == time.Hour && r.RereadInterval.D() == 30*time.Second && r.ClockSkewMargin.D() == 30*time.Second
 		}},
+		{"vault_path under another mount name", "vault: {kv_mount: kv}\n" + replaceOnce(t, minimal, "affix/prod", "secret/affix/prod"), func(c *Config) bool {
+			return c.Clients[0].VaultPath == "secret/affix/prod"
+		}},
+		{"vault_path ending in data", replaceOnce(t, minimal, "affix/prod", "affix/data"), func(c *Config) bool {
+			return c.Clients[0].VaultPath == "affix/data"
+		}},
+		{"vault_path with data in a name", replaceOnce(t, minimal, "affix/prod", "metadata-svc/database/prod"), func(c *Config) bool {
+			return c.Clients[0].VaultPath == "metadata-svc/database/prod"
+		}},
 		{"zero jitter and max_age", withClient("jitter: 0", "max_age: 0s"), func(c *Config) bool {
 			return c.Clients[0].Jitter == 0 && c.Clients[0].MaxAge == 0
 		}},
@@ -396,8 +405,8 @@ func TestBrokenConfigsNameTheKey(t *testing.T) {
 		{"absolute vault path", replaceOnce(t, minimal, "affix/prod", "/affix/prod"), []string{"clients[0].vault_path:"}},
 		{"dotdot vault path", replaceOnce(t, minimal, "affix/prod", "affix/../x"), []string{"clients[0].vault_path:", ".."}},
 		{"space in vault path", replaceOnce(t, minimal, "affix/prod", "\"affix/pr od\""), []string{"clients[0].vault_path:", "whitespace"}},
-		{"api vault path", replaceOnce(t, minimal, "affix/prod", "data/affix/prod"), []string{"clients[0].vault_path:", "data/"}},
-		{"metadata vault path", replaceOnce(t, minimal, "affix/prod", "metadata/affix/prod"), []string{"clients[0].vault_path:", "metadata/"}},
+		{"api vault path", replaceOnce(t, minimal, "affix/prod", "data/affix/prod"), []string{"clients[0].vault_path:", "data/", `write "affix/prod"`}},
+		{"metadata vault path", replaceOnce(t, minimal, "affix/prod", "metadata/affix/prod"), []string{"clients[0].vault_path:", "metadata/", `write "affix/prod"`}},
 		{"missing schedule", replaceOnce(t, minimal, "    schedule: \"@every 720h\"\n", ""), []string{"clients[0].schedule: required"}},
 		{"bad cron", replaceOnce(t, minimal, "@every 720h", "@evry 720h"), []string{`clients[0].schedule: invalid cron spec "@evry 720h"`}},
 		{"six fields", replaceOnce(t, minimal, "@every 720h", "0 0 3 * * *"), []string{"clients[0].schedule: invalid cron spec"}},
@@ -944,6 +953,50 @@ func TestClientsNeedTheirOwnAPIKey(t *testing.T) {
 				t.Fatalf("refused: %v", err)
 			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
 				t.Fatalf("want %q, got %v", tc.err, err)
+			}
+		})
+	}
+}
+
+// TestVaultPathAPIPaste: a vault_path pasted from a KV v2 API path (with the
+// mount, or a data/ or metadata/ segment) is refused, naming the key,
+// explaining the mistake and giving the path to write instead.
+func TestVaultPathAPIPaste(t *testing.T) {
+	for _, tc := range []struct {
+		name, mount, path string
+		want              []string
+	}{
+		{"mount and data", "", "secret/data/affix/prod", []string{`"secret/data/affix/prod" holds a data/ segment`, "KV v2 API path", "relative to vault.kv_mount", `write "affix/prod"`}},
+		{"mount and metadata", "", "secret/metadata/affix/prod", []string{"metadata/ segment", `write "affix/prod"`}},
+		{"mount only", "", "secret/affix/prod", []string{`"secret/affix/prod" starts with the KV mount "secret/"`, `write "affix/prod"`}},
+		{"data first", "", "data/affix/prod", []string{"data/ segment", `write "affix/prod"`}},
+		{"metadata first", "", "metadata/affix/prod", []string{"metadata/ segment", `write "affix/prod"`}},
+		{"metadata inside", "", "affix/metadata/x", []string{"metadata/ segment", `write "x"`, `set vault.kv_mount: "affix"`}},
+		{"another mount", "", "kv/data/affix/prod", []string{"data/ segment", `write "affix/prod"`, `set vault.kv_mount: "kv"`}},
+		{"custom mount", "kv/team", "kv/team/data/affix/prod", []string{"data/ segment", `("kv/team")`, `write "affix/prod"`}},
+		{"custom mount only", "kv/team", "kv/team/affix/prod", []string{`starts with the KV mount "kv/team/"`, `write "affix/prod"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			y := replaceOnce(t, minimal, "affix/prod", tc.path)
+			if tc.mount != "" {
+				y = "vault: {kv_mount: " + tc.mount + "}\n" + y
+			}
+			c, err := Parse([]byte(y), "t.yaml")
+			if err == nil {
+				t.Fatalf("accepted: %+v", c.Clients[0])
+			}
+			errs := allErrors(err)
+			if len(errs) != 1 {
+				t.Fatalf("want one problem, got %d:\n%v", len(errs), err)
+			}
+			var ce *Error
+			if !errors.As(errs[0], &ce) || ce.Key != "clients[0].vault_path" {
+				t.Fatalf("want an error for clients[0].vault_path, got %T %v", errs[0], errs[0])
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(ce.Problem, w) {
+					t.Errorf("problem does not contain %q:\n%s", w, ce.Problem)
+				}
 			}
 		})
 	}
