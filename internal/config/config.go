@@ -161,6 +161,19 @@ type Rotation struct {
 	// MaxConcurrent is the number of rotations driven at once. Default 10,
 	// at least 1.
 	MaxConcurrent int `yaml:"max_concurrent"`
+	// ReconcileInterval is how often the daemon re-asserts, for every
+	// client, the set of secrets Affix must accept as the Vault record
+	// implies it (the repair of a stale request or an out-of-band edit).
+	// Default 1h; 0 disables it; >= 0.
+	ReconcileInterval Duration `yaml:"reconcile_interval"`
+	// RereadInterval is how often, at least, a process waiting out a grace
+	// period re-reads the record, so an operator's change to it is seen
+	// within this. Default 30s, > 0.
+	RereadInterval Duration `yaml:"reread_interval"`
+	// ClockSkewMargin is added to grace_until by a process that drops the
+	// old secret of an overlap it did not start (its clock may run ahead of
+	// the one that wrote grace_until). Default 30s, >= 0.
+	ClockSkewMargin Duration `yaml:"clock_skew_margin"`
 }
 
 // Client is one Affix client under rotation.

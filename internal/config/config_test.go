@@ -85,7 +85,9 @@ func TestExampleConfigIsValid(t *testing.T) {
 		t.Fatalf("prod sends app fields: %+v", p.App)
 	}
 	if c.Listen != DefaultListen || c.Vault.Auth.Method != "token" || c.Vault.Auth.TokenEnv != "VAULT_TOKEN" ||
-		c.Affix.BaseURL != DefaultBaseURL || c.Affix.APIKeyEnv != "AFFIX_API_KEY" || c.Rotation.MaxConcurrent != 10 {
+		c.Affix.BaseURL != DefaultBaseURL || c.Affix.APIKeyEnv != "AFFIX_API_KEY" || c.Rotation.MaxConcurrent != 10 ||
+		c.Rotation.ReconcileInterval.D() != DefaultReconcileInterval || c.Rotation.RereadInterval.D() != DefaultRereadInterval ||
+		c.Rotation.ClockSkewMargin.D() != DefaultClockSkewMargin {
 		t.Fatalf("example does not show the defaults: %+v", c)
 	}
 }
@@ -213,9 +215,12 @@ func TestDefaults(t *testing.T) {
 			KVMount: "secret", Timeout: Duration(30 * time.Second),
 			Auth: VaultAuth{Method: "token", TokenEnv: "VAULT_TOKEN"},
 		},
-		Affix:    Affix{BaseURL: "https://api.affixapi.com", APIKeyEnv: "AFFIX_API_KEY", Timeout: Duration(30 * time.Second)},
-		Rotation: Rotation{LeaseDuration: Duration(5 * time.Minute), RetryInitial: Duration(time.Second), RetryMax: Duration(5 * time.Minute), MaxConcurrent: 10},
-		Clients:  []Client{{Name: "prod", VaultPath: "affix/prod", Schedule: "@every 720h", GracePeriod: Duration(24 * time.Hour)}},
+		Affix: Affix{BaseURL: "https://api.affixapi.com", APIKeyEnv: "AFFIX_API_KEY", Timeout: Duration(30 * time.Second)},
+		Rotation: Rotation{
+			LeaseDuration: Duration(5 * time.Minute), RetryInitial: Duration(time.Second), RetryMax: Duration(5 * time.Minute), MaxConcurrent: 10,
+			ReconcileInterval: Duration(time.Hour), RereadInterval: Duration(30 * time.Second), ClockSkewMargin: Duration(30 * time.Second),
+		},
+		Clients: []Client{{Name: "prod", VaultPath: "affix/prod", Schedule: "@every 720h", GracePeriod: Duration(24 * time.Hour)}},
 	}
 	if !reflect.DeepEqual(*c, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", *c, want)
@@ -251,6 +256,29 @@ func TestDefaults(t *testing.T) {
 		{"explicit values win", "listen: \"127.0.0.1:0\"\ninstance_id: pod-1\nrotation: {lease_duration: 30s, retry_initial: 200ms, retry_max: 2s, max_concurrent: 1}\n" + minimal, func(c *Config) bool {
 			r := c.Rotation
 			return c.Listen == "127.0.0.1:0" && c.InstanceID == "pod-1" && r.LeaseDuration.D() == 30*time.Second && r.RetryInitial.D() == 200*time.Millisecond && r.RetryMax.D() == 2*time.Second && r.MaxConcurrent == 1
+		}},
+		{"explicit rotation intervals win", "rotation: {reconcile_interval: 15m, reread_interval: 5s, clock_skew_margin: 2m}\n" + minimal, func(c *Config) bool {
+			r := c.Rotation
+			return r.ReconcileInterval.D() == 15*time.Minute && r.RereadInterval.D() == 5*time.Second && r.ClockSkewMargin.D() == 2*time.Minute
+		}},
+		{"zero reconcile_interval disables it", "rotation: {reconcile_interval: 0}\n" + minimal, func(c *Config) bool {
+			return c.Rotation.ReconcileInterval == 0 && c.Rotation.RereadInterval.D() == DefaultRereadInterval
+		}},
+		{"zero clock_skew_margin", "rotation: {clock_skew_margin: 0s}\n" + minimal, func(c *Config) bool {
+			return c.Rotation.ClockSkewMargin == 0 && c.Rotation.ReconcileInterval.D() == DefaultReconcileInterval
+		}},
+		{"null rotation intervals take the defaults", "rotation:\n  reconcile_interval: ~\n  reread_interval: null\n  clock_skew_margin:\n" + minimal, func(c *Config) bool {
+			r := c.Rotation
+			return r.ReconcileInterval.D() == time.Hour && r.RereadInterval.D() == 30*time.Second && r.ClockSkewMargin.D() == 30*time.Second
+		}},
+		{"vault_path under another mount name", "vault: {kv_mount: kv}\n" + replaceOnce(t, minimal, "affix/prod", "secret/affix/prod"), func(c *Config) bool {
+			return c.Clients[0].VaultPath == "secret/affix/prod"
+		}},
+		{"vault_path ending in data", replaceOnce(t, minimal, "affix/prod", "affix/data"), func(c *Config) bool {
+			return c.Clients[0].VaultPath == "affix/data"
+		}},
+		{"vault_path with data in a name", replaceOnce(t, minimal, "affix/prod", "metadata-svc/database/prod"), func(c *Config) bool {
+			return c.Clients[0].VaultPath == "metadata-svc/database/prod"
 		}},
 		{"zero jitter and max_age", withClient("jitter: 0", "max_age: 0s"), func(c *Config) bool {
 			return c.Clients[0].Jitter == 0 && c.Clients[0].MaxAge == 0
@@ -356,6 +384,13 @@ func TestBrokenConfigsNameTheKey(t *testing.T) {
 		{"zero retry", "rotation: {retry_initial: 0}\n" + minimal, []string{"rotation.retry_initial: must be positive"}},
 		{"retry max below initial", "rotation: {retry_initial: 10s, retry_max: 1s}\n" + minimal, []string{"rotation.retry_max:"}},
 		{"zero concurrency", "rotation: {max_concurrent: 0}\n" + minimal, []string{"rotation.max_concurrent: must be at least 1"}},
+		{"negative reconcile", "rotation: {reconcile_interval: -1m}\n" + minimal, []string{"rotation.reconcile_interval: must not be negative, got -1m0s (0 disables it)"}},
+		{"reconcile not a duration", "rotation: {reconcile_interval: 1d}\n" + minimal, []string{"rotation.reconcile_interval:", "write 24h for a day"}},
+		{"zero reread", "rotation: {reread_interval: 0}\n" + minimal, []string{"rotation.reread_interval: must be positive, got 0s"}},
+		{"negative reread", "rotation: {reread_interval: -5s}\n" + minimal, []string{"rotation.reread_interval: must be positive"}},
+		{"reread not a duration", "rotation: {reread_interval: 30}\n" + minimal, []string{`rotation.reread_interval: "30" is not a duration`}},
+		{"negative clock skew", "rotation: {clock_skew_margin: -30s}\n" + minimal, []string{"rotation.clock_skew_margin: must not be negative, got -30s"}},
+		{"clock skew list", "rotation: {clock_skew_margin: [30s]}\n" + minimal, []string{"rotation.clock_skew_margin: must be a duration"}},
 
 		// Clients.
 		{"no clients key", "listen: \":1\"\n", []string{"clients: at least one client is required"}},
@@ -370,8 +405,8 @@ func TestBrokenConfigsNameTheKey(t *testing.T) {
 		{"absolute vault path", replaceOnce(t, minimal, "affix/prod", "/affix/prod"), []string{"clients[0].vault_path:"}},
 		{"dotdot vault path", replaceOnce(t, minimal, "affix/prod", "affix/../x"), []string{"clients[0].vault_path:", ".."}},
 		{"space in vault path", replaceOnce(t, minimal, "affix/prod", "\"affix/pr od\""), []string{"clients[0].vault_path:", "whitespace"}},
-		{"api vault path", replaceOnce(t, minimal, "affix/prod", "data/affix/prod"), []string{"clients[0].vault_path:", "data/"}},
-		{"metadata vault path", replaceOnce(t, minimal, "affix/prod", "metadata/affix/prod"), []string{"clients[0].vault_path:", "metadata/"}},
+		{"api vault path", replaceOnce(t, minimal, "affix/prod", "data/affix/prod"), []string{"clients[0].vault_path:", "data/", `write "affix/prod"`}},
+		{"metadata vault path", replaceOnce(t, minimal, "affix/prod", "metadata/affix/prod"), []string{"clients[0].vault_path:", "metadata/", `write "affix/prod"`}},
 		{"missing schedule", replaceOnce(t, minimal, "    schedule: \"@every 720h\"\n", ""), []string{"clients[0].schedule: required"}},
 		{"bad cron", replaceOnce(t, minimal, "@every 720h", "@evry 720h"), []string{`clients[0].schedule: invalid cron spec "@evry 720h"`}},
 		{"six fields", replaceOnce(t, minimal, "@every 720h", "0 0 3 * * *"), []string{"clients[0].schedule: invalid cron spec"}},
@@ -918,6 +953,50 @@ func TestClientsNeedTheirOwnAPIKey(t *testing.T) {
 				t.Fatalf("refused: %v", err)
 			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
 				t.Fatalf("want %q, got %v", tc.err, err)
+			}
+		})
+	}
+}
+
+// TestVaultPathAPIPaste: a vault_path pasted from a KV v2 API path (with the
+// mount, or a data/ or metadata/ segment) is refused, naming the key,
+// explaining the mistake and giving the path to write instead.
+func TestVaultPathAPIPaste(t *testing.T) {
+	for _, tc := range []struct {
+		name, mount, path string
+		want              []string
+	}{
+		{"mount and data", "", "secret/data/affix/prod", []string{`"secret/data/affix/prod" holds a data/ segment`, "KV v2 API path", "relative to vault.kv_mount", `write "affix/prod"`}},
+		{"mount and metadata", "", "secret/metadata/affix/prod", []string{"metadata/ segment", `write "affix/prod"`}},
+		{"mount only", "", "secret/affix/prod", []string{`"secret/affix/prod" starts with the KV mount "secret/"`, `write "affix/prod"`}},
+		{"data first", "", "data/affix/prod", []string{"data/ segment", `write "affix/prod"`}},
+		{"metadata first", "", "metadata/affix/prod", []string{"metadata/ segment", `write "affix/prod"`}},
+		{"metadata inside", "", "affix/metadata/x", []string{"metadata/ segment", `write "x"`, `set vault.kv_mount: "affix"`}},
+		{"another mount", "", "kv/data/affix/prod", []string{"data/ segment", `write "affix/prod"`, `set vault.kv_mount: "kv"`}},
+		{"custom mount", "kv/team", "kv/team/data/affix/prod", []string{"data/ segment", `("kv/team")`, `write "affix/prod"`}},
+		{"custom mount only", "kv/team", "kv/team/affix/prod", []string{`starts with the KV mount "kv/team/"`, `write "affix/prod"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			y := replaceOnce(t, minimal, "affix/prod", tc.path)
+			if tc.mount != "" {
+				y = "vault: {kv_mount: " + tc.mount + "}\n" + y
+			}
+			c, err := Parse([]byte(y), "t.yaml")
+			if err == nil {
+				t.Fatalf("accepted: %+v", c.Clients[0])
+			}
+			errs := allErrors(err)
+			if len(errs) != 1 {
+				t.Fatalf("want one problem, got %d:\n%v", len(errs), err)
+			}
+			var ce *Error
+			if !errors.As(errs[0], &ce) || ce.Key != "clients[0].vault_path" {
+				t.Fatalf("want an error for clients[0].vault_path, got %T %v", errs[0], errs[0])
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(ce.Problem, w) {
+					t.Errorf("problem does not contain %q:\n%s", w, ce.Problem)
+				}
 			}
 		})
 	}

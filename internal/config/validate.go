@@ -13,7 +13,8 @@ import (
 	"unicode"
 )
 
-// Defaults applied by Parse to keys the file leaves out (DESIGN.md §6).
+// Defaults applied by Parse to keys the file leaves out (docs/design.md,
+// "Configuration").
 const (
 	DefaultListen        = ":9464"
 	DefaultLogLevel      = "info"
@@ -33,6 +34,10 @@ const (
 	DefaultRetryInitial  = time.Second
 	DefaultRetryMax      = 5 * time.Minute
 	DefaultMaxConcurrent = 10
+
+	DefaultReconcileInterval = time.Hour
+	DefaultRereadInterval    = 30 * time.Second
+	DefaultClockSkewMargin   = 30 * time.Second
 )
 
 // MinLeaseDuration is the shortest rotation.lease_duration accepted.
@@ -93,6 +98,9 @@ func (c *Config) defaults(present map[string]bool) {
 	if !present["rotation.max_concurrent"] {
 		c.Rotation.MaxConcurrent = DefaultMaxConcurrent
 	}
+	dur("rotation.reconcile_interval", &c.Rotation.ReconcileInterval, DefaultReconcileInterval)
+	dur("rotation.reread_interval", &c.Rotation.RereadInterval, DefaultRereadInterval)
+	dur("rotation.clock_skew_margin", &c.Rotation.ClockSkewMargin, DefaultClockSkewMargin)
 }
 
 var (
@@ -246,6 +254,15 @@ func (c *Config) validateRotation(p *problems) {
 	if r.MaxConcurrent < 1 {
 		p.add("rotation.max_concurrent", "must be at least 1, got %d", r.MaxConcurrent)
 	}
+	if r.ReconcileInterval < 0 {
+		p.add("rotation.reconcile_interval", "must not be negative, got %s (0 disables it)", r.ReconcileInterval)
+	}
+	if r.RereadInterval <= 0 {
+		p.add("rotation.reread_interval", "must be positive, got %s", r.RereadInterval)
+	}
+	if r.ClockSkewMargin < 0 {
+		p.add("rotation.clock_skew_margin", "must not be negative, got %s", r.ClockSkewMargin)
+	}
 }
 
 func (c *Config) validateClients(p *problems, present map[string]bool) {
@@ -267,7 +284,9 @@ func (c *Config) validateClients(p *problems, present map[string]bool) {
 				names[cl.Name] = i
 			}
 		}
-		switch vp := cl.VaultPath; {
+		vp := cl.VaultPath
+		paste := apiPathPaste(vp, c.Vault.KVMount)
+		switch {
 		case vp == "":
 			p.add(k("vault_path"), "required: the KV path of the client's record, relative to kv_mount (e.g. affix/prod)")
 		case strings.HasPrefix(vp, "/"), strings.HasSuffix(vp, "/"), strings.Contains(vp, "//"):
@@ -276,8 +295,8 @@ func (c *Config) validateClients(p *problems, present map[string]bool) {
 			p.add(k("vault_path"), "%q must not hold '.' or '..' segments", vp)
 		case hasSpaceOrControl(vp):
 			p.add(k("vault_path"), "%q must not hold whitespace or control characters", vp)
-		case strings.HasPrefix(vp, "data/"), strings.HasPrefix(vp, "metadata/"):
-			p.add(k("vault_path"), "%q must be the logical KV path (affix/prod), not the API path: drop the %s prefix", vp, vp[:strings.Index(vp, "/")+1])
+		case paste != "":
+			p.add(k("vault_path"), "%s", paste)
 		case len(vp) > maxVaultPathLength:
 			p.add(k("vault_path"), "longer than %d bytes", maxVaultPathLength)
 		default:
@@ -333,6 +352,40 @@ func (c *Config) validateClients(p *problems, present map[string]bool) {
 				keys[src] = i
 			}
 		}
+	}
+}
+
+// apiPathPaste explains why vp, a vault_path, looks like a path pasted from
+// Vault's KV v2 HTTP API (or its UI, or a -output-curl-string) rather than
+// the record's path relative to the mount: it starts with the mount and "/",
+// or it holds a data/ or metadata/ segment. It returns "" for a path that
+// does neither. The message says what to write instead.
+func apiPathPaste(vp, mount string) string {
+	rest := vp
+	withMount := mount != "" && strings.HasPrefix(vp, mount+"/")
+	if withMount {
+		rest = vp[len(mount)+1:]
+	}
+	segs := strings.Split(rest, "/")
+	api := -1
+	for i, s := range segs[:len(segs)-1] {
+		if s == "data" || s == "metadata" {
+			api = i
+			break
+		}
+	}
+	const why = "the KV v2 HTTP API spells a record <mount>/data/<path> (its value) or <mount>/metadata/<path> (its versions), and so do policies and `vault kv get -output-curl-string`, but vault_path is the record's own path, relative to vault.kv_mount"
+	switch {
+	case api < 0 && !withMount:
+		return ""
+	case api < 0:
+		return fmt.Sprintf("%q starts with the KV mount %q: vault_path is relative to vault.kv_mount (the record is <kv_mount>/<vault_path>): write %q", vp, mount+"/", rest)
+	case api == 0:
+		return fmt.Sprintf("%q holds a %s/ segment, as a KV v2 API path does: %s (%q): write %q", vp, segs[api], why, mount, strings.Join(segs[1:], "/"))
+	default:
+		// Something precedes data/: most likely a mount other than kv_mount.
+		other := strings.Join(segs[:api], "/")
+		return fmt.Sprintf("%q holds a %s/ segment, as a KV v2 API path does: %s (%q): write %q, and if %q is your KV mount, set vault.kv_mount: %q", vp, segs[api], why, mount, strings.Join(segs[api+1:], "/"), other, other)
 	}
 }
 
