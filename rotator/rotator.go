@@ -1,5 +1,5 @@
 // Package rotator drives the rotation of Affix client secrets through the
-// phases stable → staged → overlap → stable (DESIGN.md §4). Every decision is
+// phases stable → staged → overlap → stable (docs/design.md). Every decision is
 // re-derived from the Vault record on each step and every transition is one
 // check-and-set write, so a process killed at any point, or a second process
 // racing it, resumes the rotation in flight instead of forking it. Time comes

@@ -11,7 +11,7 @@ import (
 // Phase is where a client's rotation stands.
 type Phase string
 
-// The phases of DESIGN.md §4.
+// The phases of docs/design.md.
 const (
 	// PhaseStable: client_secret is the only secret Affix accepts.
 	PhaseStable Phase = "stable"
@@ -123,7 +123,7 @@ func (e *MalformedError) Error() string {
 }
 
 // Decode parses KV v2 data into a Record and checks that it is one of the
-// states of DESIGN.md §4. A record with a client_secret and no phase is
+// states of docs/design.md. A record with a client_secret and no phase is
 // stable (that is how an operator seeds it).
 func Decode(data map[string]any) (Record, error) {
 	var r Record

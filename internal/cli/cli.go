@@ -17,7 +17,7 @@ import (
 	"github.com/affix-rotator/affix-rotator/internal/version"
 )
 
-// Exit codes (DESIGN.md §5).
+// Exit codes (docs/design.md).
 const (
 	ExitOK     = 0
 	ExitFailed = 1

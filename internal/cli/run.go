@@ -149,6 +149,10 @@ func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, log *zap.
 		RetryMax:       cfg.Rotation.RetryMax.D(),
 		RequestTimeout: maxAffixTimeout(cfg),
 		Limiter:        make(chan struct{}, max(1, cfg.Rotation.MaxConcurrent)),
+
+		ReconcileInterval: cfg.Rotation.ReconcileInterval.D(),
+		RereadInterval:    cfg.Rotation.RereadInterval.D(),
+		ClockSkewMargin:   cfg.Rotation.ClockSkewMargin.D(),
 	}
 	if f.once {
 		opt.GiveUpAfter = f.retryTimeout
