@@ -52,6 +52,9 @@ type run struct {
 	// ReassertReconcile); steal allows taking a live lease for it.
 	reassert string
 	steal    bool
+	// stopAfterAssert ends the run once the set is re-asserted (an
+	// operator action that hands the rotation back to the daemon).
+	stopAfterAssert bool
 	// assertedAt is when Affix last confirmed a set this run sent; late
 	// says the last request's answer (or lack of one) came after the lease
 	// it was sent under had ended.
@@ -122,12 +125,22 @@ var errLeaseShort = errors.New("lease too short to send a request")
 // On the way out it releases a lease it still holds, so that another
 // process can go on at once.
 func (r *Rotator) Rotate(ctx context.Context, c *Client, trig Trigger) (Outcome, error) {
+	return r.drive(ctx, r.newRun(c, trig))
+}
+
+func (r *Rotator) newRun(c *Client, trig Trigger) *run {
 	st := &run{c: c, trig: trig, mine: -1, posted: -1, rejected: -1, seenVer: -1,
 		shared: map[string]bool{}, unknown: map[string]bool{}, unanswered: map[string]vault.Phase{}, overlapHere: map[string]bool{},
 		assertedAt: r.clock.Now(), bo: backoff.New(r.opt.RetryInitial, r.opt.RetryMax, r.newRand())}
 	if trig.Reason == ReasonReconcile {
 		st.reassert = ReassertReconcile
 	}
+	return st
+}
+
+// drive takes steps until one is final or ctx ends, sleeping between them.
+func (r *Rotator) drive(ctx context.Context, st *run) (Outcome, error) {
+	c := st.c
 	defer r.release(ctx, st)
 	for {
 		release, err := r.acquire(ctx)
@@ -532,7 +545,10 @@ func (r *Rotator) reassertSet(ctx context.Context, st *run, rec vault.Record, ve
 	if !st.late { // a late answer to this very request calls for another
 		st.reassert, st.steal = "", false
 	}
-	if r.opt.Metrics != nil {
+	if st.stopAfterAssert {
+		return decision{done: true}
+	}
+	if r.opt.Metrics != nil && reason != ReassertAction {
 		r.opt.Metrics.Reassert(st.c.Name, reason)
 	}
 	if reason == ReassertStale {

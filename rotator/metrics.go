@@ -35,12 +35,15 @@ type Metrics struct {
 	vaultDuration    *prometheus.HistogramVec
 	vaultUp          prometheus.Gauge
 	reasserts        *prometheus.CounterVec
+	actions          *prometheus.CounterVec
 }
 
 // Reassert reasons, the values of the `reason` label of reasserts_total.
 const (
 	ReassertStale     = "stale"     // a request of this process may have landed late
 	ReassertReconcile = "reconcile" // the periodic re-assertion (rotation.reconcile_interval)
+	// ReassertAction: an operator action's own request (not counted here).
+	ReassertAction = "action"
 )
 
 // NewMetrics creates the rotator's metrics and registers them, with
@@ -103,6 +106,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: ns, Name: "reasserts_total",
 			Help: "Times the set of secrets the Vault record implies was sent to Affix again outside a rotation step, by client and reason (stale: a late request of this process may have landed; reconcile: periodic).",
 		}, []string{"client", "reason"}),
+		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "operator_actions_total",
+			Help: "Operator actions (rotate, end-grace, extend-grace, reaccept-previous) taken by this process or seen in a record by the daemon, by client and action.",
+		}, []string{"client", "action"}),
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: ns, Name: "build_info",
@@ -111,7 +118,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	buildInfo.WithLabelValues(version.Version, version.GoVersion()).Set(1)
 	reg.MustRegister(m.rotations, m.rotationDuration, m.lastSuccess, m.nextRotation, m.phase,
 		m.graceDeadline, m.stepErrors, m.affixRequests, m.affixDuration, m.vaultRequests,
-		m.vaultDuration, m.vaultUp, m.reasserts, buildInfo)
+		m.vaultDuration, m.vaultUp, m.reasserts, m.actions, buildInfo)
 	return m
 }
 
@@ -169,6 +176,11 @@ func (m *Metrics) NextRotation(client string, t time.Time) {
 // Reassert counts one re-assertion of the record's set to Affix.
 func (m *Metrics) Reassert(client, reason string) {
 	m.reasserts.WithLabelValues(client, reason).Inc()
+}
+
+// OperatorAction counts one operator action.
+func (m *Metrics) OperatorAction(client, action string) {
+	m.actions.WithLabelValues(client, action).Inc()
 }
 
 // StepError counts a failed, to-be-retried attempt at the step leaving phase.

@@ -182,11 +182,14 @@ const (
 	// (rotation.reconcile_interval); never starts a rotation, resumes one
 	// in flight, and leaves a client leased by a live process alone.
 	ReasonReconcile = "reconcile"
+	// ReasonAction: an operator action drives the record it just wrote;
+	// never starts a rotation.
+	ReasonAction = "action"
 )
 
 func (t Trigger) wantsNew(rec vault.Record, now time.Time) bool {
 	switch t.Reason {
-	case ReasonReconcile:
+	case ReasonReconcile, ReasonAction:
 		return false
 	case ReasonStartup:
 		return t.MaxAge > 0 && (rec.RotatedAt.IsZero() || now.Sub(rec.RotatedAt) > t.MaxAge)
