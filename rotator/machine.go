@@ -823,6 +823,12 @@ func (r *Rotator) progressed(st *run) {
 // observe mirrors the record into metrics and /status, and remembers it.
 func (r *Rotator) observe(st *run, rec vault.Record, ver int) {
 	st.seen, st.seenVer = rec, ver
+	if a := rec.LastAction; a != nil && r.status.newAction(st.c.Name, a.At) {
+		r.log.Info("operator action seen in the record", append(fields(st.c, rec), zap.String("action", a.Action), zap.String("by", a.By), zap.String("reason", a.Reason), zap.Time("at", a.At))...)
+		if r.opt.Metrics != nil {
+			r.opt.Metrics.OperatorAction(st.c.Name, a.Action)
+		}
+	}
 	if r.opt.Metrics != nil {
 		r.opt.Metrics.ObserveRecord(st.c.Name, rec.Phase, rec.GraceUntil, rec.RotatedAt)
 	}

@@ -148,7 +148,7 @@ func New(opt Options) *Rotator {
 	if opt.RereadInterval <= 0 {
 		opt.RereadInterval = 30 * time.Second
 	}
-	return &Rotator{opt: opt, clock: opt.Clock, log: opt.Logger, status: newStatusBoard()}
+	return &Rotator{opt: opt, clock: opt.Clock, log: opt.Logger, status: newStatusBoard(opt.Clock.Now())}
 }
 
 // newRand returns a random source of the caller's own, seeded from

@@ -9,8 +9,9 @@ import (
 )
 
 // Run is the daemon: one goroutine per client that first resumes whatever
-// is in flight, then rotates on the client's cron schedule, jittered, and
-// sends Affix the set the record implies every ReconcileInterval. It
+// is in flight, then rotates on the client's cron schedule, jittered,
+// sends Affix the set the record implies every ReconcileInterval, and reads
+// the record every RereadInterval to pick up an operator's change. It
 // returns when ctx ends; every state is in Vault, so nothing is lost.
 func (r *Rotator) Run(ctx context.Context, clients []*Client) {
 	var wg sync.WaitGroup
@@ -97,9 +98,10 @@ func (r *Rotator) loop(ctx context.Context, c *Client) {
 				at, nextTrig = rec, Trigger{Reason: ReasonReconcile, Time: rec}
 			}
 		}
-		if at.IsZero() {
-			<-ctx.Done()
-			return
+		if check := now.Add(r.opt.RereadInterval); at.IsZero() || check.Before(at) {
+			// Read the record again meanwhile: an operator may have put
+			// the client back in overlap (-reaccept-previous) or edited it.
+			at, nextTrig = check, Trigger{Reason: ReasonStartup, Time: check}
 		}
 		r.log.Debug("next run scheduled", zap.String("client", c.Name), zap.Time("at", at), zap.String("reason", nextTrig.Reason))
 		if err := r.sleep(ctx, at.Sub(now), nil); err != nil {

@@ -26,11 +26,27 @@ type ClientStatus struct {
 }
 
 type statusBoard struct {
-	mu sync.Mutex
-	m  map[string]*ClientStatus
+	mu      sync.Mutex
+	m       map[string]*ClientStatus
+	started time.Time
+	actions map[string]time.Time // per client, the time of the last operator action seen
 }
 
-func newStatusBoard() *statusBoard { return &statusBoard{m: map[string]*ClientStatus{}} }
+func newStatusBoard(started time.Time) *statusBoard {
+	return &statusBoard{m: map[string]*ClientStatus{}, started: started, actions: map[string]time.Time{}}
+}
+
+// newAction reports whether an operator action recorded at at is one this
+// process has not seen yet and that happened since it started.
+func (b *statusBoard) newAction(client string, at time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !at.After(b.actions[client]) || at.Before(b.started) {
+		return false
+	}
+	b.actions[client] = at
+	return true
+}
 
 func (b *statusBoard) get(name string) *ClientStatus {
 	s, ok := b.m[name]
