@@ -224,11 +224,19 @@ func sameSet(a, b []string) bool {
 	return true
 }
 
+// phaseOf is the record's phase ("stable" when absent, as Decode reads it).
+func phaseOf(rec map[string]any) string {
+	if p := str(rec, "phase"); p != "" {
+		return p
+	}
+	return "stable"
+}
+
 // violations checks I1 and I2 at this instant.
 func (e *fenceEnv) violations() []string {
 	rec := e.record()
 	got := e.fake.Secrets(e.key)
-	phase := str(rec, "phase")
+	phase := phaseOf(rec)
 	var out []string
 	cur := str(rec, "client_secret")
 	if cur != "" && !e.fake.Accepts(e.key, cur) {
@@ -253,7 +261,7 @@ func (e *fenceEnv) mismatch() string {
 	if !ok || sameSet(want, got) {
 		return ""
 	}
-	return fmt.Sprintf("Affix accepts %v, but the record (phase %q) implies %v", e.labels(got), str(rec, "phase"), e.labels(want))
+	return fmt.Sprintf("Affix accepts %v, but the record (phase %q) implies %v", e.labels(got), phaseOf(rec), e.labels(want))
 }
 
 // quiet waits until every running process sleeps on the fake clock (or is
