@@ -1,4 +1,3 @@
-//go:build fencev2
 
 package rotator_test
 
