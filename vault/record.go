@@ -35,13 +35,14 @@ const (
 	FieldLeaseUntil           = "lease_until"
 	FieldLastError            = "last_error"
 	FieldRetryNotBefore       = "retry_not_before"
+	FieldLastAction           = "last_action"
 )
 
 var ownFields = map[string]bool{
 	FieldClientSecret: true, FieldPreviousClientSecret: true, FieldPendingClientSecret: true,
 	FieldPhase: true, FieldRotationID: true, FieldGraceUntil: true, FieldRotatedAt: true,
 	FieldClientID: true, FieldLeaseOwner: true, FieldLeaseUntil: true, FieldLastError: true,
-	FieldRetryNotBefore: true,
+	FieldRetryNotBefore: true, FieldLastAction: true,
 }
 
 // Record is one Affix client's KV v2 secret: the consumers' current secret and
@@ -61,6 +62,9 @@ type Record struct {
 	// RetryNotBefore is a 429's floor: no process sends to Affix for this
 	// client before it, whoever holds the lease.
 	RetryNotBefore time.Time
+	// LastAction is the last operator action on this client (nil: none),
+	// stored as compact JSON in the field last_action.
+	LastAction *Action
 	// Extra keeps fields the rotator does not own (an operator's annotations),
 	// so that writing the record back loses nothing.
 	Extra map[string]any
@@ -101,6 +105,9 @@ func (r Record) Encode() map[string]any {
 	putTime(FieldLeaseUntil, r.LeaseUntil)
 	put(FieldLastError, r.LastError)
 	putTime(FieldRetryNotBefore, r.RetryNotBefore)
+	if r.LastAction != nil {
+		m[FieldLastAction] = r.LastAction.encode()
+	}
 	return m
 }
 
@@ -168,6 +175,15 @@ func Decode(data map[string]any) (Record, error) {
 		p *time.Time
 	}{{FieldGraceUntil, &r.GraceUntil}, {FieldRotatedAt, &r.RotatedAt}, {FieldLeaseUntil, &r.LeaseUntil}, {FieldRetryNotBefore, &r.RetryNotBefore}} {
 		if *f.p, err = tm(f.k); err != nil {
+			return Record{}, err
+		}
+	}
+	la, err := str(FieldLastAction)
+	if err != nil {
+		return Record{}, err
+	}
+	if la != "" {
+		if r.LastAction, err = decodeAction(la); err != nil {
 			return Record{}, err
 		}
 	}

@@ -76,6 +76,8 @@ func Run(t *testing.T, b Backend) {
 			ClientSecret: secret.New("cur"), PreviousClientSecret: secret.New("prev"), Phase: vault.PhaseOverlap,
 			RotationID: "r1", GraceUntil: now.Add(time.Hour), RotatedAt: now.Add(-time.Hour), ClientID: "cid",
 			LeaseOwner: "pod-a", LeaseUntil: now.Add(2 * time.Hour), LastError: "x", Extra: map[string]any{"team": "a"},
+			RetryNotBefore: now.Add(time.Minute),
+			LastAction:     &vault.Action{Action: "extend-grace", By: "token-ops", Reason: "slow consumers", At: now, RotationID: "r1"},
 		}
 		if _, err := b.Store.Write(ctx, path, r, 0); err != nil {
 			t.Fatal(err)
@@ -87,7 +89,9 @@ func Run(t *testing.T, b Backend) {
 		if !got.ClientSecret.Equal(r.ClientSecret) || !got.PreviousClientSecret.Equal(r.PreviousClientSecret) ||
 			got.Phase != r.Phase || got.RotationID != r.RotationID || !got.GraceUntil.Equal(r.GraceUntil) ||
 			!got.RotatedAt.Equal(r.RotatedAt) || got.ClientID != r.ClientID || got.LeaseOwner != r.LeaseOwner ||
-			!got.LeaseUntil.Equal(r.LeaseUntil) || got.LastError != r.LastError || got.Extra["team"] != "a" {
+			!got.LeaseUntil.Equal(r.LeaseUntil) || got.LastError != r.LastError || got.Extra["team"] != "a" ||
+			!got.RetryNotBefore.Equal(r.RetryNotBefore) || got.LastAction == nil || got.LastAction.Action != "extend-grace" ||
+			got.LastAction.By != "token-ops" || got.LastAction.Reason != "slow consumers" || !got.LastAction.At.Equal(now) || got.LastAction.RotationID != "r1" {
 			t.Fatalf("round trip lost something: %#v", got)
 		}
 	})
