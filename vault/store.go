@@ -99,7 +99,7 @@ func (s *Store) Write(ctx context.Context, path string, r Record, cas int) (int,
 func (s *Store) Ready(ctx context.Context) error {
 	start := time.Now()
 	if _, err := s.client.Auth().Token().LookupSelfWithContext(ctx); err != nil {
-		return s.classify("health", "auth/token/lookup-self", err, start)
+		return s.classifyAt("health", "auth/token/lookup-self", err, start)
 	}
 	s.observe("health", "ok", start, true)
 	return nil
@@ -123,7 +123,12 @@ func (s *Store) observe(op, result string, start time.Time, up bool) {
 // with the operation and path. Vault's error texts never contain the data
 // written, so wrapping them leaks nothing.
 func (s *Store) classify(op, path string, err error, start time.Time) error {
-	full := s.mount + "/" + path
+	return s.classifyAt(op, s.mount+"/"+path, err, start)
+}
+
+// classifyAt is classify for a request that is not on a record: full is the
+// Vault path as it is shown in messages (e.g. "auth/token/lookup-self").
+func (s *Store) classifyAt(op, full string, err error, start time.Time) error {
 	var re *api.ResponseError
 	switch {
 	case errors.As(err, &re) && re.StatusCode == http.StatusBadRequest && containsAny(re.Errors, "check-and-set"):

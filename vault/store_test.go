@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
+
 	"github.com/affix-rotator/affix-rotator/internal/secret"
 	"github.com/affix-rotator/affix-rotator/internal/vaulttest"
 	"github.com/affix-rotator/affix-rotator/vault"
@@ -243,6 +245,21 @@ func TestContract(t *testing.T) {
 		},
 		Delete: func(t *testing.T, path string) {
 			if err := kv.Delete(context.Background(), path); err != nil {
+				t.Fatal(err)
+			}
+		},
+		DeleteVersions: func(t *testing.T, path string, versions ...int) {
+			if err := kv.DeleteVersions(context.Background(), path, versions); err != nil {
+				t.Fatal(err)
+			}
+		},
+		Destroy: func(t *testing.T, path string, versions ...int) {
+			if err := kv.Destroy(context.Background(), path, versions); err != nil {
+				t.Fatal(err)
+			}
+		},
+		SetMaxVersions: func(t *testing.T, path string, n int) {
+			if err := kv.PatchMetadata(context.Background(), path, api.KVMetadataPatchInput{MaxVersions: &n}); err != nil {
 				t.Fatal(err)
 			}
 		},

@@ -7,6 +7,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,8 @@ import (
 type Store interface {
 	Read(ctx context.Context, path string) (vault.Record, int, error)
 	Write(ctx context.Context, path string, r vault.Record, cas int) (int, error)
+	ReadVersion(ctx context.Context, path string, version int) (vault.Record, error)
+	Versions(ctx context.Context, path string) (current, oldest int, err error)
 }
 
 // Backend gives the contract a fresh store and raw access to it.
@@ -28,6 +31,13 @@ type Backend struct {
 	Put func(t *testing.T, path string, data map[string]any)
 	// Delete soft-deletes the latest version, as `vault kv delete` does.
 	Delete func(t *testing.T, path string)
+	// DeleteVersions soft-deletes versions, as `vault kv delete -versions=…` does.
+	DeleteVersions func(t *testing.T, path string, versions ...int)
+	// Destroy destroys versions, as `vault kv destroy -versions=…` does.
+	Destroy func(t *testing.T, path string, versions ...int)
+	// SetMaxVersions makes path keep its n latest versions, as
+	// `vault kv metadata put -max-versions=n` does.
+	SetMaxVersions func(t *testing.T, path string, n int)
 	// Path returns a fresh path for one test.
 	Path func(t *testing.T) string
 }
@@ -132,6 +142,125 @@ func Run(t *testing.T, b Backend) {
 		cancel()
 		if _, _, err := b.Store.Read(c, b.Path(t)); err == nil {
 			t.Fatal("read with a cancelled context succeeded")
+		}
+	})
+	runHistory(t, b)
+}
+
+// runHistory checks ReadVersion and Versions: the KV v2 version history in
+// which the rotator finds the secret a rotation replaced.
+func runHistory(t *testing.T, b Backend) {
+	ctx := context.Background()
+	stable := func(s string) vault.Record {
+		return vault.Record{Phase: vault.PhaseStable, ClientSecret: secret.New(s)}
+	}
+	write := func(t *testing.T, path string, r vault.Record, cas int) int {
+		t.Helper()
+		v, err := b.Store.Write(ctx, path, r, cas)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	wantState := func(t *testing.T, err error, version int, state string) {
+		t.Helper()
+		var ve *vault.VersionError
+		if !errors.Is(err, vault.ErrNotFound) || !errors.As(err, &ve) || ve.Version != version || ve.State != state {
+			t.Fatalf("version %d: got %v, want a VersionError %s (an ErrNotFound)", version, err, state)
+		}
+	}
+	t.Run("history of a rotation", func(t *testing.T) {
+		path := b.Path(t)
+		if _, _, err := b.Store.Versions(ctx, path); !errors.Is(err, vault.ErrNotFound) {
+			t.Fatalf("versions of a missing record: %v", err)
+		}
+		_, err := b.Store.ReadVersion(ctx, path, 1)
+		wantState(t, err, 1, vault.VersionAbsent)
+		grace := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+		v := write(t, path, stable("S0"), 0)
+		v = write(t, path, vault.Record{Phase: vault.PhaseStaged, ClientSecret: secret.New("S0"), PendingClientSecret: secret.New("S1"), RotationID: "r1"}, v)
+		v = write(t, path, vault.Record{Phase: vault.PhaseOverlap, ClientSecret: secret.New("S1"), PreviousClientSecret: secret.New("S0"), RotationID: "r1", GraceUntil: grace}, v)
+		v = write(t, path, vault.Record{Phase: vault.PhaseStable, ClientSecret: secret.New("S1"), RotationID: "r1", RotatedAt: grace}, v)
+		cur, oldest, err := b.Store.Versions(ctx, path)
+		if err != nil || cur != v || cur != 4 || oldest != 1 {
+			t.Fatalf("versions: current %d oldest %d err %v, want 4 1", cur, oldest, err)
+		}
+		r1, err := b.Store.ReadVersion(ctx, path, 1)
+		if err != nil || r1.Phase != vault.PhaseStable || r1.ClientSecret.Reveal() != "S0" {
+			t.Fatalf("version 1: %+v %v", r1, err)
+		}
+		r3, err := b.Store.ReadVersion(ctx, path, 3)
+		if err != nil || r3.Phase != vault.PhaseOverlap || r3.PreviousClientSecret.Reveal() != "S0" || !r3.GraceUntil.Equal(grace) {
+			t.Fatalf("version 3: %+v %v", r3, err)
+		}
+		_, err = b.Store.ReadVersion(ctx, path, 5)
+		wantState(t, err, 5, vault.VersionAbsent)
+		if _, err := b.Store.ReadVersion(ctx, path, 0); err == nil || errors.Is(err, vault.ErrNotFound) {
+			t.Fatalf("version 0: %v, want an argument error", err)
+		}
+	})
+	t.Run("deleted and destroyed versions", func(t *testing.T) {
+		path := b.Path(t)
+		v := write(t, path, stable("a"), 0)
+		v = write(t, path, stable("b"), v)
+		v = write(t, path, stable("c"), v)
+		b.DeleteVersions(t, path, 1)
+		b.Destroy(t, path, 2)
+		_, err := b.Store.ReadVersion(ctx, path, 1)
+		wantState(t, err, 1, vault.VersionDeleted)
+		if !strings.Contains(err.Error(), "vault kv undelete -versions=1 ") || !strings.Contains(err.Error(), path) {
+			t.Fatalf("deleted version: the error does not say how to restore it: %v", err)
+		}
+		_, err = b.Store.ReadVersion(ctx, path, 2)
+		wantState(t, err, 2, vault.VersionDestroyed)
+		if r, err := b.Store.ReadVersion(ctx, path, 3); err != nil || r.ClientSecret.Reveal() != "c" {
+			t.Fatalf("version 3: %v", err)
+		}
+		b.Delete(t, path)
+		if _, v2, err := b.Store.Read(ctx, path); !errors.Is(err, vault.ErrNotFound) || v2 != v {
+			t.Fatalf("read with the latest deleted: v=%d err=%v", v2, err)
+		}
+		if cur, oldest, err := b.Store.Versions(ctx, path); err != nil || cur != 3 || oldest != 1 {
+			t.Fatalf("versions with the latest deleted: %d %d %v, want 3 1", cur, oldest, err)
+		}
+		_, err = b.Store.ReadVersion(ctx, path, 3)
+		wantState(t, err, 3, vault.VersionDeleted)
+	})
+	t.Run("versions no longer kept", func(t *testing.T) {
+		path := b.Path(t)
+		v := write(t, path, stable("v1"), 0)
+		b.SetMaxVersions(t, path, 3)
+		for i := 2; i <= 5; i++ {
+			v = write(t, path, stable(fmt.Sprintf("v%d", i)), v)
+		}
+		cur, oldest, err := b.Store.Versions(ctx, path)
+		if err != nil || cur != 5 || oldest != 3 {
+			t.Fatalf("versions: %d %d %v, want 5 3", cur, oldest, err)
+		}
+		_, err = b.Store.ReadVersion(ctx, path, 2)
+		wantState(t, err, 2, vault.VersionAbsent)
+		if r, err := b.Store.ReadVersion(ctx, path, 3); err != nil || r.ClientSecret.Reveal() != "v3" {
+			t.Fatalf("version 3: %v", err)
+		}
+	})
+	t.Run("malformed old version", func(t *testing.T) {
+		path := b.Path(t)
+		b.Put(t, path, map[string]any{"client_secret": "TOPSECRET-s", "pending_client_secret": "TOPSECRET-p"})
+		write(t, path, stable("n"), 1)
+		_, err := b.Store.ReadVersion(ctx, path, 1)
+		var me *vault.MalformedError
+		if !errors.As(err, &me) || !strings.Contains(err.Error(), path+" (version 1)") || strings.Contains(err.Error(), "TOPSECRET") {
+			t.Fatalf("got %v, want a MalformedError naming the path and version, no value", err)
+		}
+	})
+	t.Run("cancelled context on history", func(t *testing.T) {
+		c, cancel := context.WithCancel(ctx)
+		cancel()
+		if _, err := b.Store.ReadVersion(c, b.Path(t), 1); err == nil || errors.Is(err, vault.ErrNotFound) {
+			t.Fatalf("read version with a cancelled context: %v", err)
+		}
+		if _, _, err := b.Store.Versions(c, b.Path(t)); err == nil || errors.Is(err, vault.ErrNotFound) {
+			t.Fatalf("versions with a cancelled context: %v", err)
 		}
 	})
 }

@@ -17,7 +17,10 @@ import (
 )
 
 type entry struct {
-	versions []map[string]any // index v-1; nil data = deleted
+	versions    []map[string]any // index v-1; nil data = deleted, destroyed or pruned
+	destroyed   map[int]bool
+	pruned      int // versions 1..pruned are no longer kept (max versions)
+	maxVersions int // 0: keep every version
 }
 
 // Store is a concurrency-safe in-memory KV v2 mount.
@@ -29,6 +32,8 @@ type Store struct {
 	// "write"); a non-nil error is returned instead (wrapped as Vault's
 	// unavailability), for fault injection.
 	Fail func(op, path string) error
+	// Identity is what WhoAmI returns ("" gives "vaultmem").
+	Identity string
 }
 
 // New returns an empty store for mount (e.g. "secret").
@@ -43,14 +48,13 @@ func (s *Store) Read(ctx context.Context, path string) (vault.Record, int, error
 	e, ok := s.data[path]
 	var data map[string]any
 	v := 0
-	if ok {
+	if ok && len(e.versions) > 0 {
 		v = len(e.versions)
 		data = maps.Clone(e.versions[v-1])
 	}
 	s.mu.Unlock()
 	if data == nil {
-		return vault.Record{}, v, fmt.Errorf("vault: %w at %s/%s: seed it with `vault kv put %s/%s client_secret=<the secret Affix accepts now>`, or set bootstrap: true for a brand-new Affix client",
-			vault.ErrNotFound, s.mount, path, s.mount, path)
+		return vault.Record{}, v, s.notFound(path)
 	}
 	rec, err := vault.Decode(data)
 	if err != nil {
@@ -89,16 +93,142 @@ func (s *Store) Put(path string, data map[string]any, cas int) (int, error) {
 		s.data[path] = e
 	}
 	e.versions = append(e.versions, maps.Clone(data))
+	e.prune()
 	return len(e.versions), nil
+}
+
+// prune forgets the versions beyond the entry's max versions, as Vault does
+// on a write.
+func (e *entry) prune() {
+	if e.maxVersions <= 0 {
+		return
+	}
+	for e.pruned < len(e.versions)-e.maxVersions {
+		e.versions[e.pruned] = nil
+		e.pruned++
+	}
 }
 
 // Delete soft-deletes the latest version, like `vault kv delete`.
 func (s *Store) Delete(path string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.data[path]; ok {
+	if e, ok := s.data[path]; ok && len(e.versions) > 0 {
 		e.versions[len(e.versions)-1] = nil
 	}
+}
+
+// DeleteVersions soft-deletes the given versions, like `vault kv delete -versions=…`.
+func (s *Store) DeleteVersions(path string, versions ...int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.data[path]; ok {
+		for _, v := range versions {
+			if v >= 1 && v <= len(e.versions) {
+				e.versions[v-1] = nil
+			}
+		}
+	}
+}
+
+// Destroy destroys the given versions, like `vault kv destroy -versions=…`.
+func (s *Store) Destroy(path string, versions ...int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.data[path]; ok {
+		for _, v := range versions {
+			if v >= 1 && v <= len(e.versions) && v > e.pruned {
+				e.versions[v-1] = nil
+				if e.destroyed == nil {
+					e.destroyed = map[int]bool{}
+				}
+				e.destroyed[v] = true
+			}
+		}
+	}
+}
+
+// SetMaxVersions makes path keep only its n latest versions from its next
+// write on (0: every version), like `vault kv metadata put -max-versions=n`.
+func (s *Store) SetMaxVersions(path string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.data[path]
+	if !ok {
+		e = &entry{}
+		s.data[path] = e
+	}
+	e.maxVersions = n
+}
+
+// ReadVersion returns one version of the record, like vault.Store.ReadVersion.
+func (s *Store) ReadVersion(ctx context.Context, path string, version int) (vault.Record, error) {
+	full := s.mount + "/" + path
+	if version < 1 {
+		return vault.Record{}, fmt.Errorf("vault: read %s version %d: versions start at 1", full, version)
+	}
+	if err := s.fail(ctx, "read", path); err != nil {
+		return vault.Record{}, err
+	}
+	s.mu.Lock()
+	e, ok := s.data[path]
+	var data map[string]any
+	state := vault.VersionAbsent
+	if ok && version <= len(e.versions) && version > e.pruned {
+		data = maps.Clone(e.versions[version-1])
+		switch {
+		case e.destroyed[version]:
+			state = vault.VersionDestroyed
+		case data == nil:
+			state = vault.VersionDeleted
+		}
+	}
+	s.mu.Unlock()
+	if data == nil {
+		return vault.Record{}, &vault.VersionError{Path: full, Version: version, State: state}
+	}
+	rec, err := vault.Decode(data)
+	if err != nil {
+		var me *vault.MalformedError
+		if errors.As(err, &me) {
+			me.Path = fmt.Sprintf("%s (version %d)", full, version)
+		}
+		return vault.Record{}, err
+	}
+	return rec, nil
+}
+
+// Versions returns the current and oldest kept version, like vault.Store.Versions.
+func (s *Store) Versions(ctx context.Context, path string) (current, oldest int, err error) {
+	if err := s.fail(ctx, "read", path); err != nil {
+		return 0, 0, err
+	}
+	s.mu.Lock()
+	e, ok := s.data[path]
+	if ok {
+		current, oldest = len(e.versions), e.pruned+1
+	}
+	s.mu.Unlock()
+	if current == 0 {
+		return 0, 0, s.notFound(path)
+	}
+	return current, oldest, nil
+}
+
+// WhoAmI returns Identity, or "vaultmem", like vault.Store.WhoAmI.
+func (s *Store) WhoAmI(ctx context.Context) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("vault: whoami: %w", err)
+	}
+	if s.Identity == "" {
+		return "vaultmem", nil
+	}
+	return s.Identity, nil
+}
+
+func (s *Store) notFound(path string) error {
+	return fmt.Errorf("vault: %w at %s/%s: seed it with `vault kv put %s/%s client_secret=<the secret Affix accepts now>`, or set bootstrap: true for a brand-new Affix client",
+		vault.ErrNotFound, s.mount, path, s.mount, path)
 }
 
 // History returns every version's data of path, oldest first (nil for a

@@ -17,7 +17,10 @@ func TestContract(t *testing.T) {
 				t.Fatal(err)
 			}
 		},
-		Delete: func(_ *testing.T, path string) { s.Delete(path) },
-		Path:   func(*testing.T) string { n++; return "p" + string(rune('a'+n%26)) + string(rune('a'+n/26)) },
+		Delete:         func(_ *testing.T, path string) { s.Delete(path) },
+		DeleteVersions: func(_ *testing.T, path string, versions ...int) { s.DeleteVersions(path, versions...) },
+		Destroy:        func(_ *testing.T, path string, versions ...int) { s.Destroy(path, versions...) },
+		SetMaxVersions: func(_ *testing.T, path string, n int) { s.SetMaxVersions(path, n) },
+		Path:           func(*testing.T) string { n++; return "p" + string(rune('a'+n%26)) + string(rune('a'+n/26)) },
 	})
 }
