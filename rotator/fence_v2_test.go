@@ -1,4 +1,3 @@
-
 package rotator_test
 
 // The regression tests of issue 9 that need API added by the fix

@@ -315,6 +315,10 @@ func (r *Rotator) stage(ctx context.Context, st *run, rec vault.Record, ver int,
 	next.PendingClientSecret = pending
 	next.RotationID = newRotationID()
 	next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, now.Add(r.leaseSpan())
+	if a := st.trig.Audit; a != nil {
+		next.LastAction = &vault.Action{Action: ActionRotate, By: a.By, Reason: a.Reason, At: now, RotationID: next.RotationID}
+		r.log.Info("operator action", append(fields(st.c, next), zap.String("action", ActionRotate), zap.String("by", a.By), zap.String("reason", a.Reason), zap.Duration("grace_period", st.c.GracePeriod))...)
+	}
 	return r.transition(ctx, st, rec, next, ver, func() decision {
 		st.stagedHere = next.RotationID
 		r.progressed(st)

@@ -166,6 +166,9 @@ type Trigger struct {
 	Reason string    // ReasonSchedule, ReasonOnce, ReasonStartup
 	Time   time.Time // when it fired
 	MaxAge time.Duration
+	// Audit, if set, marks a rotation an operator asked for (-once -grace):
+	// the rotation it starts records it as the record's last_action.
+	Audit *Audit
 }
 
 // Trigger reasons.

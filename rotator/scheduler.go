@@ -28,25 +28,14 @@ func (r *Rotator) Run(ctx context.Context, clients []*Client) {
 	wg.Wait()
 }
 
-// due returns when a stable client is next due for rotation. The schedule
-// is anchored on the record, not on the process: due at
-// schedule.Next(rotated_at), so "@every 720h" means 720h after the last
-// rotation however often the daemon restarts, and a run missed while it was
-// down happens at once. max_age is a hard bound on top. A record with no
-// rotated_at (seeded by hand) is anchored at the daemon's start, unless
-// max_age is set: then its unknown age is too old.
+// due returns when a stable client is next due for rotation (NextDue); a
+// record with no rotated_at and no max_age is anchored at the daemon's
+// start. Zero: never.
 func due(c *Client, rotatedAt, started, now time.Time) time.Time {
-	if rotatedAt.IsZero() {
-		if c.MaxAge > 0 {
-			return now
-		}
-		return c.Schedule.Next(started)
+	if at, ok := NextDue(c.Schedule, c.MaxAge, rotatedAt, now); ok || !rotatedAt.IsZero() {
+		return at
 	}
-	at := c.Schedule.Next(rotatedAt)
-	if c.MaxAge > 0 && (at.IsZero() || rotatedAt.Add(c.MaxAge).Before(at)) {
-		at = rotatedAt.Add(c.MaxAge)
-	}
-	return at
+	return c.Schedule.Next(started)
 }
 
 func (r *Rotator) loop(ctx context.Context, c *Client) {

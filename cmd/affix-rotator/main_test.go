@@ -99,7 +99,7 @@ affix:
   base_url: %q
   api_key_env: AFFIX_API_KEY
   timeout: 5s
-rotation: {lease_duration: 30s, retry_initial: 200ms, retry_max: 2s}
+rotation: {lease_duration: 30s, retry_initial: 200ms, retry_max: 2s, clock_skew_margin: 500ms}
 clients:
   - name: prod
     vault_path: %s

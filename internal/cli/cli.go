@@ -37,6 +37,13 @@ type flags struct {
 	validate     bool
 	version      bool
 	retryTimeout time.Duration
+
+	// Operator actions (actions.go).
+	grace            time.Duration
+	endGrace         bool
+	extendGrace      time.Duration
+	reacceptPrevious time.Duration
+	reason           string
 }
 
 // Main runs the command with args (without the program name) and returns
@@ -54,6 +61,11 @@ func Main(ctx context.Context, args []string, env Env) int {
 	fs.BoolVar(&f.validate, "validate", false, "check the config and exit")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
 	fs.DurationVar(&f.retryTimeout, "retry-timeout", 15*time.Minute, "with -once: give up when one step has failed for this long (the rotation stays resumable); 0 retries for ever")
+	fs.DurationVar(&f.grace, "grace", 0, "with -once: the grace period of this rotation only, shorter than the configured one when the current secret leaked")
+	fs.BoolVar(&f.endGrace, "end-grace", false, "with -client, in overlap: drop the previous secret now (it leaked)")
+	fs.DurationVar(&f.extendGrace, "extend-grace", 0, "with -client, in overlap: keep both secrets accepted this much longer")
+	fs.DurationVar(&f.reacceptPrevious, "reaccept-previous", 0, "with -client, after a completed rotation: make Affix accept the previous secret again for this long")
+	fs.StringVar(&f.reason, "reason", "", "why (an operator action's audit line and the record's last_action)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return ExitOK
@@ -72,8 +84,12 @@ func Main(ctx context.Context, args []string, env Env) int {
 		fmt.Fprintln(env.Stderr, "affix-rotator: -config is required")
 		return ExitUsage
 	}
-	if f.client != "" && !f.once {
-		fmt.Fprintln(env.Stderr, "affix-rotator: -client is only meaningful with -once")
+	if msg := f.checkAction(fs); msg != "" {
+		fmt.Fprintln(env.Stderr, "affix-rotator: "+msg)
+		return ExitUsage
+	}
+	if f.client != "" && !f.once && f.action() == "" {
+		fmt.Fprintln(env.Stderr, "affix-rotator: -client is only meaningful with -once or an operator action")
 		return ExitUsage
 	}
 	if f.validate && f.once {

@@ -56,15 +56,18 @@ func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 	metrics := rotator.NewMetrics(reg)
 
 	instanceID := cfg.InstanceID
-	if f.once {
+	switch {
+	case f.once:
 		instanceID = fmt.Sprintf("%s/once-%s", cfg.InstanceID, randomHex(4))
+	case f.action() != "":
+		instanceID = fmt.Sprintf("%s/%s-%s", cfg.InstanceID, f.action(), randomHex(4))
 	}
 	log = log.With(zap.String("instance_id", instanceID))
 
 	// The daemon serves /healthz and /metrics while it waits for Vault.
 	var store atomic.Pointer[vault.Store]
 	var srv *http.Server
-	if !f.once {
+	if !f.oneShot() {
 		ln, err := net.Listen("tcp", cfg.Listen)
 		if err != nil {
 			log.Error("cannot listen", zap.String("listen", cfg.Listen), zap.Error(err))
@@ -104,8 +107,27 @@ func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 	if r == nil {
 		return code
 	}
-	return runOnce(ctx, r, clients, env)
+	if f.action() != "" {
+		return runAction(ctx, r, store.Load(), clients[0], f, log, env)
+	}
+	if f.grace > 0 {
+		audit, code := prepareAction(ctx, store.Load(), clients[0], rotator.ActionRotate, f.reason, log, env)
+		if code != ExitOK {
+			return code
+		}
+		c := *clients[0]
+		if f.grace < c.GracePeriod {
+			fmt.Fprintf(env.Stdout, "%s: WARNING: -grace %s is shorter than the configured grace_period %s: consumers that have not read the new secret within %s of it becoming current will fail to authenticate with the old one\n", c.Name, f.grace, c.GracePeriod, f.grace)
+		}
+		c.GracePeriod = f.grace
+		clients = []*rotator.Client{&c}
+		return runOnce(ctx, r, clients, env, &audit)
+	}
+	return runOnce(ctx, r, clients, env, nil)
 }
+
+// oneShot reports whether the command runs once and exits (no listener).
+func (f flags) oneShot() bool { return f.once || f.action() != "" }
 
 // connectAndBuild connects to Vault, retrying while Vault is unreachable
 // (for ever in the daemon, for -retry-timeout with -once), and builds the
@@ -127,7 +149,7 @@ func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, log *zap.
 		if ctx.Err() != nil {
 			return nil, ExitFailed
 		}
-		if f.once && f.retryTimeout > 0 && time.Since(start) > f.retryTimeout {
+		if f.oneShot() && f.retryTimeout > 0 && time.Since(start) > f.retryTimeout {
 			log.Error("cannot connect to vault; giving up", zap.Error(err))
 			return nil, ExitFailed
 		}
@@ -154,7 +176,7 @@ func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, log *zap.
 		RereadInterval:    cfg.Rotation.RereadInterval.D(),
 		ClockSkewMargin:   cfg.Rotation.ClockSkewMargin.D(),
 	}
-	if f.once {
+	if f.oneShot() {
 		opt.GiveUpAfter = f.retryTimeout
 	}
 	return rotator.New(opt), ExitOK
@@ -171,7 +193,7 @@ func maxAffixTimeout(cfg *config.Config) time.Duration {
 // runOnce rotates the selected clients now, concurrently, printing progress
 // lines, and exits 0 only if every one of them ended stable with a rotation
 // completed after the run started.
-func runOnce(ctx context.Context, rot *rotator.Rotator, clients []*rotator.Client, env Env) int {
+func runOnce(ctx context.Context, rot *rotator.Rotator, clients []*rotator.Client, env Env, audit *rotator.Audit) int {
 	var mu sync.Mutex
 	printf := func(format string, args ...any) {
 		mu.Lock()
@@ -190,7 +212,11 @@ func runOnce(ctx context.Context, rot *rotator.Rotator, clients []*rotator.Clien
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out, err := rot.Rotate(ctx, c, rotator.Trigger{Reason: rotator.ReasonOnce, Time: now})
+			trig := rotator.Trigger{Reason: rotator.ReasonOnce, Time: now}
+			if audit != nil {
+				trig.Audit = audit
+			}
+			out, err := rot.Rotate(ctx, c, trig)
 			switch {
 			case err != nil:
 				failed.Store(true)
