@@ -50,6 +50,7 @@ type stack struct {
 	s0     string
 	dir    string
 	listen string
+	env    []string // extra environment of the processes started (later values win)
 }
 
 func newStack(t *testing.T) *stack {
@@ -130,7 +131,7 @@ func (s *stack) start(args ...string) *proc {
 	s.t.Helper()
 	p := &proc{out: &syncBuf{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = append(os.Environ(), "VAULT_TOKEN="+s.vault.Token, "AFFIX_API_KEY="+s.key, "VAULT_ADDR=", "VAULT_NAMESPACE=")
+	p.cmd.Env = append(append(os.Environ(), "VAULT_TOKEN="+s.vault.Token, "AFFIX_API_KEY="+s.key, "VAULT_ADDR=", "VAULT_NAMESPACE="), s.env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		s.t.Fatal(err)
