@@ -4,6 +4,7 @@
 //	affix-rotator -config config.yaml                      # daemon
 //	affix-rotator -config config.yaml -once [-client prod] # rotate now, wait the grace, drop, exit
 //	affix-rotator -config config.yaml -validate            # check config, exit
+//	affix-rotator -config config.yaml -status [-o json]    # every client's state, from Vault
 package main
 
 import (

@@ -37,6 +37,7 @@ type flags struct {
 	validate     bool
 	version      bool
 	retryTimeout time.Duration
+	st           statusOptions
 
 	// Operator actions (actions.go).
 	grace            time.Duration
@@ -57,7 +58,7 @@ func Main(ctx context.Context, args []string, env Env) int {
 	fs.SetOutput(env.Stderr)
 	fs.StringVar(&f.config, "config", "", "path of the YAML config (required)")
 	fs.BoolVar(&f.once, "once", false, "rotate now, wait the grace period, drop the old secret, and exit (resumes a rotation in flight)")
-	fs.StringVar(&f.client, "client", "", "with -once: rotate only this client (default: all)")
+	fs.StringVar(&f.client, "client", "", "with -once or -status: only this client (default: all)")
 	fs.BoolVar(&f.validate, "validate", false, "check the config and exit")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
 	fs.DurationVar(&f.retryTimeout, "retry-timeout", 15*time.Minute, "with -once: give up when one step has failed for this long (the rotation stays resumable); 0 retries for ever")
@@ -66,6 +67,7 @@ func Main(ctx context.Context, args []string, env Env) int {
 	fs.DurationVar(&f.extendGrace, "extend-grace", 0, "with -client, in overlap: keep both secrets accepted this much longer")
 	fs.DurationVar(&f.reacceptPrevious, "reaccept-previous", 0, "with -client, after a completed rotation: make Affix accept the previous secret again for this long")
 	fs.StringVar(&f.reason, "reason", "", "why (an operator action's audit line and the record's last_action)")
+	registerStatusFlags(fs, &f.st)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return ExitOK
@@ -88,8 +90,12 @@ func Main(ctx context.Context, args []string, env Env) int {
 		fmt.Fprintln(env.Stderr, "affix-rotator: "+msg)
 		return ExitUsage
 	}
-	if f.client != "" && !f.once && f.action() == "" {
-		fmt.Fprintln(env.Stderr, "affix-rotator: -client is only meaningful with -once or an operator action")
+	if f.client != "" && !f.once && !f.st.status && f.action() == "" {
+		fmt.Fprintln(env.Stderr, "affix-rotator: -client is only meaningful with -once, -status or an operator action")
+		return ExitUsage
+	}
+	if err := checkStatusFlags(f); err != nil {
+		fmt.Fprintf(env.Stderr, "affix-rotator: %v\n", err)
 		return ExitUsage
 	}
 	if f.validate && f.once {
@@ -108,6 +114,9 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if f.validate {
 		fmt.Fprintf(env.Stdout, "%s: OK (%d clients)\n", f.config, len(cfg.Clients))
 		return ExitOK
+	}
+	if f.st.status {
+		return runStatus(ctx, cfg, f, env)
 	}
 	return run(ctx, cfg, f, env)
 }
