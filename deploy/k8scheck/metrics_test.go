@@ -43,6 +43,7 @@ func daemonMetrics(t *testing.T) *exported {
 	m.InitClient("x")
 	m.AffixRequest("x", "200", 0)
 	m.VaultRequest("read", "ok", 0, true)
+	m.OperatorAction("x", rotator.ActionEndGrace)
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatalf("gather: %v", err)
@@ -53,7 +54,7 @@ func daemonMetrics(t *testing.T) *exported {
 	}
 	for name := range described {
 		if e.families[name] == nil {
-			t.Fatalf("%s is registered by rotator.NewMetrics but has no series after InitClient, AffixRequest and VaultRequest: extend daemonMetrics", name)
+			t.Fatalf("%s is registered by rotator.NewMetrics but has no series after InitClient, AffixRequest, VaultRequest and OperatorAction: extend daemonMetrics", name)
 		}
 	}
 	for _, want := range []string{"affix_rotator_rotations_total", "affix_rotator_phase", "go_goroutines", "process_resident_memory_bytes"} {
