@@ -7,6 +7,7 @@ package rotator_test
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -230,5 +231,65 @@ func TestAdversaryReacceptResetsMaxAge(t *testing.T) {
 		due, _ := rotator.NextDue(b.client().Schedule, cl.MaxAge, e.recordTime("rotated_at"), e.clock.Now())
 		t.Errorf("max_age 744h is a hard upper bound, but N1 (current since %s) is %s old and no rotation started (%v): the drop after -reaccept-previous moved rotated_at to %s, so the next rotation is due only at %s (N1 then %s old)",
 			t1.Format(time.RFC3339), e.clock.Now().Sub(t1), runC, e.recordTime("rotated_at").Format(time.RFC3339), due.Format(time.RFC3339), due.Sub(t1))
+	}
+}
+
+// failStableWrite makes one write of a stable record fail without reaching
+// Vault (a leader election, a 503), the first time fail says so.
+type failStableWrite struct {
+	rotator.Store
+	failed atomic.Bool
+}
+
+func (s *failStableWrite) Write(ctx context.Context, path string, r vault.Record, cas int) (int, error) {
+	if r.Phase == vault.PhaseStable && !r.RotatedAt.IsZero() && s.failed.CompareAndSwap(false, true) {
+		return 0, fmt.Errorf("vault: write secret/%s: %w: 503 standby (injected; not applied)", path, vault.ErrUnavailable)
+	}
+	return s.Store.Write(ctx, path, r, cas)
+}
+
+// ---------------------------------------------------------------------------
+// TestAdversaryExtendGraceAfterDropVaultBlip (I3).
+//
+// Production: grace_until passes; the daemon sends the drop [N1] -> 200, but
+// its overlap -> stable write fails (Vault 503 during a leader election; not
+// applied) and it backs off. Consumers still on S0 start failing, and the
+// operator runs -extend-grace 30m: the record is still overlap, so it is
+// accepted and reports success. The daemon re-reads, sees the new
+// grace_until, and goes back to sleep in awaitGrace: it never re-sends
+// [N1,S0]. Affix rejects S0 for the whole extended grace, though the record
+// says overlap with grace_until 30m ahead: the old secret is dropped before
+// grace_until (I3), and the operator's action is void. The daemon learnt of
+// the move by a read after a 200 of its own, which no detection rule covers;
+// its reconcile is due a full reconcile_interval (1h) after that 200, after
+// the extended grace has ended.
+func TestAdversaryExtendGraceAfterDropVaultBlip(t *testing.T) {
+	e := newFenceEnv(t)
+	e.grace = 10 * time.Minute
+	mod := func(o *rotator.Options) { o.ReconcileInterval = time.Hour; o.ClockSkewMargin = 30 * time.Second }
+	d := e.proc("pod-a")
+	fs := &failStableWrite{Store: (*fenceStore)(d)}
+	rd := d.rotator(func(o *rotator.Options) { mod(o); o.Store = fs })
+	runD := e.rotate(d, rd, d.client(), e.once())
+	e.drive(time.Second, 15*time.Minute, fs.failed.Load)
+	e.quiet()
+	if !fs.failed.Load() || phaseOf(e.record()) != "overlap" || e.fake.Accepts(e.key, e.s0) {
+		t.Fatalf("setup: drop then failed write did not happen: %v; requests %v", runD, e.requests())
+	}
+
+	x := e.proc("host/extend-grace-1")
+	rx := x.rotator(mod)
+	var until time.Time
+	runX := e.spawn(x, 1, func(ctx context.Context, r *fenceRun) {
+		until, r.err = rx.ExtendGrace(ctx, x.client(), 30*time.Minute, advAudit)
+	})
+	e.wait(runX)
+	if runX.err != nil {
+		t.Fatalf("setup: extend-grace: %v", runX.err)
+	}
+	e.drive(time.Second, 2*time.Minute, func() bool { return false })
+	if phaseOf(e.record()) == "overlap" && e.clock.Now().Before(e.recordTime("grace_until")) && !e.fake.Accepts(e.key, e.s0) {
+		t.Errorf("I3 violated: 2m after -extend-grace 30m succeeded (grace_until %s), the record is in overlap but Affix rejects the previous secret S0 (it accepts %v): the daemon's drop, sent before the extension, was never undone; requests %v (daemon %v)",
+			until.Format(time.RFC3339), e.labels(e.fake.Secrets(e.key)), e.requests(), runD)
 	}
 }
