@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/affix-rotator/affix-rotator/affix/affixtest"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
 )
@@ -291,5 +292,31 @@ func TestAdversaryExtendGraceAfterDropVaultBlip(t *testing.T) {
 	if phaseOf(e.record()) == "overlap" && e.clock.Now().Before(e.recordTime("grace_until")) && !e.fake.Accepts(e.key, e.s0) {
 		t.Errorf("I3 violated: 2m after -extend-grace 30m succeeded (grace_until %s), the record is in overlap but Affix rejects the previous secret S0 (it accepts %v): the daemon's drop, sent before the extension, was never undone; requests %v (daemon %v)",
 			until.Format(time.RFC3339), e.labels(e.fake.Secrets(e.key)), e.requests(), runD)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// TestAdversaryAbortRetriedByRereadNotRetryMax (liveness / hygiene).
+//
+// Production: the client's API key was revoked (persistent 401). The daemon
+// stages N1, gets a 401, aborts (correctly). The scheduler means to try
+// again only after RetryMax (5m; "not at once ... and not only at the next
+// scheduled run"), but its reread check (every 30s, trigger startup) comes
+// first and returns with no error, after which the overdue schedule fires at
+// once: a new secret is generated, stored, sent and aborted every ~30s
+// (~2900 a day), each leaving Vault versions that push the overlap history
+// -reaccept-previous needs out of the mount's max_versions.
+func TestAdversaryAbortRetriedByRereadNotRetryMax(t *testing.T) {
+	e := newFenceEnv(t)
+	e.setRotatedAt(e.start0.Add(-800 * time.Hour)) // due
+	for i := 0; i < 200; i++ {
+		e.fake.Inject(affixtest.Fault{Status: 401})
+	}
+	d := e.proc("pod-a")
+	e.daemon(d, d.rotator(func(o *rotator.Options) { o.RetryMax = 5 * time.Minute; o.RereadInterval = 30 * time.Second }), d.client())
+	e.drive(10*time.Second, 5*time.Minute, func() bool { return false })
+	if n := e.stagedCount(); n > 2 {
+		t.Errorf("with a persistent 401 the daemon started %d rotations (each a new secret written to Vault and sent to Affix) in 5m, with RetryMax 5m: aborted rotations are retried every RereadInterval, not after RetryMax; requests %v",
+			n, e.requests())
 	}
 }
