@@ -55,6 +55,11 @@ type run struct {
 	// stopAfterAssert ends the run once the set is re-asserted (an
 	// operator action that hands the rotation back to the daemon).
 	stopAfterAssert bool
+	// effect is the record version a request of this run was sent from
+	// whose effect on Affix no write of this run has yet built on (a 200,
+	// or no answer); -1 when none. If another process writes the record
+	// first, the request may have landed after that process moved on.
+	effect int
 	// assertedAt is when Affix last confirmed a set this run sent; late
 	// says the last request's answer (or lack of one) came after the lease
 	// it was sent under had ended.
@@ -129,7 +134,7 @@ func (r *Rotator) Rotate(ctx context.Context, c *Client, trig Trigger) (Outcome,
 }
 
 func (r *Rotator) newRun(c *Client, trig Trigger) *run {
-	st := &run{c: c, trig: trig, mine: -1, posted: -1, rejected: -1, seenVer: -1,
+	st := &run{c: c, trig: trig, mine: -1, posted: -1, rejected: -1, seenVer: -1, effect: -1,
 		shared: map[string]bool{}, unknown: map[string]bool{}, unanswered: map[string]vault.Phase{}, overlapHere: map[string]bool{},
 		assertedAt: r.clock.Now(), bo: backoff.New(r.opt.RetryInitial, r.opt.RetryMax, r.newRand())}
 	if trig.Reason == ReasonReconcile {
@@ -280,6 +285,15 @@ func (r *Rotator) otherVersion(st *run, rec vault.Record, ver int) (decision, bo
 	}
 	if st.mine < 0 {
 		return decision{}, false // this run's first read
+	}
+	if st.effect >= 0 {
+		// Someone wrote the record after a request of ours that may have
+		// been applied (a CAS conflict right after a 200, an operator's
+		// action that ignored our lease): if it landed after their move, it
+		// sent a stale set.
+		st.effect = -1
+		st.reassert, st.steal = ReassertStale, true
+		r.log.Warn("the record was changed by another process after a request of this process that may have been applied; the set the record implies is sent again", fields(st.c, rec)...)
 	}
 	if rec.Phase == vault.PhaseStaged {
 		// Whoever wrote it may have sent the pending secret to Affix.
@@ -508,7 +522,11 @@ func (r *Rotator) finish(ctx context.Context, st *run, rec vault.Record, ver int
 	next.Phase = vault.PhaseStable
 	next.PreviousClientSecret = secret.Value{}
 	next.GraceUntil = time.Time{}
-	next.RotatedAt = now
+	if a := rec.LastAction; a == nil || a.Action != ActionReacceptPrevious || a.RotationID != rec.RotationID {
+		// Not the end of a grace an operator reopened: that rotation was
+		// completed before, and its rotated_at anchors the schedule.
+		next.RotatedAt = now
+	}
 	next.LeaseOwner, next.LeaseUntil = "", time.Time{}
 	next.LastError = ""
 	next.RetryNotBefore = time.Time{}
@@ -675,6 +693,7 @@ func (r *Rotator) write(ctx context.Context, st *run, next vault.Record, ver int
 		return err
 	}
 	st.mine = v
+	st.effect = -1
 	// Keep what a read would return: the stored form (UTC, no monotonic
 	// clock reading), so the next step decides exactly as after a read.
 	stored, err := vault.Decode(next.Encode())
@@ -722,6 +741,9 @@ func (r *Rotator) post(ctx context.Context, st *run, rec vault.Record, secrets [
 	if errors.As(err, &mm) {
 		mayLand = true
 	}
+	if mayLand {
+		st.effect = st.seenVer
+	}
 	switch {
 	case err == nil:
 		st.assertedAt = end
@@ -738,15 +760,11 @@ func (r *Rotator) post(ctx context.Context, st *run, rec vault.Record, secrets [
 }
 
 // writeFailed handles a failed CAS write: a conflict means another process
-// moved the record (re-read at once); anything else is retried. A conflict
-// right after Affix confirmed a request of ours means that request may
-// have landed after the other process's: the set the record implies is
-// sent again.
+// moved the record (re-read at once: otherVersion then sees whether a
+// request of ours may have landed after that move); anything else is
+// retried.
 func (r *Rotator) writeFailed(st *run, rec vault.Record, err error) decision {
 	if errors.Is(err, vault.ErrConflict) {
-		if st.posted >= 0 && st.posted == st.seenVer {
-			st.reassert, st.steal = ReassertStale, true
-		}
 		r.log.Info("record changed under us; re-reading", append(fields(st.c, rec), zap.Error(err))...)
 		return again
 	}

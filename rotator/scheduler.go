@@ -44,6 +44,7 @@ func (r *Rotator) loop(ctx context.Context, c *Client) {
 	trig := Trigger{Reason: ReasonStartup, Time: started, MaxAge: c.MaxAge}
 	asserted := started
 	var jitterFor, jitterAt time.Time // the due time jittered, and the result
+	var hold time.Time                // no new rotation before this, after a failed one
 	for {
 		out, err := r.Rotate(ctx, c, trig)
 		if ctx.Err() != nil {
@@ -64,18 +65,16 @@ func (r *Rotator) loop(ctx context.Context, c *Client) {
 			}
 			at = jitterAt
 		}
-		nextTrig := Trigger{Reason: ReasonSchedule, Time: next}
-		if err != nil && (out.Result == ResultFailed || out.Result == ResultAborted) {
-			// A missing or malformed record (an operator may fix it any
-			// time), a rejection, or a step given up: try again after
-			// RetryMax, not at once (the record may still say the client is
-			// due), and not only at the next scheduled run.
-			if retry := now.Add(r.opt.RetryMax); at.IsZero() || retry.After(at) {
-				at = retry
-			} else {
-				at, nextTrig = retry, Trigger{Reason: ReasonStartup, Time: retry}
-			}
+		if out.Result == ResultSuccess {
+			hold = time.Time{}
 		}
+		if err != nil && (out.Result == ResultFailed || out.Result == ResultAborted) {
+			hold = now.Add(r.opt.RetryMax)
+		}
+		if !at.IsZero() && at.Before(hold) {
+			at = hold
+		}
+		nextTrig := Trigger{Reason: ReasonSchedule, Time: next}
 		if !at.IsZero() {
 			r.status.nextRun(c.Name, at)
 			if r.opt.Metrics != nil {
@@ -87,7 +86,10 @@ func (r *Rotator) loop(ctx context.Context, c *Client) {
 				at, nextTrig = rec, Trigger{Reason: ReasonReconcile, Time: rec}
 			}
 		}
-		if check := now.Add(r.opt.RereadInterval); at.IsZero() || check.Before(at) {
+		// After a failure (a missing or malformed record, a rejection, a
+		// step given up) nothing is tried again before hold: the re-read
+		// below resumes a rotation in flight then, and a new one waits too.
+		if check := laterOf(now.Add(r.opt.RereadInterval), hold); at.IsZero() || check.Before(at) {
 			// Read the record again meanwhile: an operator may have put
 			// the client back in overlap (-reaccept-previous) or edited it.
 			at, nextTrig = check, Trigger{Reason: ReasonStartup, Time: check}
