@@ -353,10 +353,7 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 	if st.rejected == ver {
 		return r.abort(ctx, st, rec, ver, st.rejectedErr)
 	}
-	if d, ok := r.holdLease(ctx, st, rec, ver, now); !ok {
-		return d
-	}
-	if d, ok := r.honourFloor(st, rec, now); !ok {
+	if d, ok := r.mayPost(ctx, st, rec, ver, now); !ok {
 		return d
 	}
 	if st.posted != ver {
@@ -498,22 +495,12 @@ func (r *Rotator) awaitGrace(ctx context.Context, st *run, rec vault.Record, ver
 // safe (Affix accepts both secrets) and is retried.
 func (r *Rotator) finish(ctx context.Context, st *run, rec vault.Record, ver int, now time.Time) decision {
 	c := st.c
-	if d, ok := r.holdLease(ctx, st, rec, ver, now); !ok {
-		return d
-	}
-	if d, ok := r.honourFloor(st, rec, now); !ok {
+	if d, ok := r.mayPost(ctx, st, rec, ver, now); !ok {
 		return d
 	}
 	if st.posted != ver {
-		_, err := r.post(ctx, st, rec, []secret.Value{rec.ClientSecret})
-		if ctx.Err() != nil {
-			return decision{done: true, err: ctx.Err()}
-		}
-		if errors.Is(err, errLeaseShort) {
-			return again
-		}
-		if err != nil {
-			return r.backoff(ctx, st, rec, ver, err)
+		if d, ok := r.send(ctx, st, rec, ver, []secret.Value{rec.ClientSecret}); !ok {
+			return d
 		}
 		st.posted = ver
 	}
@@ -543,10 +530,7 @@ func (r *Rotator) finish(ctx context.Context, st *run, rec vault.Record, ver int
 // which in these phases is only waiting), or periodically. In stable the
 // lease is released afterwards.
 func (r *Rotator) reassertSet(ctx context.Context, st *run, rec vault.Record, ver int, now time.Time) decision {
-	if d, ok := r.holdLease(ctx, st, rec, ver, now); !ok {
-		return d
-	}
-	if d, ok := r.honourFloor(st, rec, now); !ok {
+	if d, ok := r.mayPost(ctx, st, rec, ver, now); !ok {
 		return d
 	}
 	set := []secret.Value{rec.ClientSecret}
@@ -554,15 +538,8 @@ func (r *Rotator) reassertSet(ctx context.Context, st *run, rec vault.Record, ve
 		set = append(set, rec.PreviousClientSecret)
 	}
 	reason := st.reassert
-	_, err := r.post(ctx, st, rec, set)
-	if ctx.Err() != nil {
-		return decision{done: true, err: ctx.Err()}
-	}
-	if errors.Is(err, errLeaseShort) {
-		return again
-	}
-	if err != nil {
-		return r.backoff(ctx, st, rec, ver, err)
+	if d, ok := r.send(ctx, st, rec, ver, set); !ok {
+		return d
 	}
 	if !st.late { // a late answer to this very request calls for another
 		st.reassert, st.steal = "", false
@@ -663,6 +640,30 @@ func (r *Rotator) holdLease(ctx context.Context, st *run, rec vault.Record, ver 
 		}
 		return again
 	}), false
+}
+
+// mayPost makes sure this process may send a request from rec now: it
+// holds the lease at a version of its own, and no 429 floor is in force.
+func (r *Rotator) mayPost(ctx context.Context, st *run, rec vault.Record, ver int, now time.Time) (decision, bool) {
+	if d, ok := r.holdLease(ctx, st, rec, ver, now); !ok {
+		return d, false
+	}
+	return r.honourFloor(st, rec, now)
+}
+
+// send posts secrets for a step whose every failure is retried (dropping
+// the old secret, re-asserting a set); ok when Affix confirmed them.
+func (r *Rotator) send(ctx context.Context, st *run, rec vault.Record, ver int, secrets []secret.Value) (decision, bool) {
+	_, err := r.post(ctx, st, rec, secrets)
+	switch {
+	case ctx.Err() != nil:
+		return decision{done: true, err: ctx.Err()}, false
+	case errors.Is(err, errLeaseShort):
+		return again, false
+	case err != nil:
+		return r.backoff(ctx, st, rec, ver, err), false
+	}
+	return decision{}, true
 }
 
 // honourFloor waits out a 429's floor recorded by any process.
