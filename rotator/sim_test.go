@@ -44,7 +44,7 @@ var (
 
 // simClasses are the classes of checks; every violation message starts with
 // its class in brackets.
-var simClasses = []string{"fresh", "drift", "grace", "fork", "lease", "floor", "anchor", "lost-answer", "final"}
+var simClasses = []string{"fresh", "drift", "grace", "fork", "lease", "floor", "anchor", "schedule", "lost-answer", "final"}
 
 // Simulation constants: the rotator's options and the bounds checked.
 const (
@@ -72,7 +72,9 @@ const (
 	// daemon's start without rotated_at), has started a rotation.
 	simAnchorSlack = 20 * time.Minute
 	// simFinalSlack: in the final fault-free period, a rotation in flight
-	// completes within max(grace_until+margin, start) + lease + this.
+	// completes within this plus a lease after max(start, a 429 floor
+	// still in force, grace_until + margin) (overlap), or after
+	// max(start, floor) + lease + grace + margin (staged).
 	simFinalSlack = 5 * time.Minute
 )
 
@@ -104,20 +106,12 @@ func TestSimulation(t *testing.T) {
 			seeds = append(seeds, uint64(i))
 		}
 	}
-	skip := map[string]bool{}
-	for _, c := range strings.Split(*simSkip, ",") {
-		if c = strings.TrimSpace(c); c != "" {
-			if !slices.Contains(simClasses, c) {
-				t.Fatalf("-sim.skip: unknown class %q (want some of %s)", c, strings.Join(simClasses, ","))
-			}
-			skip[c] = true
-		}
-	}
+	skip := simSkips(t)
 	events := map[string]int{}
 	start := time.Now()
 	var failed []string
 	for _, seed := range seeds {
-		w, err := simulate(t, seed, skip)
+		w, err := simulate(t, seed, skip, "chaos")
 		for k, v := range w.events {
 			events[k] += v
 		}
@@ -146,12 +140,43 @@ func TestSimulation(t *testing.T) {
 	}
 }
 
+func simSkips(t *testing.T) map[string]bool {
+	skip := map[string]bool{}
+	for _, c := range strings.Split(*simSkip, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			if !slices.Contains(simClasses, c) {
+				t.Fatalf("-sim.skip: unknown class %q (want some of %s)", c, strings.Join(simClasses, ","))
+			}
+			skip[c] = true
+		}
+	}
+	return skip
+}
+
+// TestSimulationRestarts: with `@every 2h` and the one daemon restarted
+// every 25-35 minutes (and no other fault), rotations still happen about
+// every 2h: the schedule is anchored on the record's rotated_at, not on the
+// process's start.
+func TestSimulationRestarts(t *testing.T) {
+	n := max(1, *simN/25)
+	for seed := uint64(1); seed <= uint64(n); seed++ {
+		if *simSeed != 0 && seed != *simSeed {
+			continue
+		}
+		w, err := simulate(t, seed, simSkips(t), "restarts")
+		if err != nil {
+			t.Fatalf("seed %d: %v\n%s\nlast events:\n  %s\nreplay: go test ./rotator -run 'TestSimulationRestarts$' -sim.seed=%d -sim.skip=%s -v",
+				seed, err, w.describe(), strings.Join(w.trail, "\n  "), seed, *simSkip)
+		}
+	}
+}
+
 // TestSimulationDeterministic runs a few seeds twice and compares their
 // event trails: a seed must replay exactly.
 func TestSimulationDeterministic(t *testing.T) {
 	for _, seed := range []uint64{3, 7, 11} {
-		a, errA := simulate(t, seed, nil)
-		b, errB := simulate(t, seed, nil)
+		a, errA := simulate(t, seed, nil, "chaos")
+		b, errB := simulate(t, seed, nil, "chaos")
 		if fmt.Sprint(errA) != fmt.Sprint(errB) || a.steps != b.steps || strings.Join(a.all, "\n") != strings.Join(b.all, "\n") {
 			t.Fatalf("seed %d does not replay: %d vs %d steps, %v vs %v", seed, a.steps, b.steps, errA, errB)
 		}
@@ -160,11 +185,11 @@ func TestSimulationDeterministic(t *testing.T) {
 
 // simulate runs one seed in its own synctest bubble.
 // It reports through its return values, never through t.
-func simulate(t *testing.T, seed uint64, skip map[string]bool) (*world, error) {
+func simulate(t *testing.T, seed uint64, skip map[string]bool, scenario string) (*world, error) {
 	var w *world
 	var err error
 	synctest.Test(t, func(*testing.T) {
-		w = newWorld(seed, skip)
+		w = newWorld(seed, skip, scenario)
 		err = w.run()
 	})
 	return w, err
@@ -173,15 +198,19 @@ func simulate(t *testing.T, seed uint64, skip map[string]bool) (*world, error) {
 // --- the world ---
 
 type world struct {
-	seed  uint64
-	rng   *rand.Rand
-	skip  map[string]bool
-	cfg   simConfig
-	store *vaultmem.Store
-	fake  *affixtest.Server
-	key   string
-	s0    string
-	t0    time.Time
+	// scenario is "chaos" (every fault) or "restarts" (one daemon,
+	// restarted every 25-35 minutes, no other fault).
+	scenario string
+	seed     uint64
+	rng      *rand.Rand
+	skip     map[string]bool
+	skipped  map[string]bool
+	cfg      simConfig
+	store    *vaultmem.Store
+	fake     *affixtest.Server
+	key      string
+	s0       string
+	t0       time.Time
 
 	mu    sync.Mutex // guards proc.call and call fields shared with process goroutines
 	wake  chan struct{}
@@ -211,6 +240,8 @@ type world struct {
 	overlapAt   map[string]overlapInfo
 	floors      []*floor
 	lastReq     affixtest.Request
+	preSet      []string         // Affix's set before the request being handled
+	roots       map[string]*root // "add:"/"drop:" + secret -> the landing that last did it
 	driftOpen   bool
 	driftSince  time.Time
 	driftCause  string
@@ -219,6 +250,7 @@ type world struct {
 	finalFrom   string // phase when the final period began
 	finalDue    time.Time
 	finalStable bool
+	lastDone    time.Time // true time the last rotation completed (or the seeded rotated_at)
 
 	events map[string]int
 	trail  []string // the last events, for a failure
@@ -249,6 +281,7 @@ type overlapInfo struct {
 	// late is how much later the write landed than the writer's clock
 	// reading its grace_until counts from (true time).
 	late time.Duration
+	lost bool // the write's answer was lost
 }
 
 type floor struct {
@@ -259,6 +292,15 @@ type floor struct {
 	honored bool
 }
 
+// root is the Affix request landing that last added or dropped a secret:
+// an I1/I2 violation may begin only from a stale one (or from Affix
+// changing its set itself).
+type root struct {
+	at    time.Time
+	cause string
+	stale bool
+}
+
 type simEvent struct {
 	at   time.Time
 	seq  int
@@ -266,10 +308,10 @@ type simEvent struct {
 	fn   func()
 }
 
-func newWorld(seed uint64, skip map[string]bool) *world {
-	w := &world{seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), skip: skip,
+func newWorld(seed uint64, skip map[string]bool, scenario string) *world {
+	w := &world{seed: seed, scenario: scenario, skipped: map[string]bool{}, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), skip: skip,
 		store: vaultmem.New("secret"), key: "sim-api-key", wake: make(chan struct{}, 1), hosts: map[string]*host{},
-		labels: map[string]string{}, pendingOf: map[string]string{}, overlapAt: map[string]overlapInfo{}, events: map[string]int{}}
+		labels: map[string]string{}, roots: map[string]*root{}, pendingOf: map[string]string{}, overlapAt: map[string]overlapInfo{}, events: map[string]int{}}
 	w.t0 = time.Now()
 	w.lastCheck = w.t0
 	w.lastBlocked = w.t0
@@ -288,6 +330,11 @@ func newWorld(seed uint64, skip map[string]bool) *world {
 		w.cfg.maxAge = sp.d + sp.d/2
 	}
 	w.cfg.faultFor = time.Duration(4+w.rng.IntN(5)) * time.Hour
+	if scenario == "restarts" {
+		sp = specs[2]
+		w.cfg.spec, w.cfg.interval, w.cfg.sched = sp.spec, sp.d, cron.Every(sp.d)
+		w.cfg.grace, w.cfg.maxAge, w.cfg.faultFor = 10*time.Minute, 0, 10*time.Hour
+	}
 	w.fake = affixtest.NewHandler()
 	w.fake.SetClock(time.Now)
 	w.fake.OnRequest(func(r affixtest.Request) { w.lastReq = r })
@@ -295,7 +342,7 @@ func newWorld(seed uint64, skip map[string]bool) *world {
 	w.label(w.s0)
 	w.fake.AddClient(w.key, "cid", w.s0)
 	seedRec := map[string]any{"client_secret": w.s0}
-	if w.rng.IntN(2) == 0 {
+	if w.rng.IntN(2) == 0 || scenario == "restarts" {
 		seedRec["rotated_at"] = w.t0.Add(-time.Duration(w.rng.Int64N(int64(sp.d)))).UTC().Format(time.RFC3339Nano)
 	}
 	if _, err := w.store.Put(simPath, seedRec, 0); err != nil {
@@ -346,7 +393,10 @@ func (w *world) violate(class, format string, args ...any) {
 		return
 	}
 	if w.skip[class] {
-		w.event("skipped-" + class)
+		if !w.skipped[class] {
+			w.skipped[class] = true
+			w.event("skipped-"+class, fmt.Sprintf(format, args...))
+		}
 		return
 	}
 	w.viol = fmt.Errorf("[%s] at %s: %s", class, w.since(time.Now()), fmt.Sprintf(format, args...))
@@ -378,22 +428,28 @@ func (w *world) dur(lo, hi time.Duration) time.Duration {
 // fault-free one with one healthy daemon, checking after every step.
 func (w *world) run() error {
 	defer w.shutdown()
-	w.faulty = true
+	d0, _, _ := w.store.Latest(simPath)
+	w.lastDone = tm(d0, "rotated_at")
 	w.startProc("daemon", "pod-a")
-	if w.rng.IntN(2) == 0 {
-		w.startProc("daemon", "pod-b")
+	if w.scenario == "restarts" {
+		w.at(w.t0.Add(w.dur(25*time.Minute, 35*time.Minute)), "restart", w.restartLoop)
+	} else {
+		w.faulty = true
+		if w.rng.IntN(2) == 0 {
+			w.startProc("daemon", "pod-b")
+		}
+		if w.rng.IntN(3) == 0 {
+			w.startProc("once", "")
+		}
+		w.at(w.t0.Add(w.dur(time.Minute, 10*time.Minute)), "chaos", w.chaos)
 	}
-	if w.rng.IntN(3) == 0 {
-		w.startProc("once", "")
-	}
-	w.at(w.t0.Add(w.dur(time.Minute, 10*time.Minute)), "chaos", w.chaos)
 	w.at(w.t0.Add(w.cfg.faultFor), "calm", w.calm)
 	for w.viol == nil {
 		synctest.Wait()
 		w.steps++
 		now := time.Now()
 		w.reap(now)
-		w.check(now, "time", false)
+		w.check(now, "time")
 		if w.viol != nil {
 			break
 		}
@@ -763,7 +819,7 @@ func (w *world) serve(c *call, now time.Time) {
 			err = c.ctx.Err()
 		}
 		w.deliver(c, err, "")
-		w.check(time.Now(), "held answer delivered", false)
+		w.check(time.Now(), "held answer delivered")
 		return
 	}
 	if w.faulty && w.rng.IntN(40) == 0 {
@@ -777,7 +833,6 @@ func (w *world) serve(c *call, now time.Time) {
 	}
 	time.Sleep(lat)
 	var cause string
-	var drift bool
 	switch c.op {
 	case "read":
 		w.execRead(c)
@@ -786,10 +841,10 @@ func (w *world) serve(c *call, now time.Time) {
 		cause = "write by " + p.String()
 		w.execWrite(c)
 	case "post":
-		cause, drift = w.execPost(c)
+		cause = w.execPost(c)
 	}
 	if c.state == "blackhole" {
-		w.check(time.Now(), cause, drift)
+		w.check(time.Now(), cause)
 		return
 	}
 	if w.faulty && w.rng.IntN(25) == 0 {
@@ -798,7 +853,7 @@ func (w *world) serve(c *call, now time.Time) {
 		if w.rng.IntN(2) == 0 {
 			w.pause(p, time.Now(), "after-"+c.op)
 		}
-		w.check(time.Now(), cause, drift)
+		w.check(time.Now(), cause)
 		return
 	}
 	var err error
@@ -806,7 +861,7 @@ func (w *world) serve(c *call, now time.Time) {
 		err = c.ctx.Err() // the process gave up while the call was in flight
 	}
 	w.deliver(c, err, "")
-	w.check(time.Now(), cause, drift)
+	w.check(time.Now(), cause)
 }
 
 func unavailable(op string, why string) error {
@@ -898,21 +953,21 @@ func (w *world) landedWrite(p *proc, before, after map[string]any, lost bool) {
 	case bp == "staged" && ap == "overlap":
 		skew := time.Duration(p.host.skew.Load())
 		from := tm(after, "grace_until").Add(-w.cfg.grace - skew)
-		w.overlapAt[rid] = overlapInfo{at: now, id: p.id, pid: p.pid, skew: skew, late: now.Sub(from)}
+		w.overlapAt[rid] = overlapInfo{at: now, id: p.id, pid: p.pid, skew: skew, late: now.Sub(from), lost: lost}
 		w.event("overlap", p)
 	case bp == "staged" && ap == "stable":
 		p.abortLanded, p.lostAbort = true, lost
 		w.event("aborted", p)
 	case bp == "overlap" && ap == "stable":
 		p.finalLanded, p.lostFinal = true, lost
+		w.lastDone = now
 		w.event("completed", p)
 	}
 }
 
-// execPost applies (or not) an Affix request; it returns the step's cause
-// and whether it may begin drift (a stale request landed, or Affix changed
-// its set on its own).
-func (w *world) execPost(c *call) (string, bool) {
+// execPost applies (or not) an Affix request, maybe with a fault, and
+// returns the step's cause for a failure message (see landed).
+func (w *world) execPost(c *call) string {
 	p := c.p
 	now := time.Now()
 	// The 429 floor: no process sends during another's Retry-After.
@@ -981,7 +1036,7 @@ func (w *world) execPost(c *call) (string, bool) {
 		} else {
 			c.state = "blackhole"
 		}
-		return "late request sent by " + p.String(), false
+		return "late request sent by " + p.String()
 	}
 	if fault != nil {
 		w.fake.Inject(*fault)
@@ -998,17 +1053,17 @@ func (w *world) execPost(c *call) (string, bool) {
 // landLate lands a request that its client already gave up on.
 func (w *world) landLate(c *call, p *proc, body []byte, header http.Header) {
 	_, _ = w.handle(body, header)
-	cause, drift := w.landed(c, p, false)
+	cause := w.landed(c, p, false)
 	w.event("late-landed", p)
-	w.check(time.Now(), "late "+cause, drift)
+	w.check(time.Now(), "late "+cause)
 }
 
 // landed classifies a request Affix just handled: applied or not, stale or
 // not, and checks I3 if it dropped the previous secret.
-func (w *world) landed(c *call, p *proc, outOfBand bool) (string, bool) {
+func (w *world) landed(c *call, p *proc, outOfBand bool) string {
 	r := w.lastReq
 	if !r.Applied {
-		return fmt.Sprintf("request by %s not applied (%d)", p, r.Status), false
+		return fmt.Sprintf("request by %s not applied (%d)", p, r.Status)
 	}
 	now := time.Now()
 	cur, _, deleted := w.store.Latest(simPath)
@@ -1018,12 +1073,11 @@ func (w *world) landed(c *call, p *proc, outOfBand bool) (string, bool) {
 		labels[i] = w.label(s)
 	}
 	cause := fmt.Sprintf("%s applied %v", p, labels)
-	if outOfBand {
-		return cause + " (Affix changed the set itself)", true
-	}
 	skewAt := now.Add(c.skew)
 	var why []string
-	if deleted || cur == nil {
+	if outOfBand {
+		why = append(why, "Affix changed the set itself")
+	} else if deleted || cur == nil {
 		why = append(why, "record deleted")
 	} else {
 		if str(cur, "lease_owner") != p.id || !skewAt.Before(tm(cur, "lease_until")) {
@@ -1037,6 +1091,20 @@ func (w *world) landed(c *call, p *proc, outOfBand bool) (string, bool) {
 	if stale {
 		cause += " (stale: " + strings.Join(why, ", ") + ")"
 		w.event("stale-landing")
+	} else {
+		cause += " (fresh: its sender held the lease and the rotation had not moved on)"
+	}
+	rt := &root{at: now, cause: cause, stale: stale}
+	after := w.fake.Secrets(w.key)
+	for _, x := range after {
+		if !slices.Contains(w.preSet, x) {
+			w.roots["add:"+x] = rt
+		}
+	}
+	for _, x := range w.preSet {
+		if !slices.Contains(after, x) {
+			w.roots["drop:"+x] = rt
+		}
 	}
 	// I3: a request that drops the previous secret of an overlap.
 	if !deleted && phaseOf(cur) == "overlap" && !slices.Contains(sent, str(cur, "previous_client_secret")) {
@@ -1062,15 +1130,15 @@ func (w *world) landed(c *call, p *proc, outOfBand bool) (string, bool) {
 					allow = w.cfg.grace - max(time.Second, ov.late) - max(0, c.skew-ov.skew-simMarginInForce())
 				}
 				if got := now.Sub(ov.at); got < allow {
-					w.violate("grace", "I3: consumers got %s of grace (true time from the overlap write by %s to the drop by %s), want at least %s (grace %s, skew %s vs %s)",
-						got.Round(time.Millisecond), ov.id, p, allow, w.cfg.grace, c.skew, ov.skew)
+					w.violate("grace", "I3: consumers got %s of grace (true time from the overlap write by %s to the drop by %s), want at least %s (grace %s, skew %s vs %s; the overlap write landed %s after the clock reading grace_until counts from, its answer lost: %v)",
+						got.Round(time.Millisecond), ov.id, p, allow, w.cfg.grace, c.skew.Round(time.Millisecond), ov.skew.Round(time.Millisecond), ov.late.Round(time.Millisecond), ov.lost)
 				}
 			}
 		} else {
 			w.event("stale-drop")
 		}
 	}
-	return cause, stale
+	return cause
 }
 
 func phaseOf(d map[string]any) string {
@@ -1088,6 +1156,7 @@ func (w *world) handle(body []byte, header http.Header) (resp *http.Response, er
 	req := httptest.NewRequest(http.MethodPost, affixtest.Path, bytes.NewReader(body))
 	req.Header = header.Clone()
 	rec := httptest.NewRecorder()
+	w.preSet = w.fake.Secrets(w.key)
 	func() {
 		defer func() {
 			if r := recover(); r != nil {
@@ -1198,7 +1267,30 @@ func (w *world) chaos() {
 			w.supervise(p, now)
 		}
 	}
-	w.check(time.Now(), "chaos", false)
+	w.check(time.Now(), "chaos")
+}
+
+// restartLoop (scenario "restarts") stops pod-a (SIGKILL or SIGTERM) every
+// 25-35 minutes and starts it again up to two minutes later.
+func (w *world) restartLoop() {
+	if w.final {
+		return
+	}
+	now := time.Now()
+	for _, p := range w.live() {
+		if w.rng.IntN(2) == 0 {
+			w.kill(p, "sigkill")
+		} else {
+			w.stop(p)
+		}
+	}
+	w.at(now.Add(w.dur(5*time.Second, 2*time.Minute)), "restart", func() {
+		if !w.final {
+			w.startProc("daemon", "pod-a")
+		}
+	})
+	w.at(now.Add(w.dur(25*time.Minute, 35*time.Minute)), "restart", w.restartLoop)
+	w.check(time.Now(), "restart")
 }
 
 // supervise restarts a stopped daemon after a while, as systemd or
@@ -1231,7 +1323,7 @@ func (w *world) operatorEdit(what string, mutate func(map[string]any) bool) {
 		panic(err)
 	}
 	w.event("operator-" + strings.ReplaceAll(what, " ", "-"))
-	w.check(time.Now(), "operator: "+what, false)
+	w.check(time.Now(), "operator: "+what)
 }
 
 // operatorDelete is `vault kv delete` (a soft delete of the latest
@@ -1259,7 +1351,7 @@ func (w *world) rollback(v int) {
 		}
 		w.event("operator-vault-kv-rollback")
 	}
-	w.check(time.Now(), "operator: rollback", false)
+	w.check(time.Now(), "operator: rollback")
 }
 
 // calm ends the faulty period: every process is killed, late requests
@@ -1296,14 +1388,19 @@ func (w *world) calm() {
 	w.finalAt = now
 	d, _, _ := w.store.Latest(simPath)
 	w.finalFrom = phaseOf(d)
-	due := now
-	if w.finalFrom == "overlap" {
-		due = laterOf(now, tm(d, "grace_until").Add(simMargin))
+	// A 429's floor from before the calm still holds; a staged rotation
+	// still has its whole grace ahead.
+	due := laterOf(now, w.floorUntil)
+	switch w.finalFrom {
+	case "overlap":
+		due = laterOf(due, tm(d, "grace_until").Add(simMargin))
+	case "staged":
+		due = due.Add(simLease + w.cfg.grace + simMargin)
 	}
 	w.finalDue = due.Add(simLease + simFinalSlack)
 	w.finalStable = w.finalFrom == "stable"
 	w.endAt = laterOf(w.finalDue, now.Add(simDriftBound+5*time.Minute))
-	w.check(time.Now(), "calm", false)
+	w.check(time.Now(), "calm")
 	if w.viol == nil {
 		synctest.Wait()
 		w.reap(time.Now())
@@ -1389,9 +1486,12 @@ func (w *world) healthyDaemon(now time.Time, d time.Duration) bool {
 
 // check runs the invariants after a step (or after time passed): I1, I2
 // with bounded drift, the schedule's anchor, the final liveness bound.
-// cause names the step; mayDrift says the step may begin an I1/I2
-// violation (a stale request landed, or Affix changed its set itself).
-func (w *world) check(now time.Time, cause string, mayDrift bool) {
+// cause names the step. An I1/I2 violation may begin only from a stale
+// landing: the one that last dropped Vault's current secret from Affix
+// (I1), or last added the secret Vault does not hold (I2), must have been
+// stale (or Affix's own doing), however many steps later the record moved
+// so that the violation shows; anything else is a bug at once.
+func (w *world) check(now time.Time, cause string) {
 	if w.viol != nil {
 		return
 	}
@@ -1407,13 +1507,23 @@ func (w *world) check(now time.Time, cause string, mayDrift bool) {
 	// I1 and I2.
 	acc := w.fake.Secrets(w.key)
 	cur := str(d, "client_secret")
-	var bad []string
+	var bad, fresh []string
+	blame := func(msg, key string) {
+		bad = append(bad, msg)
+		if r := w.roots[key]; r == nil || !r.stale {
+			how := "never by a request"
+			if r != nil {
+				how = "last at " + w.since(r.at) + " by " + r.cause
+			}
+			fresh = append(fresh, msg+" ("+strings.SplitN(key, ":", 2)[0]+"ed "+how+")")
+		}
+	}
 	if !slices.Contains(acc, cur) {
-		bad = append(bad, "I1: Vault's client_secret "+w.label(cur)+" is not accepted by Affix")
+		blame("I1: Vault's client_secret "+w.label(cur)+" is not accepted by Affix", "drop:"+cur)
 	}
 	for _, a := range acc {
 		if a != cur && a != str(d, "previous_client_secret") && a != str(d, "pending_client_secret") {
-			bad = append(bad, "I2: Affix accepts "+w.label(a)+", which the record does not hold")
+			blame("I2: Affix accepts "+w.label(a)+", which the record does not hold", "add:"+a)
 		}
 	}
 	state := fmt.Sprintf("(phase %s, Affix accepts %v)", phaseOf(d), w.labelsOf(acc))
@@ -1422,8 +1532,8 @@ func (w *world) check(now time.Time, cause string, mayDrift bool) {
 		w.driftOpen = false
 		w.event("drift-repaired", "after ", now.Sub(w.driftSince).Round(time.Second), " (", w.driftRepair.Round(time.Second), " repairable)")
 	case len(bad) > 0 && !w.driftOpen:
-		if !mayDrift {
-			w.violate("fresh", "%s %s, caused by %s (no stale request began it)", strings.Join(bad, "; "), state, cause)
+		if len(fresh) > 0 {
+			w.violate("fresh", "%s %s, shown by %s; no stale request began it", strings.Join(fresh, "; "), state, cause)
 			return
 		}
 		w.driftOpen, w.driftSince, w.driftCause, w.driftRepair = true, now, cause, 0
@@ -1439,12 +1549,20 @@ func (w *world) check(now time.Time, cause string, mayDrift bool) {
 		}
 	}
 	w.checkAnchor(now, d)
+	if w.scenario == "restarts" {
+		anchor := laterOf(w.lastDone, w.t0.Add(-w.cfg.interval))
+		if gap := w.cfg.interval + w.cfg.jitter + w.cfg.grace + simMargin + simAnchorSlack; now.Sub(anchor) > gap {
+			w.violate("schedule", "schedule %s with the daemon restarted every 25-35 minutes: no rotation completed since %s (%s ago), want one at least every %s (interval + jitter + grace + margin + %s)",
+				w.cfg.spec, w.since(anchor), now.Sub(anchor).Round(time.Second), gap.Round(time.Second), simAnchorSlack)
+			return
+		}
+	}
 	if w.final && !w.finalStable {
 		if phaseOf(d) == "stable" {
 			w.finalStable = true
 			w.event("final-in-flight-completed")
 		} else if now.After(w.finalDue) {
-			w.violate("final", "liveness: the rotation in flight at the end of the faults (phase %s) did not complete by %s (grace_until+margin, or start, + lease + %s); phase now %s",
+			w.violate("final", "liveness: the rotation in flight at the end of the faults (phase %s) did not complete by %s (see simFinalSlack: %s); phase now %s",
 				w.finalFrom, w.since(w.finalDue), simFinalSlack, phaseOf(d))
 		}
 	}
