@@ -93,11 +93,56 @@ const (
 // or after — or, when nothing is parked, lets fake time run to the next
 // timer or event. A seed replays exactly.
 //
-// After every step it checks I1-I4 and I6 (see simCheck), the bounds on
-// drift, the schedule's anchor on rotated_at, lease release on clean exit,
-// the 429 floor across processes, the outcome of a -once run whose write's
-// answer was lost, and at the end of a fault-free period with one healthy
-// daemon, liveness and Affix's exact set.
+// A paused process is simply not served while time runs and others act;
+// its request deadlines freeze with it (Go's timers run on the monotonic
+// clock, which stops in a VM freeze), so a request parked before the pause
+// is sent after it: a stale request. A late request is sent, answered with
+// a reset or left to time out, and applied by Affix up to 15 minutes later.
+// A lost Vault answer is a write applied whose caller gets an error.
+//
+// After every step (and at least every simulated minute) it checks, each
+// violation message starting with its class (-sim.skip looks past one):
+//   - [fresh] I1 (Vault's client_secret accepted by Affix) and I2 (every
+//     secret Affix accepts is the record's current, previous or pending):
+//     a violation may begin only from a stale landing — the request that
+//     last dropped the current secret (I1) or last added the unrecorded
+//     one (I2) was sent by a process whose lease had expired when it
+//     landed, or whose rotation had moved on (phase or rotation id), or
+//     Affix changed its set itself; any other is a bug at once.
+//   - [drift] bounded drift: once begun, an I1/I2 violation ends before
+//     some daemon has been live, unpaused and unhindered (no Affix or
+//     Vault outage, no 429 floor, record not deleted) for simDriftBound =
+//     reconcile_interval + 5m.
+//   - [grace] I3: a request dropping the previous secret lands no earlier
+//     than the grace_until its sender last read, plus clock_skew_margin if
+//     it took over an overlap another instance started (by its clock); and
+//     the consumers get the grace in true time: the whole grace less 1s
+//     (the writer of the overlap), less how late the overlap write landed
+//     and any skew beyond the margin (another process).
+//   - [fork] I4/I6: one pending secret per rotation id; no new secret
+//     written over a staged or overlap record.
+//   - [lease] a process stopped cleanly (ctx cancelled) holding the lease
+//     it wrote releases it (it writes after the stop) unless a namesake is live.
+//   - [floor] no process sends an Affix request inside another's 429
+//     Retry-After (from 5s after it, to its end less the hosts' skew),
+//     unless its receiver could not record it (paused, killed, its Vault
+//     write failed) or an operator edited the lease.
+//   - [anchor] a daemon live and unpaused, nothing blocking, starts a due
+//     rotation (schedule.Next(rotated_at) or rotated_at + max_age, plus
+//     jitter; its own start when there is no rotated_at) within
+//     simAnchorSlack; [schedule] (TestSimulationRestarts) a rotation
+//     completes at least every interval + jitter + grace + margin + slack.
+//   - [lost-answer] a -once run whose final or abort write landed (its
+//     answer maybe lost) reports success (not ByOther, counted in
+//     rotations_total) or aborted, and never stages another secret, unless
+//     another writer moved the record since.
+//   - [final] after the faults stop (every process killed, late requests
+//     landed, outages over), one daemon finishes the rotation in flight
+//     within simFinalSlack + a lease after max(start, 429 floor,
+//     grace_until + margin) (overlap) or after max(start, floor) + lease +
+//     grace + margin (staged), and after max(that, reconcile bound + 5m)
+//     Affix accepts exactly {current} (stable) or {current, previous}
+//     (overlap).
 func TestSimulation(t *testing.T) {
 	seeds := make([]uint64, 0, *simN)
 	if *simSeed != 0 {
@@ -884,6 +929,7 @@ func (w *world) execRead(c *call) {
 	now := time.Now()
 	if now.Before(w.vaultDownUntil) || (w.faulty && w.rng.IntN(15) == 0) {
 		c.err = unavailable("read", "connection refused")
+		w.floorWrite(c.p, false) // it cannot record a floor before it reads again
 		w.event("vault-unavailable-read")
 		return
 	}
@@ -930,7 +976,8 @@ func (w *world) execWrite(c *call) {
 }
 
 // floorWrite notes p's first Vault write after a 429 it got: a failed one
-// means it could not record the floor for the others (exempt).
+// (or a failed read before it) means it could not record the floor for
+// the others in time (exempt).
 func (w *world) floorWrite(p *proc, ok bool) {
 	for _, f := range w.floors {
 		if f.from == p && !f.wrote {
