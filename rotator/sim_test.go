@@ -1181,7 +1181,7 @@ func (w *world) landed(c *call, p *proc, outOfBand bool) string {
 		if str(cur, "lease_owner") != p.id || !skewAt.Before(tm(cur, "lease_until")) {
 			why = append(why, "lease not held")
 		}
-		if c.basis == nil || str(cur, "rotation_id") != c.basis.str("rotation_id") || phaseOf(cur) != phaseOf(c.basis.data) {
+		if c.basis == nil || str(cur, "rotation_id") != c.basis.str("rotation_id") || simPhase(cur) != simPhase(c.basis.data) {
 			why = append(why, "rotation moved on")
 		}
 	}
@@ -1205,9 +1205,9 @@ func (w *world) landed(c *call, p *proc, outOfBand bool) string {
 		}
 	}
 	// I3: a request that drops the previous secret of an overlap.
-	if !deleted && phaseOf(cur) == "overlap" && !slices.Contains(sent, str(cur, "previous_client_secret")) {
+	if !deleted && simPhase(cur) == "overlap" && !slices.Contains(sent, str(cur, "previous_client_secret")) {
 		rid := str(cur, "rotation_id")
-		if c.basis != nil && c.basis.str("rotation_id") == rid && phaseOf(c.basis.data) == "overlap" {
+		if c.basis != nil && c.basis.str("rotation_id") == rid && simPhase(c.basis.data) == "overlap" {
 			ov := w.overlapAt[rid]
 			need := tm(c.basis.data, "grace_until")
 			takeover := ov.id != p.id
@@ -1239,7 +1239,7 @@ func (w *world) landed(c *call, p *proc, outOfBand bool) string {
 	return cause
 }
 
-func phaseOf(d map[string]any) string {
+func simPhase(d map[string]any) string {
 	if d == nil {
 		return ""
 	}
@@ -1317,7 +1317,7 @@ func (w *world) chaos() {
 		}
 	case k < 12:
 		w.operatorEdit("grace_until moved later", func(d map[string]any) bool {
-			if phaseOf(d) != "overlap" {
+			if simPhase(d) != "overlap" {
 				return false
 			}
 			d["grace_until"] = tm(d, "grace_until").Add(w.dur(time.Minute, 20*time.Minute)).UTC().Format(time.RFC3339Nano)
@@ -1327,7 +1327,7 @@ func (w *world) chaos() {
 		w.operatorDelete(now)
 	case k < 14:
 		w.operatorEdit("lease edited", func(d map[string]any) bool {
-			if phaseOf(d) == "stable" {
+			if simPhase(d) == "stable" {
 				return false
 			}
 			switch w.rng.IntN(3) {
@@ -1489,7 +1489,7 @@ func (w *world) calm() {
 	w.final = true
 	w.finalAt = now
 	d, _, _ := w.store.Latest(simPath)
-	w.finalFrom = phaseOf(d)
+	w.finalFrom = simPhase(d)
 	// A 429's floor from before the calm still holds; a staged rotation
 	// still has its whole grace ahead.
 	due := laterOf(now, w.floorUntil)
@@ -1528,7 +1528,7 @@ func (w *world) finish(now time.Time) {
 	acc := w.fake.Secrets(w.key)
 	cur, prev, pend := str(d, "client_secret"), str(d, "previous_client_secret"), str(d, "pending_client_secret")
 	var want []string
-	switch phaseOf(d) {
+	switch simPhase(d) {
 	case "stable":
 		want = []string{cur}
 	case "overlap":
@@ -1539,14 +1539,14 @@ func (w *world) finish(now time.Time) {
 			want = append(want, pend)
 		}
 	}
-	if !sameSet(acc, want) {
+	if !simSameSet(acc, want) {
 		w.violate("final", "after %s without faults, Affix accepts %v but the record (phase %s) implies %v",
-			now.Sub(w.finalAt).Round(time.Second), w.labelsOf(acc), phaseOf(d), w.labelsOf(want))
+			now.Sub(w.finalAt).Round(time.Second), w.labelsOf(acc), simPhase(d), w.labelsOf(want))
 	}
 	w.event("end")
 }
 
-func sameSet(a, b []string) bool {
+func simSameSet(a, b []string) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -1615,7 +1615,7 @@ func (w *world) check(now time.Time, cause string) {
 			blame("I2: Affix accepts "+w.label(a)+", which the record does not hold", "add:"+a)
 		}
 	}
-	state := fmt.Sprintf("(phase %s, Affix accepts %v)", phaseOf(d), w.labelsOf(acc))
+	state := fmt.Sprintf("(phase %s, Affix accepts %v)", simPhase(d), w.labelsOf(acc))
 	switch {
 	case len(bad) == 0 && w.driftOpen:
 		w.driftOpen = false
@@ -1649,12 +1649,12 @@ func (w *world) check(now time.Time, cause string) {
 		}
 	}
 	if w.final && !w.finalStable {
-		if phaseOf(d) == "stable" {
+		if simPhase(d) == "stable" {
 			w.finalStable = true
 			w.event("final-in-flight-completed")
 		} else if now.After(w.finalDue) {
 			w.violate("final", "liveness: the rotation in flight at the end of the faults (phase %s) did not complete by %s (see simFinalSlack: %s); phase now %s",
-				w.finalFrom, w.since(w.finalDue), simFinalSlack, phaseOf(d))
+				w.finalFrom, w.since(w.finalDue), simFinalSlack, simPhase(d))
 		}
 	}
 }
@@ -1664,7 +1664,7 @@ func (w *world) check(now time.Time, cause string) {
 // anchored at the daemon's start. A daemon live and unpaused for
 // simAnchorSlack past that, with nothing blocking, must have started.
 func (w *world) checkAnchor(now time.Time, d map[string]any) {
-	if phaseOf(d) != "stable" || now.Sub(w.lastBlocked) < simAnchorSlack {
+	if simPhase(d) != "stable" || now.Sub(w.lastBlocked) < simAnchorSlack {
 		return
 	}
 	ra := tm(d, "rotated_at")
@@ -1702,7 +1702,7 @@ func fmtT(w *world, t time.Time) string {
 func (w *world) checkExit(p *proc, now time.Time) {
 	if p.stopping {
 		d, _, deleted := w.store.Latest(simPath)
-		if deleted || phaseOf(d) == "stable" || str(d, "lease_owner") != p.id || w.leaseBy != p.pid {
+		if deleted || simPhase(d) == "stable" || str(d, "lease_owner") != p.id || w.leaseBy != p.pid {
 			return
 		}
 		if !now.Add(time.Duration(p.host.skew.Load())).Before(tm(d, "lease_until")) {
@@ -1715,7 +1715,7 @@ func (w *world) checkExit(p *proc, now time.Time) {
 		}
 		if !p.wroteAfterStop {
 			w.violate("lease", "%s stopped cleanly (ctx cancelled) holding the lease of phase %s until %s and did not release it: another process waits for the lease to run out instead of proceeding at once",
-				p, phaseOf(d), w.since(tm(d, "lease_until").Add(-time.Duration(p.host.skew.Load()))))
+				p, simPhase(d), w.since(tm(d, "lease_until").Add(-time.Duration(p.host.skew.Load()))))
 		}
 		return
 	}
@@ -1729,7 +1729,7 @@ func (w *world) checkExit(p *proc, now time.Time) {
 				p, p.lostFinal, p.out.Result, p.out.ByOther, p.err)
 			return
 		}
-		if n := counterValue(p.reg, "affix_rotator_rotations_total", "result", rotator.ResultSuccess); n < 1 {
+		if n := simCounter(p.reg, "affix_rotator_rotations_total", "result", rotator.ResultSuccess); n < 1 {
 			w.violate("lost-answer", "%s completed the rotation (its final write's answer lost: %v) but rotations_total{result=success} is %v", p, p.lostFinal, n)
 		}
 	}
@@ -1738,7 +1738,7 @@ func (w *world) checkExit(p *proc, now time.Time) {
 	}
 }
 
-func counterValue(reg *prometheus.Registry, name, label, value string) float64 {
+func simCounter(reg *prometheus.Registry, name, label, value string) float64 {
 	mfs, _ := reg.Gather()
 	for _, mf := range mfs {
 		if mf.GetName() != name {
@@ -1759,7 +1759,7 @@ func counterValue(reg *prometheus.Registry, name, label, value string) float64 {
 func (w *world) describe() string {
 	d, v, del := w.store.Latest(simPath)
 	return fmt.Sprintf("config: schedule %s, grace %s, jitter %s, max_age %s, lease %s, faults for %s; %d steps; record v%d deleted=%v phase %s; Affix accepts %v",
-		w.cfg.spec, w.cfg.grace, w.cfg.jitter.Round(time.Second), w.cfg.maxAge, simLease, w.cfg.faultFor, w.steps, v, del, phaseOf(d), w.labelsOf(w.fake.Secrets(w.key)))
+		w.cfg.spec, w.cfg.grace, w.cfg.jitter.Round(time.Second), w.cfg.maxAge, simLease, w.cfg.faultFor, w.steps, v, del, simPhase(d), w.labelsOf(w.fake.Secrets(w.key)))
 }
 
 // requests labels the secrets Affix received (affixtest.Sequence).
