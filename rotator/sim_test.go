@@ -271,20 +271,18 @@ type world struct {
 	pids  int
 	onces int
 
-	queue    []*simEvent // pending events, by time then sequence
-	seq      int
-	steps    int
-	faulty   bool
-	final    bool
-	flushing bool
-	finalAt  time.Time
-	endAt    time.Time
+	queue   []*simEvent // pending events, by time then sequence
+	seq     int
+	steps   int
+	faulty  bool
+	final   bool
+	finalAt time.Time
+	endAt   time.Time
 
 	// faults in force
 	affix401Until, vaultDownUntil, floorUntil time.Time
-	deleted                                   bool
-	deletedData                               map[string]any
 	lastBlocked                               time.Time
+	deletedData                               map[int]map[string]any // version -> its data, soft-deleted by the operator
 
 	// tracking for the checks
 	labels      map[string]string
@@ -369,7 +367,7 @@ type simEvent struct {
 func newWorld(seed uint64, skip map[string]bool, scenario string) *world {
 	w := &world{seed: seed, scenario: scenario, skipped: map[string]bool{}, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), skip: skip,
 		store: vaultmem.New("secret"), key: "sim-api-key", wake: make(chan struct{}, 1), hosts: map[string]*host{},
-		labels: map[string]string{}, roots: map[string]*root{}, verWriter: map[int]int{}, pendingOf: map[string]string{}, overlapAt: map[string]overlapInfo{}, events: map[string]int{}}
+		labels: map[string]string{}, roots: map[string]*root{}, deletedData: map[int]map[string]any{}, verWriter: map[int]int{}, pendingOf: map[string]string{}, overlapAt: map[string]overlapInfo{}, events: map[string]int{}}
 	w.t0 = time.Now()
 	w.lastBlocked = w.t0
 	specs := []struct {
@@ -955,7 +953,10 @@ func (w *world) execWrite(c *call) {
 			return true
 		})
 	}
-	before, _, _ := w.store.Latest(simPath)
+	before, bv, del := w.store.Latest(simPath)
+	if del {
+		before = w.deletedData[bv] // a CAS write on a soft-deleted version (Vault allows it)
+	}
 	v, err := w.store.Write(context.Background(), simPath, c.rec, c.cas)
 	c.ver, c.err = v, err
 	w.floorWrite(p, err == nil)
@@ -1108,12 +1109,13 @@ func (w *world) execPost(c *call) string {
 		case 9:
 			fault, name = &affixtest.Fault{Status: 401}, "affix-401"
 		case 10:
-			if len(secrets) == 2 { // Affix kept only the old secret, and says so
-				fault, name = &affixtest.Fault{Echo: secrets[1:], ApplyEcho: true}, "affix-mismatched-200-old"
+			if len(secrets) == 2 { // Affix kept only the second secret, and says so
+				fault, name = &affixtest.Fault{Echo: secrets[1:], ApplyEcho: true}, "affix-mismatched-200-second"
+				outOfBand = true
 			}
 		case 11:
-			if len(secrets) == 2 { // Affix dropped the old secret on its own, and says so
-				fault, name = &affixtest.Fault{Echo: secrets[:1], ApplyEcho: true}, "affix-mismatched-200-new"
+			if len(secrets) == 2 { // Affix kept only the first secret, and says so
+				fault, name = &affixtest.Fault{Echo: secrets[:1], ApplyEcho: true}, "affix-mismatched-200-first"
 				outOfBand = true
 			}
 		case 12, 13:
@@ -1210,7 +1212,7 @@ func (w *world) landed(c *call, p *proc, outOfBand bool) string {
 		if c.basis != nil && c.basis.str("rotation_id") == rid && simPhase(c.basis.data) == "overlap" {
 			ov := w.overlapAt[rid]
 			need := tm(c.basis.data, "grace_until")
-			takeover := ov.id != p.id
+			takeover := ov.id != "" && ov.id != p.id
 			if takeover {
 				need = need.Add(w.margin)
 			}
@@ -1437,23 +1439,27 @@ func (w *world) operatorDelete(now time.Time) {
 		return
 	}
 	w.store.Delete(simPath)
-	w.deleted, w.deletedData = true, d
+	w.deletedData[v] = d
 	w.event("operator-vault-kv-delete")
-	w.at(now.Add(w.dur(time.Minute, 20*time.Minute)), "rollback", func() { w.rollback(v) })
+	w.at(now.Add(w.dur(time.Minute, 20*time.Minute)), "rollback", func() { w.rollback(v, d) })
 }
 
-func (w *world) rollback(v int) {
-	if !w.deleted {
-		return
-	}
-	w.deleted = false
+// rollback restores data deleted at version v, if that version is still
+// the latest and deleted.
+func (w *world) rollback(v int, data map[string]any) {
 	if _, cur, del := w.store.Latest(simPath); del && cur == v {
-		if _, err := w.store.Put(simPath, w.deletedData, v); err != nil {
+		if _, err := w.store.Put(simPath, data, v); err != nil {
 			panic(err)
 		}
 		w.event("operator-vault-kv-rollback")
 	}
 	w.check(time.Now(), "operator: rollback")
+}
+
+// deleted reports whether the record's latest version is deleted.
+func (w *world) deleted() bool {
+	_, _, del := w.store.Latest(simPath)
+	return del
 }
 
 // calm ends the faulty period: every process is killed, late requests
@@ -1466,25 +1472,16 @@ func (w *world) calm() {
 		p.pauseUntil = time.Time{}
 	}
 	w.event("calm", "faults stop; every process killed")
-	// Late requests land now.
-	w.flushing = true
+	// Late requests land now, and the operator undoes a deletion.
 	var rest []*simEvent
 	for _, e := range w.queue {
-		if e.name == "late-landing" {
+		if e.name == "late-landing" || e.name == "rollback" {
 			e.fn()
 		} else {
 			rest = append(rest, e)
 		}
 	}
 	w.queue = rest
-	w.flushing = false
-	if w.deleted {
-		for _, e := range w.queue {
-			if e.name == "rollback" {
-				e.fn()
-			}
-		}
-	}
 	w.affix401Until, w.vaultDownUntil = time.Time{}, time.Time{}
 	w.final = true
 	w.finalAt = now
@@ -1572,7 +1569,7 @@ func (w *world) labelsOf(s []string) []string {
 // outside the rotator: Affix refusing the key, Vault down, the record
 // deleted, an account-wide 429 floor.
 func (w *world) blocked(now time.Time) bool {
-	return now.Before(w.affix401Until) || now.Before(w.vaultDownUntil) || w.deleted || now.Before(w.floorUntil)
+	return now.Before(w.affix401Until) || now.Before(w.vaultDownUntil) || w.deleted() || now.Before(w.floorUntil)
 }
 
 // check runs the invariants after a step (or after time passed): I1, I2
