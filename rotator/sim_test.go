@@ -36,7 +36,7 @@ import (
 )
 
 var (
-	simN    = flag.Int("sim.n", 500, "seeds the simulation runs (go test ./rotator -run TestSimulation -sim.n=10000)")
+	simN    = flag.Int("sim.n", simDefaultN, "seeds the simulation runs (go test ./rotator -run TestSimulation -sim.n=10000)")
 	simSeed = flag.Uint64("sim.seed", 0, "run only this seed (as printed by a failure)")
 	simSkip = flag.String("sim.skip", "", "comma-separated check classes to switch off, to look past a known bug: "+strings.Join(simClasses, ","))
 	simAll  = flag.Bool("sim.all", false, "run every seed and list each failing one (class and message) instead of stopping at the first")
