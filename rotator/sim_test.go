@@ -1601,7 +1601,8 @@ func (w *world) check(now time.Time, cause string) {
 			if r != nil {
 				how = "last at " + w.since(r.at) + " by " + r.cause
 			}
-			fresh = append(fresh, msg+" ("+strings.SplitN(key, ":", 2)[0]+"ed "+how+")")
+			verb := map[bool]string{true: "added", false: "dropped"}[strings.HasPrefix(key, "add:")]
+			fresh = append(fresh, msg+" ("+verb+" "+how+")")
 		}
 	}
 	if !slices.Contains(acc, cur) {
