@@ -258,3 +258,20 @@ func (s *Store) fail(ctx context.Context, op, path string) error {
 	}
 	return nil
 }
+
+// Latest returns a copy of the latest version's data of path, its version
+// number (0 if the path never held a version) and whether that version is
+// soft-deleted (data is then nil). It is History's last entry without
+// copying every version, for invariant checks after every step of a long
+// simulation.
+func (s *Store) Latest(path string) (data map[string]any, version int, deleted bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.data[path]
+	if !ok || len(e.versions) == 0 {
+		return nil, 0, false
+	}
+	v := len(e.versions)
+	d := e.versions[v-1]
+	return maps.Clone(d), v, d == nil
+}

@@ -24,3 +24,25 @@ func TestContract(t *testing.T) {
 		Path:           func(*testing.T) string { n++; return "p" + string(rune('a'+n%26)) + string(rune('a'+n/26)) },
 	})
 }
+
+func TestLatest(t *testing.T) {
+	s := vaultmem.New("secret")
+	if d, v, del := s.Latest("p"); d != nil || v != 0 || del {
+		t.Fatalf("empty path: %v %d %v", d, v, del)
+	}
+	if _, err := s.Put("p", map[string]any{"client_secret": "a"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put("p", map[string]any{"client_secret": "b"}, 1); err != nil {
+		t.Fatal(err)
+	}
+	d, v, del := s.Latest("p")
+	if d["client_secret"] != "b" || v != 2 || del {
+		t.Fatalf("got version %d deleted %v", v, del)
+	}
+	d["client_secret"] = "x" // a copy
+	s.Delete("p")
+	if d, v, del := s.Latest("p"); d != nil || v != 2 || !del {
+		t.Fatalf("after delete: version %d deleted %v", v, del)
+	}
+}
