@@ -232,6 +232,9 @@ func phaseHint(action string, phase vault.Phase) error {
 // adopt starts a run from a record this process just wrote at ver.
 func (st *run) adopt(rec vault.Record, ver int) {
 	st.mine = ver
+	if rec.LeaseOwner != "" {
+		st.myLease = rec.LeaseUntil.UTC().Round(0)
+	}
 	st.wrote = &snapshot{rec: rec, ver: ver}
 	st.seen, st.seenVer = rec, ver
 }

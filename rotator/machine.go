@@ -82,8 +82,12 @@ type run struct {
 	// if the next read finds exactly it at the version it would have, the
 	// run carries on as if the write had answered.
 	lost *lostWrite
-	// seen is the last record read or written (for Outcome.RotatedAt and
-	// the lease release on exit).
+	// myLease is the lease_until this run last wrote with its own lease;
+	// floor is the latest Retry-After floor a 429 gave this run. Both are
+	// for the release on exit.
+	myLease time.Time
+	floor   time.Time
+	// seen is the last record read or written (for Outcome.RotatedAt).
 	seen    vault.Record
 	seenVer int
 	// lateID is a rotation whose new secret this run made current later
@@ -174,20 +178,43 @@ func (r *Rotator) drive(ctx context.Context, st *run) (Outcome, error) {
 	}
 }
 
-// release gives up the lease this run holds, if the record is still the
-// version it wrote (CAS, best effort, on a context of its own since ctx may
-// have ended): a clean stop must not keep another process idle until the
-// lease runs out.
+// release gives up the lease this run holds, if the record still carries
+// the lease it wrote (CAS, best effort, on a context of its own since ctx
+// may have ended): a clean stop must not keep another process idle until
+// the lease runs out. It also records a 429's floor this run could not
+// record yet, so that whoever goes on honours it.
 func (r *Rotator) release(ctx context.Context, st *run) {
-	rec := st.seen
-	if st.mine < 0 || st.seenVer != st.mine || rec.LeaseOwner != r.opt.InstanceID || rec.LeaseUntil.IsZero() {
+	rec, ver := st.seen, st.seenVer
+	lost := st.lost
+	if lost != nil && lost.rec.LeaseOwner == r.opt.InstanceID {
+		// A write of ours whose answer was lost may hold our lease; only
+		// a read can tell (a CAS on the version it would have had is not
+		// enough: another process may have written that version).
+		st.myLease, ver = lost.rec.LeaseUntil, -1
+	}
+	if st.myLease.IsZero() {
 		return
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if ver < 0 || ver != st.mine {
+		// Written since by someone (an annotation, a taker), or unknown:
+		// look again.
+		var err error
+		if rec, ver, err = r.opt.Store.Read(wctx, st.c.VaultPath); err != nil {
+			return
+		}
+		if lost != nil && ver == lost.ver && !sameRecord(rec, lost.rec) {
+			return
+		}
+	}
+	if rec.LeaseOwner != r.opt.InstanceID || !rec.LeaseUntil.Equal(st.myLease) {
+		return // someone else's lease now
 	}
 	next := rec
 	next.LeaseOwner, next.LeaseUntil = "", time.Time{}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if _, err := r.opt.Store.Write(wctx, st.c.VaultPath, next, st.mine); err != nil {
+	next.RetryNotBefore = laterOf(rec.RetryNotBefore, st.floor)
+	if _, err := r.opt.Store.Write(wctx, st.c.VaultPath, next, ver); err != nil {
 		r.log.Warn("could not release the lease; another process waits until it runs out", append(fields(st.c, rec), zap.Time("lease_until", rec.LeaseUntil), zap.Error(err))...)
 		return
 	}
@@ -221,6 +248,14 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 	}
 	r.observe(st, rec, ver)
 
+	if rec.LeaseOwner != "" && rec.LeaseOwner != r.opt.InstanceID && now.Before(rec.LeaseUntil) && rec.Phase == vault.PhaseOverlap &&
+		r.opt.ReconcileInterval > 0 && now.Sub(st.assertedAt) >= r.opt.ReconcileInterval {
+		// Following another process's grace for a whole reconcile
+		// interval: that process may be frozen, and drift must not last
+		// longer than the interval. Taking its lease is safe in overlap
+		// (it is only waiting) and it follows us from its next read.
+		st.reassert, st.steal = ReassertReconcile, true
+	}
 	if rec.LeaseOwner != "" && rec.LeaseOwner != r.opt.InstanceID && now.Before(rec.LeaseUntil) && !(st.steal && rec.Phase != vault.PhaseStaged) {
 		if st.trig.Reason == ReasonReconcile {
 			// The holder is alive and answers for Affix's state.
@@ -278,7 +313,7 @@ func (r *Rotator) otherVersion(st *run, rec vault.Record, ver int) (decision, bo
 		st.lost = nil
 		if ver == l.ver && sameRecord(rec, l.rec) {
 			r.log.Info("vault applied a write whose answer was lost; carrying on from it", fields(st.c, rec)...)
-			st.mine = ver
+			r.ownVersion(st, rec, ver)
 			r.observe(st, rec, ver)
 			return l.after(), true
 		}
@@ -310,6 +345,16 @@ func (r *Rotator) otherVersion(st *run, rec vault.Record, ver int) (decision, bo
 		}
 	}
 	return decision{}, false
+}
+
+// ownVersion notes that version ver, holding rec, is this run's own write.
+func (r *Rotator) ownVersion(st *run, rec vault.Record, ver int) {
+	st.mine = ver
+	st.effect = -1
+	st.myLease = time.Time{}
+	if rec.LeaseOwner == r.opt.InstanceID {
+		st.myLease = rec.LeaseUntil.UTC().Round(0)
+	}
 }
 
 // sameRecord reports whether two records hold the same fields.
@@ -693,8 +738,7 @@ func (r *Rotator) write(ctx context.Context, st *run, next vault.Record, ver int
 	if err != nil {
 		return err
 	}
-	st.mine = v
-	st.effect = -1
+	r.ownVersion(st, next, v)
 	// Keep what a read would return: the stored form (UTC, no monotonic
 	// clock reading), so the next step decides exactly as after a read.
 	stored, err := vault.Decode(next.Encode())
@@ -745,6 +789,9 @@ func (r *Rotator) post(ctx context.Context, st *run, rec vault.Record, secrets [
 	if mayLand {
 		st.effect = st.seenVer
 	}
+	if ra, ok := affix.RetryAfter(err); ok && ra > 0 && affix.StatusLabel(err) == "429" {
+		st.floor = laterOf(st.floor, end.Add(ra))
+	}
 	switch {
 	case err == nil:
 		st.assertedAt = end
@@ -783,9 +830,7 @@ func (r *Rotator) backoff(ctx context.Context, st *run, rec vault.Record, ver in
 	}
 	now := r.clock.Now()
 	next := rec
-	if ra, ok := affix.RetryAfter(err); ok && ra > 0 {
-		next.RetryNotBefore = laterOf(rec.RetryNotBefore, now.Add(ra))
-	}
+	next.RetryNotBefore = laterOf(rec.RetryNotBefore, st.floor)
 	minLeft := max(r.opt.LeaseDuration/2, 2*r.opt.RequestTimeout)
 	if until := now.Add(d.wait + minLeft); rec.LeaseUntil.Before(until) {
 		next.LeaseUntil = now.Add(d.wait + r.leaseSpan())

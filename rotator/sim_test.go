@@ -122,7 +122,8 @@ const (
 //   - [fork] I4/I6: one pending secret per rotation id; no new secret
 //     written over a staged or overlap record.
 //   - [lease] a process stopped cleanly (ctx cancelled) holding the lease
-//     it wrote releases it (it writes after the stop) unless a namesake is live.
+//     it wrote tries to release it (a Vault call after the stop) unless a
+//     namesake is live.
 //   - [floor] no process sends an Affix request inside another's 429
 //     Retry-After (from 5s after it, to its end less the hosts' skew),
 //     unless its receiver could not record it (paused, killed, its Vault
@@ -762,7 +763,10 @@ func (p *proc) gate(ctx context.Context, c *call) error {
 	c.skew = p.host.initial
 	c.release = make(chan struct{}, 1)
 	c.frozen = p.pauseUntil.After(now)
-	if p.stopping && c.op == "write" {
+	if p.stopping && ctx.Err() == nil {
+		// A call on a live context after the stop: the release (a write,
+		// or the read it needs first when the record may have moved; if
+		// that read fails, the lease cannot be released safely).
 		p.wroteAfterStop = true
 	}
 	p.call = c
@@ -1721,7 +1725,10 @@ func (w *world) checkExit(p *proc, now time.Time) {
 		return
 	}
 	w.event("once-exit-"+p.out.Result, p, " byOther=", p.out.ByOther)
-	if p.finalLanded && !w.othersWrote(p, p.finalVer) {
+	// A run that gave up while Vault stayed unavailable never saw the
+	// record again: it cannot know its write landed, and says it failed.
+	blind := p.out.Result == rotator.ResultFailed && errors.Is(p.err, vault.ErrUnavailable)
+	if p.finalLanded && !w.othersWrote(p, p.finalVer) && !blind {
 		if p.out.Result != rotator.ResultSuccess || p.out.ByOther {
 			w.violate("lost-answer", "%s landed the final write itself (its answer lost: %v) but reported result %q byOther=%v (err %v): a write applied with its answer lost must be recognised as this process's own",
 				p, p.lostFinal, p.out.Result, p.out.ByOther, p.err)
@@ -1731,7 +1738,7 @@ func (w *world) checkExit(p *proc, now time.Time) {
 			w.violate("lost-answer", "%s completed the rotation (its final write's answer lost: %v) but rotations_total{result=success} is %v", p, p.lostFinal, n)
 		}
 	}
-	if p.abortLanded && !w.othersWrote(p, p.abortVer) && p.out.Result != rotator.ResultAborted {
+	if p.abortLanded && !w.othersWrote(p, p.abortVer) && !blind && p.out.Result != rotator.ResultAborted {
 		w.violate("lost-answer", "%s landed an abort (its answer lost: %v) but reported result %q (err %v)", p, p.lostAbort, p.out.Result, p.err)
 	}
 }
