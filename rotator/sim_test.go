@@ -1151,20 +1151,22 @@ func (w *world) execPost(c *call) string {
 	if resp != nil {
 		c.status = resp.StatusCode
 	}
-	return w.landed(c, p, outOfBand)
+	return w.landed(c, p, outOfBand, false)
 }
 
 // landLate lands a request that its client already gave up on.
 func (w *world) landLate(c *call, p *proc, body []byte, header http.Header) {
 	_, _ = w.handle(body, header)
-	cause := w.landed(c, p, false)
+	cause := w.landed(c, p, false, true)
 	w.event("late-landed", p)
 	w.check(time.Now(), "late "+cause)
 }
 
 // landed classifies a request Affix just handled: applied or not, stale or
-// not, and checks I3 if it dropped the previous secret.
-func (w *world) landed(c *call, p *proc, outOfBand bool) string {
+// not, and checks I3 if it dropped the previous secret. A request applied
+// after its client gave up on it (late) is stale: no client can know when,
+// or whether, it lands (the design's drift bound covers it).
+func (w *world) landed(c *call, p *proc, outOfBand, late bool) string {
 	r := w.lastReq
 	if !r.Applied {
 		return fmt.Sprintf("request by %s not applied (%d)", p, r.Status)
@@ -1179,6 +1181,9 @@ func (w *world) landed(c *call, p *proc, outOfBand bool) string {
 	cause := fmt.Sprintf("%s applied %v", p, labels)
 	skewAt := now.Add(c.skew)
 	var why []string
+	if late {
+		why = append(why, "applied after its sender gave up on it")
+	}
 	if outOfBand {
 		why = append(why, "Affix changed the set itself")
 	} else if deleted || cur == nil {
