@@ -250,6 +250,7 @@ func simulate(t *testing.T, seed uint64, skip map[string]bool, scenario string) 
 // --- the world ---
 
 type world struct {
+	nextAction string // the operator action of the next process started (kind action)
 	// scenario is "chaos" (every fault) or "restarts" (one daemon,
 	// restarted every 25-35 minutes, no other fault).
 	scenario string
@@ -572,7 +573,8 @@ type proc struct {
 	w       *world
 	pid     int
 	id      string // instance id
-	kind    string // daemon | once
+	kind    string // daemon | once | action
+	action  string // kind action: the operator action it takes
 	host    *host
 	clock   clockwork.Clock
 	ctx     context.Context
@@ -622,19 +624,20 @@ func (o *observed) str(k string) string {
 func (w *world) startProc(kind, id string) *proc {
 	w.pids++
 	hostName := id
-	if kind == "once" {
+	if kind == "once" || kind == "action" {
 		w.onces++
-		id = fmt.Sprintf("ops/once-%d", w.onces)
+		id = fmt.Sprintf("ops/%s-%d", kind, w.onces)
 		hostName = "ops"
 	}
 	h := w.hosts[hostName]
-	p := &proc{w: w, pid: w.pids, id: id, kind: kind, host: h, done: make(chan struct{}), started: time.Now(), reg: prometheus.NewRegistry()}
+	p := &proc{w: w, pid: w.pids, id: id, kind: kind, host: h, done: make(chan struct{}), started: time.Now(), reg: prometheus.NewRegistry(), action: w.nextAction}
+	w.nextAction = ""
 	p.clock = skewClock{clockwork.NewRealClock(), &h.skew}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	opt := rotator.Options{InstanceID: id, Store: (*simStore)(p), Clock: p.clock, Metrics: rotator.NewMetrics(p.reg),
 		LeaseDuration: simLease, RetryInitial: time.Second, RetryMax: simRetryMax, RequestTimeout: simRequestTimeout,
 		Rand: rand.New(rand.NewPCG(w.rng.Uint64(), uint64(p.pid))), Logger: simLogger(p.String())}
-	if kind == "once" {
+	if kind == "once" || kind == "action" {
 		opt.GiveUpAfter = 15 * time.Minute
 	}
 	w.margin = simNewAPI(&opt)
@@ -655,9 +658,37 @@ func (w *world) startProc(kind, id string) *proc {
 			r.Run(p.ctx, []*rotator.Client{c})
 			return
 		}
+		if kind == "action" {
+			p.runAction(r, c)
+			return
+		}
 		p.out, p.err = r.Rotate(p.ctx, c, rotator.Trigger{Reason: rotator.ReasonOnce, Time: p.trig})
 	}()
 	return p
+}
+
+// runAction takes one operator action (incident response), whatever the
+// phase: one that does not fit is refused, which is part of what is tested.
+func (p *proc) runAction(r *rotator.Rotator, c *rotator.Client) {
+	audit := rotator.Audit{By: "sim-operator", Reason: "simulated incident"}
+	switch p.action {
+	case rotator.ActionEndGrace:
+		p.out, p.err = r.EndGrace(p.ctx, c, audit)
+	case rotator.ActionExtendGrace:
+		_, p.err = r.ExtendGrace(p.ctx, c, time.Duration(1+p.pid%20)*time.Minute, audit)
+	default:
+		_, p.err = r.ReacceptPrevious(p.ctx, c, time.Duration(5+p.pid%25)*time.Minute, audit)
+	}
+}
+
+// startAction starts an operator's incident command (-end-grace,
+// -extend-grace, -reaccept-previous), racing whatever runs.
+func (w *world) startAction() {
+	actions := []string{rotator.ActionEndGrace, rotator.ActionExtendGrace, rotator.ActionReacceptPrevious}
+	a := actions[w.rng.IntN(len(actions))]
+	w.event("operator-" + a)
+	w.nextAction = a
+	w.startProc("action", "")
 }
 
 func (w *world) live() []*proc {
@@ -1221,7 +1252,11 @@ func (w *world) landed(c *call, p *proc, outOfBand, late bool) string {
 		if c.basis != nil && c.basis.str("rotation_id") == rid && simPhase(c.basis.data) == "overlap" {
 			ov := w.overlapAt[rid]
 			need := tm(c.basis.data, "grace_until")
-			takeover := ov.id != "" && ov.id != p.id
+			// -end-grace drops at the grace_until it set itself: no other
+			// clock to allow for, and a shorter grace is its purpose.
+			endGrace := p.action == rotator.ActionEndGrace ||
+				strings.Contains(c.basis.str("last_action"), `"action":"end-grace"`) && strings.Contains(c.basis.str("last_action"), rid)
+			takeover := ov.id != "" && ov.id != p.id && !endGrace
 			if takeover {
 				need = need.Add(w.margin)
 			}
@@ -1229,7 +1264,7 @@ func (w *world) landed(c *call, p *proc, outOfBand, late bool) string {
 				w.violate("grace", "I3: %s dropped the old secret at %s by its clock, before grace_until%s %s (takeover: %v)",
 					p, skewAt.Format(time.RFC3339), map[bool]string{true: "+clock_skew_margin", false: ""}[takeover], need.Format(time.RFC3339), takeover)
 			}
-			if !ov.at.IsZero() {
+			if !ov.at.IsZero() && !endGrace {
 				// The process that made the new secret current knows when
 				// its write returned (the rotator tolerates 1s); another
 				// cannot know how late that write landed, nor beat a
@@ -1321,7 +1356,11 @@ func (w *world) chaos() {
 	case k < 7: // another daemon, maybe with an instance id already running
 		w.startProc("daemon", []string{"pod-a", "pod-b"}[w.rng.IntN(2)])
 	case k < 9:
-		w.startProc("once", "")
+		if w.rng.IntN(3) == 0 {
+			w.startAction()
+		} else {
+			w.startProc("once", "")
+		}
 	case k < 11:
 		if p := pick(); p != nil {
 			w.pause(p, now, "process")
@@ -1732,7 +1771,7 @@ func (w *world) checkExit(p *proc, now time.Time) {
 	w.event("once-exit-"+p.out.Result, p, " byOther=", p.out.ByOther)
 	// A run that gave up while Vault stayed unavailable never saw the
 	// record again: it cannot know its write landed, and says it failed.
-	blind := p.out.Result == rotator.ResultFailed && errors.Is(p.err, vault.ErrUnavailable)
+	blind := p.out.Result == rotator.ResultFailed && (errors.Is(p.err, vault.ErrUnavailable) || errors.Is(p.err, vault.ErrNotFound))
 	if p.finalLanded && !w.othersWrote(p, p.finalVer) && !blind {
 		if p.out.Result != rotator.ResultSuccess || p.out.ByOther {
 			w.violate("lost-answer", "%s landed the final write itself (its answer lost: %v) but reported result %q byOther=%v (err %v): a write applied with its answer lost must be recognised as this process's own",
@@ -1786,6 +1825,12 @@ func (st *simStore) Read(ctx context.Context, path string) (vault.Record, int, e
 		return vault.Record{}, 0, err
 	}
 	return c.readRec, c.ver, c.err
+}
+
+// ReadVersion reads an old version (-reaccept-previous): history only, no
+// effect on the invariants, so not a scheduling point.
+func (st *simStore) ReadVersion(ctx context.Context, path string, version int) (vault.Record, error) {
+	return (*proc)(st).w.store.ReadVersion(ctx, path, version)
 }
 
 func (st *simStore) Write(ctx context.Context, path string, r vault.Record, cas int) (int, error) {
