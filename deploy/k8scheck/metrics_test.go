@@ -376,6 +376,13 @@ func TestDashboardMetricsExist(t *testing.T) {
 		"affix_rotator_vault_requests_total",
 		"affix_rotator_vault_request_duration_seconds",
 		"affix_rotator_vault_up",
+		"affix_rotator_rotation_duration_seconds",
+		"affix_rotator_last_rotation_duration_seconds",
+		"affix_rotator_rotation_end_to_end_seconds",
+		"affix_rotator_last_rotation_end_to_end_seconds",
+		"affix_rotator_last_failure_timestamp_seconds",
+		"affix_rotator_reasserts_total",
+		"affix_rotator_operator_actions_total",
 	} {
 		if !used[want] {
 			t.Errorf("the dashboard shows no panel of %s", want)
