@@ -289,7 +289,13 @@ func (e *env) scrape(ctx context.Context, clients int) error {
 			return err
 		}
 	}
-	fmt.Printf("  10 clients          %s  (%d KiB)\n", fmtDur(res[0]), size[0]/1024)
-	fmt.Printf("  %-5d clients       %s  (%d KiB)   ratio %.1f× (medians)\n", clients, fmtDur(res[1]), size[1]/1024, res[1].median()/res[0].median())
+	// size: the exposition's bytes (text format, after gzip is undone).
+	fmt.Printf("  10 clients          %s  (%d bytes, %d KiB)\n", fmtDur(res[0]), size[0], size[0]/1024)
+	fmt.Printf("  %-5d clients       %s  (%d bytes, %d KiB)   ratio %.1f× (medians)\n", clients, fmtDur(res[1]), size[1], size[1]/1024, res[1].median()/res[0].median())
+	// Target: at most 1 MiB at 1,000 clients (per-client histograms made it
+	// 2.9 MiB; see docs/PERFORMANCE.md).
+	perClient := float64(size[1]-size[0]) / float64(clients-10)
+	at1000 := float64(size[0]) + perClient*990
+	fmt.Printf("  per client          %.0f bytes; at 1000 clients %.0f KiB vs target 1024 KiB: %.2f×\n", perClient, at1000/1024, at1000/(1<<20))
 	return nil
 }

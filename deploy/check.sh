@@ -165,7 +165,7 @@ fi
 
 # One test binary, run once per group so that each group has its own line.
 groups=(
-  "kubernetes manifests: strict k8s.io decoding, security context, probes, secrets, config|^(TestChart|TestChartRefuses|TestChartConfigChecksum)$"
+  "kubernetes manifests: strict k8s.io decoding, security context, probes, secrets, config, alert thresholds|^(TestChart|TestChartRefuses|TestChartConfigChecksum|TestChartAlertThresholds)$"
   "metric names in alerts.yaml and the dashboard are the daemon's; dashboard structure|^(TestAlertMetricsExist|TestDashboardMetricsExist|TestDashboardStructure)$"
   "runbook: every alert's runbook_url anchor, exit codes, procedures, metric names|^(TestSlugify|TestRunbookCoversAlerts|TestRunbookCoversExitCodesAndProcedures|TestRunbookMetricNames)$"
   "Dockerfile: BuildKit parse and lint, build through deploy/build-flags.sh = contract flags|^(TestBuildFlags|TestDockerfile)$"

@@ -611,6 +611,9 @@ func (r *Rotator) reassertSet(ctx context.Context, st *run, rec vault.Record, ve
 func (r *Rotator) succeeded(st *run, rec vault.Record) decision {
 	if r.opt.Metrics != nil {
 		r.opt.Metrics.RotationDone(st.c.Name, ResultSuccess)
+		if !st.trig.Time.IsZero() && st.stagedHere == rec.RotationID {
+			r.opt.Metrics.RotationCompleted(st.c.Name, r.clock.Since(st.trig.Time))
+		}
 	}
 	return decision{done: true, outcome: Outcome{Result: ResultSuccess, RotationID: rec.RotationID}}
 }

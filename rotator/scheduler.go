@@ -18,6 +18,7 @@ func (r *Rotator) Run(ctx context.Context, clients []*Client) {
 	for _, c := range clients {
 		if r.opt.Metrics != nil {
 			r.opt.Metrics.InitClient(c.Name)
+			r.opt.Metrics.SetExpectedInterval(c.Name, ExpectedInterval(c, r.clock.Now()))
 		}
 		wg.Add(1)
 		go func() {

@@ -236,7 +236,10 @@ func TestHTTPEndpoints(t *testing.T) {
 		`affix_rotator_next_rotation_timestamp_seconds\{client="prod"\} 1\.\d+e\+09`,
 		`affix_rotator_vault_requests_total\{op="write",result="ok"\} 3`,
 		`affix_rotator_build_info\{goversion="go[^"]+",version="[^"]+"\} 1`,
-		`affix_rotator_rotation_duration_seconds_count\{client="prod"\} 1`,
+		`affix_rotator_rotation_duration_seconds_count 1`,
+		`affix_rotator_last_rotation_duration_seconds\{client="prod"\} \d`,
+		`affix_rotator_rotation_end_to_end_seconds_count 1`,
+		`affix_rotator_expected_interval_seconds\{client="prod"\} \d`,
 		`go_goroutines `, `process_resident_memory_bytes `,
 	} {
 		if !regexp.MustCompile(re).MatchString(metrics) {

@@ -652,3 +652,59 @@ func keys[V any](m map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
+
+// TestChartAlertThresholds checks that prometheusRule.thresholds and
+// .severities reach the rules, and change nothing else: the rendered rules
+// are alerts.yaml with exactly those substitutions.
+func TestChartAlertThresholds(t *testing.T) {
+	r := render(t, "--set", "prometheusRule.enabled=true",
+		"--set", "prometheusRule.thresholds.lastSuccessFactor=1.5",
+		"--set", "prometheusRule.thresholds.stepFailingFor=45m",
+		"--set", "prometheusRule.thresholds.stuckStagedFor=1h",
+		"--set", "prometheusRule.thresholds.overlapPastGraceSeconds=600",
+		"--set", "prometheusRule.severities.AffixRotatorRotationFailing=critical")
+	if r.prometheusRule == nil {
+		t.Fatal("no PrometheusRule with prometheusRule.enabled=true")
+	}
+	want := loadAlerts(t)
+	for gi := range want.Groups {
+		for ri := range want.Groups[gi].Rules {
+			w := &want.Groups[gi].Rules[ri]
+			switch w.Alert {
+			case "AffixRotatorLastSuccessTooOld":
+				w.Expr = strings.ReplaceAll(w.Expr, "> 1.2 * max by", "> 1.5 * max by")
+				w.Annotations["description"] = strings.ReplaceAll(w.Annotations["description"], "more than 1.2 times", "more than 1.5 times")
+			case "AffixRotatorStepFailing":
+				w.For = "45m"
+				w.Annotations["description"] = strings.ReplaceAll(w.Annotations["description"], "for more than 30 minutes", "for more than 45m")
+			case "AffixRotatorStuckStaged":
+				w.For = "1h"
+				w.Annotations["description"] = strings.ReplaceAll(w.Annotations["description"], "for more than 30 minutes", "for more than 1h")
+			case "AffixRotatorOverlapPastGrace":
+				w.Expr = strings.ReplaceAll(w.Expr, ") > 1800\n", ") > 600\n")
+			case "AffixRotatorRotationFailing":
+				w.Labels["severity"] = "critical"
+			}
+		}
+	}
+	got := r.prometheusRule.Spec
+	if !reflect.DeepEqual(got, want) {
+		gy, _ := yaml.Marshal(got)
+		wy, _ := yaml.Marshal(want)
+		t.Fatalf("rendered rules differ from alerts.yaml with the thresholds substituted:\ngot:\n%s\nwant:\n%s", gy, wy)
+	}
+	// Each substitution took place (a default not found would leave the
+	// rules unchanged and the comparison above would still catch it, but
+	// say which).
+	for _, g := range got.Groups {
+		for _, rl := range g.Rules {
+			if rl.Alert == "AffixRotatorLastSuccessTooOld" && strings.Count(rl.Expr, "1.5 * max by") != 2 {
+				t.Errorf("AffixRotatorLastSuccessTooOld: factor 1.5 not in both parts of:\n%s", rl.Expr)
+			}
+		}
+	}
+	_, stderr, err := helmTemplate(t, "--set", "prometheusRule.enabled=true", "--set", "prometheusRule.thresholds.lastSuccessFactor=1")
+	if err == nil || !strings.Contains(stderr, "lastSuccessFactor must be above 1") {
+		t.Errorf("lastSuccessFactor=1: err %v, stderr %s; want a refusal", err, stderr)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/affix-rotator/affix-rotator/rotator"
+	"github.com/affix-rotator/affix-rotator/vault"
 )
 
 // targetLabels are attached by Prometheus to every scraped series, not by
@@ -33,7 +35,9 @@ type exported struct {
 
 // daemonMetrics builds the registry the way internal/cli does (Go and process
 // collectors, then rotator.NewMetrics), creates the series of a client, and
-// records one Affix and one Vault request so that every family has a series.
+// records one of each event (an Affix and a Vault request, a failed step
+// from each phase, a rotation of each result, its durations, an operator
+// action) so that every family has a series.
 func daemonMetrics(t *testing.T) *exported {
 	t.Helper()
 	reg := prometheus.NewRegistry()
@@ -44,6 +48,15 @@ func daemonMetrics(t *testing.T) *exported {
 	m.AffixRequest("x", "200", 0)
 	m.VaultRequest("read", "ok", 0, true)
 	m.OperatorAction("x", rotator.ActionEndGrace)
+	m.SetExpectedInterval("x", 744*time.Hour)
+	for _, p := range []vault.Phase{vault.PhaseStable, vault.PhaseStaged, vault.PhaseOverlap} {
+		m.StepError("x", p)
+	}
+	for _, r := range []string{rotator.ResultSuccess, rotator.ResultAborted, rotator.ResultFailed} {
+		m.RotationDone("x", r)
+	}
+	m.RotationOverlap("x", time.Second)
+	m.RotationCompleted("x", time.Hour)
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatalf("gather: %v", err)
@@ -54,7 +67,7 @@ func daemonMetrics(t *testing.T) *exported {
 	}
 	for name := range described {
 		if e.families[name] == nil {
-			t.Fatalf("%s is registered by rotator.NewMetrics but has no series after InitClient, AffixRequest, VaultRequest and OperatorAction: extend daemonMetrics", name)
+			t.Fatalf("%s is registered by rotator.NewMetrics but has no series after the events daemonMetrics records: extend daemonMetrics", name)
 		}
 	}
 	for _, want := range []string{"affix_rotator_rotations_total", "affix_rotator_phase", "go_goroutines", "process_resident_memory_bytes"} {
@@ -67,6 +80,8 @@ func daemonMetrics(t *testing.T) *exported {
 		{"affix_rotator_rotations_total", "result"},
 		{"affix_rotator_phase", "phase"},
 		{"affix_rotator_step_errors_total", "phase"},
+		{"affix_rotator_last_failure_timestamp_seconds", "result"},
+		{"affix_rotator_reasserts_total", "reason"},
 	} {
 		vals := map[string]bool{}
 		for _, s := range e.families[ml[0]].GetMetric() {
@@ -361,6 +376,13 @@ func TestDashboardMetricsExist(t *testing.T) {
 		"affix_rotator_vault_requests_total",
 		"affix_rotator_vault_request_duration_seconds",
 		"affix_rotator_vault_up",
+		"affix_rotator_rotation_duration_seconds",
+		"affix_rotator_last_rotation_duration_seconds",
+		"affix_rotator_rotation_end_to_end_seconds",
+		"affix_rotator_last_rotation_end_to_end_seconds",
+		"affix_rotator_last_failure_timestamp_seconds",
+		"affix_rotator_reasserts_total",
+		"affix_rotator_operator_actions_total",
 	} {
 		if !used[want] {
 			t.Errorf("the dashboard shows no panel of %s", want)
