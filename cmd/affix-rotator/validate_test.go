@@ -71,7 +71,7 @@ func TestValidatePreflight(t *testing.T) {
 	}
 
 	type edit struct{ from, to string }
-	client := func(extra string) edit { return edit{"    grace_period: 24h\n", "    grace_period: 24h\n" + extra} }
+	client := func(extra string) edit { return edit{"", extra} } // appended to the (last) client
 	sched := func(spec, grace string) []edit {
 		return []edit{{`"@every 720h"`, fmt.Sprintf("%q", spec)}, {"grace_period: 24h", "grace_period: " + grace}}
 	}
@@ -93,8 +93,8 @@ func TestValidatePreflight(t *testing.T) {
 		{"grace as long as February", sched("0 3 1 * *", "672h"), nil, nil, 2, []string{`clients[0].grace_period (client "prod"): 672h is not shorter`, "(672h, from 2025-02-01T03:00:00Z to 2025-03-01T03:00:00Z)"}},
 		{"jitter at least the interval", append(sched("@daily", "1h"), client("    jitter: 1440m\n")), nil, nil, 2, []string{`clients[0].jitter (client "prod"): 1440m is not shorter`}},
 		{"max_age not above the grace", []edit{client("    max_age: 24h\n")}, nil, nil, 2, []string{`clients[0].max_age (client "prod"): 24h must be longer than grace_period (24h)`}},
-		{"negative grace as written", []edit{{"grace_period: 24h", "grace_period: -1h"}}, nil, nil, 2, []string{`clients[0].grace_period (client "prod"): must be positive, got -1h (line 16)`}},
-		{"vault_path pasted from the API", []edit{{"vault_path: " + s.path, "vault_path: secret/data/" + s.path}}, nil, nil, 2, []string{`clients[0].vault_path (client "prod"):`, "data/ segment", "(line 14)"}},
+		{"negative grace as written", []edit{{"grace_period: 24h", "grace_period: -1h"}}, nil, nil, 2, []string{`clients[0].grace_period (client "prod"): must be positive, got -1h (line 17)`}},
+		{"vault_path pasted from the API", []edit{{"vault_path: " + s.path, "vault_path: secret/data/" + s.path}}, nil, nil, 2, []string{`clients[0].vault_path (client "prod"):`, "data/ segment", "(line 15)"}},
 		{"no Vault address at all", []edit{{"address: " + fmt.Sprintf("%q", s.vault.Addr), `address: ""`}}, nil, nil, 2, []string{"vault.address:", "VAULT_ADDR", "https://127.0.0.1:8200"}},
 		{"every problem at once", append(sched("0 0 31 2 *", "-5m"), client("    jitter: -1s\n    max_age: 1m\n")), nil, nil, 2, []string{`clients[0].schedule (client "prod")`, `clients[0].grace_period (client "prod"): must be positive, got -5m`, `clients[0].jitter (client "prod"): must not be negative, got -1s`}},
 		// Warnings only (exit 0).
@@ -113,11 +113,11 @@ func TestValidatePreflight(t *testing.T) {
 		// Online (exit 1).
 		{"Vault unreachable", []edit{{fmt.Sprintf("%q", s.vault.Addr), fmt.Sprintf("%q", "http://"+dead)}}, nil, nil, 1, []string{"error (vault): vault.address: Vault at http://" + dead + " is unreachable", "exit 1"}},
 		{"token invalid", nil, []string{"VAULT_TOKEN=hvs.not-a-token"}, nil, 1, []string{"error (vault): vault.auth.token_env: Vault at " + s.vault.Addr + " refused the token (lookup-self) with 403"}},
-		{"read-only token", nil, []string{"VAULT_TOKEN=" + readOnly}, nil, 1, []string{`error (vault): clients[0].vault_path (client "prod"): the token (validate-read-only) lacks "update" on secret/data/` + s.path}},
+		{"read-only token", nil, []string{"VAULT_TOKEN=" + readOnly}, nil, 1, []string{`error (vault): clients[0].vault_path (client "prod"): the token (token-validate-read-only) lacks "update" on secret/data/` + s.path}},
 		{"record missing", []edit{{"vault_path: " + s.path, "vault_path: " + s.path + "-missing"}}, nil, nil, 1, []string{`clients[0].vault_path (client "prod"): no record`, "vault kv put secret/" + s.path + "-missing"}},
 		{"record malformed", []edit{{"vault_path: " + s.path, "vault_path: " + malformed}}, nil, nil, 1, []string{`clients[0].vault_path (client "prod"): the record is malformed`, "rotated_at"}},
 		{"record deleted, bootstrap on", []edit{{"vault_path: " + s.path, "vault_path: " + deleted}, client("    bootstrap: true\n")}, nil, nil, 1, []string{`clients[0].vault_path (client "prod"): deleted`, "vault kv undelete"}},
-		{"bootstrap without create", []edit{{"vault_path: " + s.path, "vault_path: " + s.path + "-new"}, client("    bootstrap: true\n")}, []string{"VAULT_TOKEN=" + noCreate}, nil, 1, []string{`clients[0].vault_path (client "prod"): the token (validate-no-create) lacks "create"`}},
+		{"bootstrap without create", []edit{{"vault_path: " + s.path, "vault_path: " + s.path + "-new"}, client("    bootstrap: true\n")}, []string{"VAULT_TOKEN=" + noCreate}, nil, 1, []string{`clients[0].vault_path (client "prod"): the token (token-validate-no-create) lacks "create"`}},
 		// Fine.
 		{"missing record, bootstrap on", []edit{{"vault_path: " + s.path, "vault_path: " + s.path + "-new"}, client("    bootstrap: true\n")}, nil, nil, 0, []string{"bootstrap is on, the first rotation creates it", "OK (1 client)"}},
 		{"good config", nil, nil, nil, 0, []string{"reachable; token valid", "next runs (UTC):", "prod: ", "OK (1 client)"}},
@@ -132,7 +132,10 @@ func TestValidatePreflight(t *testing.T) {
 			cfg := string(base)
 			for _, e := range tc.edits {
 				next := strings.Replace(cfg, e.from, e.to, 1)
-				if next == cfg {
+				if e.from == "" {
+					next = cfg + e.to
+				}
+				if next == cfg && e.from != e.to {
 					t.Fatalf("edit %q did not change the config", e.from)
 				}
 				cfg = next

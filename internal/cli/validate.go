@@ -71,29 +71,44 @@ func (v *validation) count(f fault) int {
 // only the online checks fail.
 func runValidate(ctx context.Context, f flags, env Env) int {
 	file, err := config.LoadFile(f.config)
+	var v validation
+	fileErrs := map[string]bool{} // keys Parse already complains about
 	if err != nil {
-		var v validation
 		for _, e := range flatten(err) {
 			var ce *config.Error
 			if !errors.As(e, &ce) {
 				ce = &config.Error{Key: f.config, Problem: e.Error()}
 			}
 			v.add(faultFile, ce)
+			fileErrs[ce.Key] = true
 		}
-		return v.report(env, f.config, ExitUsage)
+		if file == nil { // not YAML of the right shape: nothing more to check
+			return v.report(env, f.config, ExitUsage)
+		}
 	}
-	v := validation{clients: len(file.Clients)}
+	v.clients = len(file.Clients)
 	now := time.Now().UTC()
 	errs, warns := file.Lint(env.Getenv)
-	v.add(faultFile, errs...)
+	for _, e := range errs {
+		if !fileErrs[e.Key] {
+			v.add(faultFile, e)
+		}
+	}
 	v.warnings = warns
 	var recs map[string]recordState
-	if f.offline {
+	switch {
+	case f.offline:
 		v.notes = append(v.notes, "offline: the environment and Vault were not checked")
-	} else {
+	case err != nil:
+		v.add(faultEnv, file.Environment(env.Getenv)...)
+		v.notes = append(v.notes, "Vault not checked: the file has errors")
+	default:
 		envErrs := file.Environment(env.Getenv)
 		v.add(faultEnv, envErrs...)
 		recs = v.online(ctx, file, env, envErrs)
+	}
+	if err != nil {
+		return v.report(env, f.config, ExitUsage)
 	}
 	v.nextRuns(file, recs, now)
 	return v.report(env, f.config, ExitOK)

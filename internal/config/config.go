@@ -452,7 +452,8 @@ func Load(path string) (*Config, error) {
 	return f.Config, nil
 }
 
-// LoadFile reads the file at path and parses it as ParseFile does.
+// LoadFile reads the file at path and parses it as ParseFile does (a File
+// may come with an error: see ParseFile).
 func LoadFile(path string) (*File, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -473,7 +474,11 @@ func Parse(data []byte, source string) (*Config, error) {
 	return f.Config, nil
 }
 
-// ParseFile is Parse, keeping what is known of the file (File).
+// ParseFile is Parse, keeping what is known of the file (File). When the
+// file is YAML of the right shape but some keys are wrong, it returns the
+// errors together with a File holding what could be decoded and defaulted,
+// so that -validate can report further problems at once; that File must
+// not be run.
 func ParseFile(data []byte, source string) (*File, error) {
 	if source == "" {
 		source = "config"
@@ -514,7 +519,8 @@ func ParseFile(data []byte, source string) (*File, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		// What could be decoded, for -validate to check further.
+		return &File{Config: &c, Source: source, src: src}, errors.Join(errs...)
 	}
 	return &File{Config: &c, Source: source, src: src}, nil
 }
