@@ -239,7 +239,7 @@ func (v *validation) online(ctx context.Context, file *config.File, env Env, env
 	}
 	who, err := store.WhoAmI(ctx)
 	if err != nil {
-		v.add(faultVault, file.Problem(credKey, "Vault at %s refused the token's own lookup (auth/token/lookup-self): %v", addr, err))
+		v.add(faultVault, file.Problem(credKey, "Vault at %s refused the token's own lookup (auth/token/lookup-self): %s", addr, oneLine(err.Error())))
 		return nil
 	}
 	v.notes = append(v.notes, fmt.Sprintf("Vault %s: reachable; token valid (%s, auth method %s)", addr, who, cfg.Vault.Auth.Method))
@@ -324,14 +324,20 @@ func connectProblem(file *config.File, addr, credKey, method string, err error) 
 			what = "the " + method + " login"
 		}
 		return file.Problem(credKey, "Vault at %s refused %s with %d (%s): the token is expired, revoked or wrong, or the login's credentials or role are; check it with `vault token lookup` (or the login) against this Vault",
-			addr, what, re.StatusCode, strings.Join(re.Errors, "; "))
+			addr, what, re.StatusCode, oneLine(strings.Join(re.Errors, "; ")))
 	case errors.As(err, &re):
-		return file.Problem("vault.address", "Vault at %s answered %d (%s): sealed, in standby or failing; check `vault status`", addr, re.StatusCode, strings.Join(re.Errors, "; "))
+		return file.Problem("vault.address", "Vault at %s answered %d (%s): sealed, in standby or failing; check `vault status`", addr, re.StatusCode, oneLine(strings.Join(re.Errors, "; ")))
 	case errors.Is(err, context.DeadlineExceeded):
 		return file.Problem("vault.address", "Vault at %s did not answer within %s: unreachable (firewall, wrong host or port?)", addr, validateTimeout)
 	default:
-		return file.Problem("vault.address", "Vault at %s is unreachable: %v", addr, err)
+		return file.Problem("vault.address", "Vault at %s is unreachable: %s", addr, oneLine(err.Error()))
 	}
+}
+
+// oneLine folds a multi-line error (Vault's "2 errors occurred:\n\t* …")
+// into one line, so that each problem is one line of the report.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
 }
 
 // nextRuns lists each client's next three runs: from its record's
