@@ -28,7 +28,7 @@ func TestLint(t *testing.T) {
 	const head = "vault: {address: \"https://vault:8200\"}\nclients:\n  - name: prod\n    vault_path: affix/prod\n"
 	noenv := func(string) string { return "" }
 	for _, tc := range []struct {
-		name, yaml string
+		name, yaml  string
 		errs, warns []string
 	}{
 		{"fine", head + "    schedule: \"@every 720h\"\n    grace_period: 24h\n", nil, nil},
