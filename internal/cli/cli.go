@@ -35,6 +35,7 @@ type flags struct {
 	once         bool
 	client       string
 	validate     bool
+	offline      bool
 	version      bool
 	retryTimeout time.Duration
 	st           statusOptions
@@ -68,6 +69,7 @@ func Main(ctx context.Context, args []string, env Env) int {
 	fs.DurationVar(&f.reacceptPrevious, "reaccept-previous", 0, "with -client, after a completed rotation: make Affix accept the previous secret again for this long")
 	fs.StringVar(&f.reason, "reason", "", "why (an operator action's audit line and the record's last_action)")
 	registerStatusFlags(fs, &f.st)
+	registerValidateFlags(fs, &f)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return ExitOK
@@ -102,6 +104,13 @@ func Main(ctx context.Context, args []string, env Env) int {
 		fmt.Fprintln(env.Stderr, "affix-rotator: -validate and -once are exclusive")
 		return ExitUsage
 	}
+	if f.offline && !f.validate {
+		fmt.Fprintln(env.Stderr, "affix-rotator: -offline is only meaningful with -validate")
+		return ExitUsage
+	}
+	if f.validate {
+		return runValidate(ctx, f, env)
+	}
 	cfg, err := config.Load(f.config)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "affix-rotator: invalid config %s:\n%v\n", f.config, err)
@@ -110,10 +119,6 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if f.client != "" && !hasClient(cfg, f.client) {
 		fmt.Fprintf(env.Stderr, "affix-rotator: -client: no client named %q in %s\n", f.client, f.config)
 		return ExitUsage
-	}
-	if f.validate {
-		fmt.Fprintf(env.Stdout, "%s: OK (%d clients)\n", f.config, len(cfg.Clients))
-		return ExitOK
 	}
 	if f.st.status {
 		return runStatus(ctx, cfg, f, env)

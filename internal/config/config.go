@@ -19,6 +19,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -333,19 +335,131 @@ func resolveAlias(n *yaml.Node) *yaml.Node {
 
 // Error is one problem with one key of the configuration. Key is the YAML
 // path of the key ("vault.auth.method", "clients[0].grace_period"), or the
-// source name for problems with the file as a whole.
-type Error struct{ Key, Problem string }
+// source name for problems with the file as a whole. Client is the name of
+// the client a clients[i] key belongs to, when it has one; Line is the
+// line of the file the key is on (or, for a key left out, the line of the
+// nearest enclosing key), 0 when unknown or already said in Problem.
+type Error struct {
+	Key, Problem string
+	Client       string
+	Line         int
+}
 
-// Error returns "<key>: <problem>".
-func (e *Error) Error() string { return e.Key + ": " + e.Problem }
+// Error renders the one format every message about a key uses:
+//
+//	<key>[ (client "<name>")]: <problem>[ (line N)]
+//
+// e.g. `clients[0].grace_period (client "prod"): must be positive, got -1h (line 14)`.
+func (e *Error) Error() string {
+	s := e.KeyPath() + ": " + e.Problem
+	if e.Line > 0 && !strings.Contains(e.Problem, "(line ") {
+		s += fmt.Sprintf(" (line %d)", e.Line)
+	}
+	return s
+}
+
+// KeyPath is the key and, for a key of a named client, the client's name:
+// `clients[0].affix.api_key_env (client "prod")`.
+func (e *Error) KeyPath() string {
+	if e.Client != "" {
+		return fmt.Sprintf("%s (client %q)", e.Key, e.Client)
+	}
+	return e.Key
+}
+
+// clientIndexRE matches the clients[i] prefix of a key path.
+var clientIndexRE = regexp.MustCompile(`^clients\[(\d+)\]`)
+
+// File is a checked configuration together with what is known of the file
+// it came from: where each key is and how each duration was written. It is
+// what -validate reports against.
+type File struct {
+	*Config
+	// Source names the file in messages.
+	Source string
+	src    *srcInfo
+}
+
+// srcInfo is where the keys of a file are and how its durations were
+// written, from the walker.
+type srcInfo struct {
+	keyLine map[string]int    // key path -> line
+	raw     map[string]string // duration key path -> its text as written
+}
+
+// lineOf returns the line a key path is given on or, for a key left out,
+// the line of the nearest enclosing key that is given; 0 when none is.
+func (s *srcInfo) lineOf(key string) int {
+	for s != nil && key != "" {
+		if l, ok := s.keyLine[key]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(key, ".[")
+		if i < 0 {
+			return 0
+		}
+		key = key[:i]
+	}
+	return 0
+}
+
+// rawOf returns a duration key's value as the file wrote it ("-1h"), or d
+// as time.Duration formats it when the key was not given.
+func (s *srcInfo) rawOf(key string, d Duration) string {
+	if s != nil {
+		if v, ok := s.raw[key]; ok {
+			return v
+		}
+	}
+	return d.String()
+}
+
+// annotate fills e's Client and Line where they are known and not set.
+func annotate(e *Error, c *Config, src *srcInfo) {
+	if m := clientIndexRE.FindStringSubmatch(e.Key); m != nil && e.Client == "" && c != nil {
+		if i, err := strconv.Atoi(m[1]); err == nil && i < len(c.Clients) {
+			e.Client = c.Clients[i].Name
+		}
+	}
+	if e.Line == 0 && !strings.Contains(e.Problem, "(line ") {
+		e.Line = src.lineOf(e.Key)
+	}
+}
+
+// Problem returns an *Error about key, with the client's name and the line
+// filled in from the file, so that every message names keys in the one
+// format.
+func (f *File) Problem(key, format string, args ...any) *Error {
+	e := &Error{Key: key, Problem: fmt.Sprintf(format, args...)}
+	annotate(e, f.Config, f.src)
+	return e
+}
+
+// LineOf returns the line of the file a key path is on (or, for a key left
+// out, that of the nearest enclosing key given); 0 when unknown.
+func (f *File) LineOf(key string) int { return f.src.lineOf(key) }
+
+// Raw returns a duration key's value as the file wrote it ("-1h", not
+// "-1h0m0s"), or d formatted by time.Duration when the key was not given.
+func (f *File) Raw(key string, d Duration) string { return f.src.rawOf(key, d) }
 
 // Load reads the file at path and Parses it.
 func Load(path string) (*Config, error) {
+	f, err := LoadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return f.Config, nil
+}
+
+// LoadFile reads the file at path and parses it as ParseFile does (a File
+// may come with an error: see ParseFile).
+func LoadFile(path string) (*File, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(data, path)
+	return ParseFile(data, path)
 }
 
 // Parse decodes data strictly (unknown keys, wrong types, several documents
@@ -353,6 +467,19 @@ func Load(path string) (*Config, error) {
 // names the data in messages about the file as a whole. On failure the
 // error is an *Error or several joined with errors.Join, one per problem.
 func Parse(data []byte, source string) (*Config, error) {
+	f, err := ParseFile(data, source)
+	if err != nil {
+		return nil, err
+	}
+	return f.Config, nil
+}
+
+// ParseFile is Parse, keeping what is known of the file (File). When the
+// file is YAML of the right shape but some keys are wrong, it returns the
+// errors together with a File holding what could be decoded and defaulted,
+// so that -validate can report further problems at once; that File must
+// not be run.
+func ParseFile(data []byte, source string) (*File, error) {
 	if source == "" {
 		source = "config"
 	}
@@ -377,17 +504,25 @@ func Parse(data []byte, source string) (*Config, error) {
 		// rest of the tree should decode; if not, say so too.
 		structural = append(structural, w.translate(err, source)...)
 	}
+	src := &srcInfo{keyLine: w.keyLine, raw: w.raw}
 	c.defaults(w.present)
 	errs := append([]error(nil), structural...)
-	for _, e := range c.validate(w.present) {
+	for _, e := range c.validate(w.present, src) {
 		if !coveredBy(e, structural) {
 			errs = append(errs, e)
 		}
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	for _, e := range errs {
+		var ce *Error
+		if errors.As(e, &ce) && ce.Key != source {
+			annotate(ce, &c, src)
+		}
 	}
-	return &c, nil
+	if len(errs) > 0 {
+		// What could be decoded, for -validate to check further.
+		return &File{Config: &c, Source: source, src: src}, errors.Join(errs...)
+	}
+	return &File{Config: &c, Source: source, src: src}, nil
 }
 
 // parseDocument returns the single YAML document in data.

@@ -384,9 +384,9 @@ func TestBrokenConfigsNameTheKey(t *testing.T) {
 		{"zero retry", "rotation: {retry_initial: 0}\n" + minimal, []string{"rotation.retry_initial: must be positive"}},
 		{"retry max below initial", "rotation: {retry_initial: 10s, retry_max: 1s}\n" + minimal, []string{"rotation.retry_max:"}},
 		{"zero concurrency", "rotation: {max_concurrent: 0}\n" + minimal, []string{"rotation.max_concurrent: must be at least 1"}},
-		{"negative reconcile", "rotation: {reconcile_interval: -1m}\n" + minimal, []string{"rotation.reconcile_interval: must not be negative, got -1m0s (0 disables it)"}},
+		{"negative reconcile", "rotation: {reconcile_interval: -1m}\n" + minimal, []string{"rotation.reconcile_interval: must not be negative, got -1m (0 disables it) (line 1)"}},
 		{"reconcile not a duration", "rotation: {reconcile_interval: 1d}\n" + minimal, []string{"rotation.reconcile_interval:", "write 24h for a day"}},
-		{"zero reread", "rotation: {reread_interval: 0}\n" + minimal, []string{"rotation.reread_interval: must be positive, got 0s"}},
+		{"zero reread", "rotation: {reread_interval: 0}\n" + minimal, []string{"rotation.reread_interval: must be positive, got 0 (line 1)"}},
 		{"negative reread", "rotation: {reread_interval: -5s}\n" + minimal, []string{"rotation.reread_interval: must be positive"}},
 		{"reread not a duration", "rotation: {reread_interval: 30}\n" + minimal, []string{`rotation.reread_interval: "30" is not a duration`}},
 		{"negative clock skew", "rotation: {clock_skew_margin: -30s}\n" + minimal, []string{"rotation.clock_skew_margin: must not be negative, got -30s"}},
@@ -412,7 +412,7 @@ func TestBrokenConfigsNameTheKey(t *testing.T) {
 		{"six fields", replaceOnce(t, minimal, "@every 720h", "0 0 3 * * *"), []string{"clients[0].schedule: invalid cron spec"}},
 		{"bad time zone", replaceOnce(t, minimal, "@every 720h", "CRON_TZ=Mars/Olympus 0 3 * * *"), []string{"clients[0].schedule: invalid cron spec"}},
 		{"missing grace", replaceOnce(t, minimal, "    grace_period: 24h\n", ""), []string{"clients[0].grace_period: required"}},
-		{"negative grace", replaceOnce(t, minimal, "24h", "-1h"), []string{"clients[0].grace_period: must be positive, got -1h0m0s"}},
+		{"negative grace", replaceOnce(t, minimal, "24h", "-1h"), []string{"clients[0].grace_period: must be positive, got -1h (line 5)"}},
 		{"zero grace", replaceOnce(t, minimal, "24h", "0"), []string{"clients[0].grace_period: must be positive"}},
 		{"negative jitter", withClient("jitter: -1s"), []string{"clients[0].jitter: must not be negative"}},
 		{"negative max_age", withClient("max_age: -1h"), []string{"clients[0].max_age: must not be negative"}},
@@ -438,7 +438,7 @@ func TestBrokenConfigsNameTheKey(t *testing.T) {
 				t.Fatal("a config returned with an error")
 			}
 			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
+				if !strings.Contains(plain(err), w) {
 					t.Errorf("error does not contain %q:\n%v", w, err)
 				}
 			}
@@ -476,7 +476,7 @@ func TestAllProblemsReported(t *testing.T) {
 		"clients[1].affix: same base_url and API key (api_key_env AFFIX_API_KEY) as clients[0]",
 	}
 	for _, w := range want {
-		if !strings.Contains(err.Error(), w) {
+		if !strings.Contains(plain(err), w) {
 			t.Errorf("missing %q in:\n%v", w, err)
 		}
 	}
@@ -512,7 +512,7 @@ func TestIndicesSurviveTypeErrors(t *testing.T) {
 		"clients[1].app.redirect_uris[0]: must be a string, got a list",
 		`clients[1].app.redirect_uris[1]: "/rel" is not an absolute URL`,
 	} {
-		if err == nil || !strings.Contains(err.Error(), w) {
+		if err == nil || !strings.Contains(plain(err), w) {
 			t.Errorf("missing %q in:\n%v", w, err)
 		}
 	}
@@ -856,7 +856,7 @@ func TestMergeKeys(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.yaml), "t")
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
+			if err == nil || !strings.Contains(plain(err), tc.want) {
 				t.Fatalf("want %q in:\n%v", tc.want, err)
 			}
 		})
@@ -951,7 +951,7 @@ func TestClientsNeedTheirOwnAPIKey(t *testing.T) {
 			switch {
 			case tc.err == "" && err != nil:
 				t.Fatalf("refused: %v", err)
-			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			case tc.err != "" && (err == nil || !strings.Contains(plain(err), tc.err)):
 				t.Fatalf("want %q, got %v", tc.err, err)
 			}
 		})
@@ -999,5 +999,37 @@ func TestVaultPathAPIPaste(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+var clientNoteRE = regexp.MustCompile(` \(client "[^"]*"\)`)
+
+// plain is err's message without the client names that follow clients[i]
+// keys (`clients[0].x (client "prod"): …` becomes `clients[0].x: …`), for
+// the tests written before the names were added; TestKeyFormat checks
+// the names themselves.
+func plain(err error) string {
+	if err == nil {
+		return ""
+	}
+	return clientNoteRE.ReplaceAllString(err.Error(), "")
+}
+
+// TestErrorFormat: every message names its key in one format, with the
+// client's name, the line, and a duration as the file wrote it.
+func TestKeyFormat(t *testing.T) {
+	y := "clients:\n  - name: prod\n    vault_path: affix/prod\n    schedule: \"@daily\"\n    grace_period: -1h\n    jitter: -90m\n"
+	_, err := Parse([]byte(y), "t.yaml")
+	for _, w := range []string{
+		`clients[0].grace_period (client "prod"): must be positive, got -1h (line 5)`,
+		`clients[0].jitter (client "prod"): must not be negative, got -90m (line 6)`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%v", w, err)
+		}
+	}
+	e := (&Error{Key: "affix.api_key_env", Problem: "x", Client: "prod", Line: 3}).Error()
+	if e != `affix.api_key_env (client "prod"): x (line 3)` {
+		t.Fatal(e)
 	}
 }

@@ -36,12 +36,14 @@ type walker struct {
 	errs    []error
 	present map[string]bool     // key paths given a non-null value
 	lines   map[int]string      // line -> the key path on that line, for yaml's own errors
+	keyLine map[string]int      // key path -> the line it is given on (its first)
+	raw     map[string]string   // key path -> a duration as written ("-1h", not "-1h0m0s")
 	active  map[*yaml.Node]bool // anchors being expanded, to stop alias cycles
 	visits  int
 }
 
 func newWalker() *walker {
-	return &walker{present: map[string]bool{}, lines: map[int]string{}, active: map[*yaml.Node]bool{}}
+	return &walker{present: map[string]bool{}, lines: map[int]string{}, keyLine: map[string]int{}, raw: map[string]string{}, active: map[*yaml.Node]bool{}}
 }
 
 func (w *walker) add(key, problem string) {
@@ -115,6 +117,9 @@ func (w *walker) check(n *yaml.Node, t reflect.Type, path string) bool {
 		if _, problem := parseDuration(n); problem != "" {
 			return bad(problem)
 		}
+		if _, ok := w.raw[path]; !ok {
+			w.raw[path] = strings.TrimSpace(n.Value)
+		}
 		return true
 	case optionalType:
 		if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!str" && n.ShortTag() != "!!null") {
@@ -135,6 +140,9 @@ func (w *walker) check(n *yaml.Node, t reflect.Type, path string) bool {
 			return bad("must be a list, got " + describe(n))
 		}
 		for i, c := range n.Content {
+			if _, ok := w.keyLine[fmt.Sprintf("%s[%d]", path, i)]; !ok {
+				w.keyLine[fmt.Sprintf("%s[%d]", path, i)] = c.Line
+			}
 			if !w.check(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i)) {
 				n.Content[i] = neutralize(c, t.Elem())
 			}
@@ -214,6 +222,9 @@ func (w *walker) mapping(n *yaml.Node, t reflect.Type, path string) {
 		default:
 			seen[k.Value] = k.Line
 			w.note(k.Line, p)
+			if _, ok := w.keyLine[p]; !ok {
+				w.keyLine[p] = k.Line
+			}
 			if !w.check(v, ft, p) {
 				v = neutralize(v, ft)
 			}

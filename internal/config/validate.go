@@ -109,20 +109,26 @@ var (
 )
 
 // problems collects validation errors.
-type problems []error
-
-func (p *problems) add(key, format string, args ...any) {
-	*p = append(*p, &Error{Key: key, Problem: fmt.Sprintf(format, args...)})
+type problems struct {
+	errs []error
+	src  *srcInfo // how durations were written, for messages
 }
 
+func (p *problems) add(key, format string, args ...any) {
+	p.errs = append(p.errs, &Error{Key: key, Problem: fmt.Sprintf(format, args...)})
+}
+
+// raw returns a duration key's value as written in the file.
+func (p *problems) raw(key string, d Duration) string { return p.src.rawOf(key, d) }
+
 // validate returns every problem of the defaulted config.
-func (c *Config) validate(present map[string]bool) []error {
-	var p problems
+func (c *Config) validate(present map[string]bool, src *srcInfo) []error {
+	p := problems{src: src}
 	c.validateTop(&p)
 	c.validateVault(&p)
 	validateAffix(&p, "affix", c.Affix.BaseURL, c.Affix.APIKeyEnv, c.Affix.APIKeyFile)
 	if c.Affix.Timeout <= 0 {
-		p.add("affix.timeout", "must be positive, got %s", c.Affix.Timeout)
+		p.add("affix.timeout", "must be positive, got %s", p.raw("affix.timeout", c.Affix.Timeout))
 	}
 	if r := c.Affix.RateLimit; r < 0 || math.IsNaN(r) || math.IsInf(r, 0) {
 		p.add("affix.rate_limit", "must be a number of requests per second, 0 or more (0: no limit)")
@@ -134,7 +140,7 @@ func (c *Config) validate(present map[string]bool) []error {
 	}
 	c.validateRotation(&p)
 	c.validateClients(&p, present)
-	return p
+	return p.errs
 }
 
 func (c *Config) validateTop(p *problems) {
@@ -172,7 +178,7 @@ func (c *Config) validateVault(p *problems) {
 		p.add("vault.kv_mount", "%q must be a mount path such as \"secret\" (no leading or trailing '/', no whitespace, no '.' or '..')", m)
 	}
 	if v.Timeout <= 0 {
-		p.add("vault.timeout", "must be positive, got %s", v.Timeout)
+		p.add("vault.timeout", "must be positive, got %s", p.raw("vault.timeout", v.Timeout))
 	}
 	a := v.Auth
 	switch a.Method {
@@ -243,25 +249,25 @@ func (c *Config) validateVault(p *problems) {
 func (c *Config) validateRotation(p *problems) {
 	r := c.Rotation
 	if r.LeaseDuration < Duration(MinLeaseDuration) {
-		p.add("rotation.lease_duration", "must be at least %s, got %s", MinLeaseDuration, r.LeaseDuration)
+		p.add("rotation.lease_duration", "must be at least %s, got %s", MinLeaseDuration, p.raw("rotation.lease_duration", r.LeaseDuration))
 	}
 	if r.RetryInitial <= 0 {
-		p.add("rotation.retry_initial", "must be positive, got %s", r.RetryInitial)
+		p.add("rotation.retry_initial", "must be positive, got %s", p.raw("rotation.retry_initial", r.RetryInitial))
 	}
 	if r.RetryMax < r.RetryInitial {
-		p.add("rotation.retry_max", "must be at least retry_initial (%s), got %s", r.RetryInitial, r.RetryMax)
+		p.add("rotation.retry_max", "must be at least retry_initial (%s), got %s", p.raw("rotation.retry_initial", r.RetryInitial), p.raw("rotation.retry_max", r.RetryMax))
 	}
 	if r.MaxConcurrent < 1 {
 		p.add("rotation.max_concurrent", "must be at least 1, got %d", r.MaxConcurrent)
 	}
 	if r.ReconcileInterval < 0 {
-		p.add("rotation.reconcile_interval", "must not be negative, got %s (0 disables it)", r.ReconcileInterval)
+		p.add("rotation.reconcile_interval", "must not be negative, got %s (0 disables it)", p.raw("rotation.reconcile_interval", r.ReconcileInterval))
 	}
 	if r.RereadInterval <= 0 {
-		p.add("rotation.reread_interval", "must be positive, got %s", r.RereadInterval)
+		p.add("rotation.reread_interval", "must be positive, got %s", p.raw("rotation.reread_interval", r.RereadInterval))
 	}
 	if r.ClockSkewMargin < 0 {
-		p.add("rotation.clock_skew_margin", "must not be negative, got %s", r.ClockSkewMargin)
+		p.add("rotation.clock_skew_margin", "must not be negative, got %s", p.raw("rotation.clock_skew_margin", r.ClockSkewMargin))
 	}
 }
 
@@ -315,20 +321,20 @@ func (c *Config) validateClients(p *problems, present map[string]bool) {
 		case !present[k("grace_period")]:
 			p.add(k("grace_period"), "required: how long both secrets stay valid (e.g. 24h); it must exceed every consumer's refresh interval")
 		case cl.GracePeriod <= 0:
-			p.add(k("grace_period"), "must be positive, got %s", cl.GracePeriod)
+			p.add(k("grace_period"), "must be positive, got %s", p.raw(k("grace_period"), cl.GracePeriod))
 		}
 		if cl.Jitter < 0 {
-			p.add(k("jitter"), "must not be negative, got %s", cl.Jitter)
+			p.add(k("jitter"), "must not be negative, got %s", p.raw(k("jitter"), cl.Jitter))
 		}
 		if cl.MaxAge < 0 {
-			p.add(k("max_age"), "must not be negative, got %s (0 disables it)", cl.MaxAge)
+			p.add(k("max_age"), "must not be negative, got %s (0 disables it)", p.raw(k("max_age"), cl.MaxAge))
 		} else if cl.MaxAge > 0 && cl.GracePeriod > 0 && cl.MaxAge <= cl.GracePeriod {
-			p.add(k("max_age"), "%s must be longer than grace_period (%s), or 0 to disable", cl.MaxAge, cl.GracePeriod)
+			p.add(k("max_age"), "%s must be longer than grace_period (%s), or 0 to disable", p.raw(k("max_age"), cl.MaxAge), p.raw(k("grace_period"), cl.GracePeriod))
 		}
 		o := cl.Affix
 		validateAffix(p, k("affix"), o.BaseURL, o.APIKeyEnv, o.APIKeyFile)
 		if o.Timeout < 0 {
-			p.add(k("affix.timeout"), "must be positive, got %s (or leave it out to inherit affix.timeout)", o.Timeout)
+			p.add(k("affix.timeout"), "must be positive, got %s (or leave it out to inherit affix.timeout)", p.raw(k("affix.timeout"), o.Timeout))
 		}
 		if n := cl.App.Name; n != nil && strings.TrimSpace(*n) == "" {
 			p.add(k("app.name"), "must not be empty (leave the key out to not send it)")
