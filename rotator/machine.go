@@ -855,6 +855,7 @@ func (r *Rotator) observe(st *run, rec vault.Record, ver int) {
 		r.opt.Metrics.ObserveRecord(st.c.Name, rec.Phase, rec.GraceUntil, rec.RotatedAt)
 	}
 	r.status.record(st.c.Name, rec)
+	r.recordNext(st.c, rec)
 }
 
 func laterOf(a, b time.Time) time.Time {
