@@ -803,6 +803,9 @@ func (r *Rotator) backoff(ctx context.Context, st *run, rec vault.Record, ver in
 // transient failure: capped exponential backoff with jitter, never sooner
 // than a Retry-After floor.
 func (r *Rotator) retry(st *run, rec vault.Record, err error) decision {
+	if isDenied(err) {
+		return r.denied(st, rec, err) // denied.go
+	}
 	now := r.clock.Now()
 	if st.failingSince.IsZero() {
 		st.failingSince = now
