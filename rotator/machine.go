@@ -443,7 +443,7 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 				// (an earlier one of ours, or one of the process whose
 				// version we saw): dropping it from Vault could leave Affix
 				// accepting a secret nobody records (I2). Keep it staged.
-				r.log.Error("affix refused the update, but an earlier request carrying the new secret may have been applied; keeping the rotation staged (fix the cause; it resumes)", append(fields(c, rec), zap.Error(err))...)
+				r.log.Error(keyNote(err)+"affix refused the update, but an earlier request carrying the new secret may have been applied; keeping the rotation staged (fix the cause; it resumes)", append(fields(c, rec), zap.Error(err))...)
 				return r.backoff(ctx, st, rec, ver, err)
 			}
 			return r.rejectedBy(ctx, st, rec, ver, err)
@@ -631,7 +631,7 @@ func (r *Rotator) abort(ctx context.Context, st *run, rec vault.Record, ver int,
 	next.Phase = vault.PhaseStable
 	next.PendingClientSecret = secret.Value{}
 	next.LeaseOwner, next.LeaseUntil = "", time.Time{}
-	next.LastError = fmt.Sprintf("rotation %s aborted at %s: %v", rec.RotationID, r.clock.Now().UTC().Format(time.RFC3339), cause)
+	next.LastError = fmt.Sprintf("rotation %s aborted at %s: %s%v", rec.RotationID, r.clock.Now().UTC().Format(time.RFC3339), keyNote(cause), cause)
 	return r.transition(ctx, st, rec, next, ver, func() decision {
 		msg := "rotation aborted: affix rejected the new secret; the old secret stays current"
 		if affix.StatusLabel(cause) == "401" {
@@ -641,7 +641,7 @@ func (r *Rotator) abort(ctx context.Context, st *run, rec vault.Record, ver int,
 		if r.opt.Metrics != nil {
 			r.opt.Metrics.RotationDone(st.c.Name, ResultAborted)
 		}
-		return decision{done: true, outcome: Outcome{Result: ResultAborted, RotationID: rec.RotationID}, err: fmt.Errorf("%w: %v", ErrAborted, cause)}
+		return decision{done: true, outcome: Outcome{Result: ResultAborted, RotationID: rec.RotationID}, err: fmt.Errorf("%w: %s%v", ErrAborted, keyNote(cause), cause)}
 	})
 }
 
@@ -852,6 +852,9 @@ func (r *Rotator) backoff(ctx context.Context, st *run, rec vault.Record, ver in
 // transient failure: capped exponential backoff with jitter, never sooner
 // than a Retry-After floor.
 func (r *Rotator) retry(st *run, rec vault.Record, err error) decision {
+	if isDenied(err) {
+		return r.denied(st, rec, err) // denied.go
+	}
 	now := r.clock.Now()
 	if st.failingSince.IsZero() {
 		st.failingSince = now
@@ -870,7 +873,7 @@ func (r *Rotator) retry(st *run, rec vault.Record, err error) decision {
 	if errors.As(err, &ae) && ae.RetryAfterNote != "" {
 		r.log.Warn("affix Retry-After header: "+ae.RetryAfterNote, fields(st.c, rec)...)
 	}
-	r.log.Warn("rotation step failed; will retry", append(fields(st.c, rec), zap.Error(err), zap.Duration("retry_in", d))...)
+	r.log.Warn(keyNote(err)+"rotation step failed; will retry", append(fields(st.c, rec), zap.Error(err), zap.Duration("retry_in", d))...)
 	why := fmt.Sprintf("retrying in %s after: %v", d.Round(time.Millisecond), err)
 	r.status.attemptFailed(st.c.Name, err, now)
 	return decision{wait: d, progress: &Progress{Client: st.c.Name, Phase: rec.Phase, RotationID: rec.RotationID, GraceUntil: rec.GraceUntil, Now: now, Waiting: why}}
@@ -904,6 +907,7 @@ func (r *Rotator) observe(st *run, rec vault.Record, ver int) {
 		r.opt.Metrics.ObserveRecord(st.c.Name, rec.Phase, rec.GraceUntil, rec.RotatedAt)
 	}
 	r.status.record(st.c.Name, rec)
+	r.recordNext(st.c, rec)
 }
 
 func laterOf(a, b time.Time) time.Time {

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
+
+	"github.com/affix-rotator/affix-rotator/vault"
 )
 
 // NextDue returns when a stable client is next due for rotation, from its
@@ -31,4 +33,37 @@ func NextDue(schedule cron.Schedule, maxAge time.Duration, rotatedAt, now time.T
 		at = rotatedAt.Add(maxAge)
 	}
 	return at, !at.IsZero()
+}
+
+// recordNext shows, while a rotation is in flight, the run after it in
+// /status (next_run) and next_rotation_timestamp_seconds: the schedule
+// anchored where this rotation will complete (grace_until in overlap, or
+// the record's rotated_at when an operator reopened a grace; now plus the
+// grace while staged). Without it both kept the time that started the
+// rotation, in the past for the whole grace. In stable the daemon's loop
+// sets them, jitter included.
+func (r *Rotator) recordNext(c *Client, rec vault.Record) {
+	if c.Schedule == nil {
+		return
+	}
+	now := r.clock.Now()
+	var end time.Time
+	switch {
+	case rec.Phase == vault.PhaseOverlap && rec.LastAction != nil && rec.LastAction.Action == ActionReacceptPrevious && rec.LastAction.RotationID == rec.RotationID:
+		end = rec.RotatedAt
+	case rec.Phase == vault.PhaseOverlap:
+		end = laterOf(rec.GraceUntil, now)
+	case rec.Phase == vault.PhaseStaged:
+		end = now.Add(c.GracePeriod)
+	default:
+		return
+	}
+	at, ok := NextDue(c.Schedule, c.MaxAge, end, now)
+	if !ok {
+		return
+	}
+	r.status.nextRun(c.Name, at)
+	if r.opt.Metrics != nil {
+		r.opt.Metrics.NextRotation(c.Name, at)
+	}
 }

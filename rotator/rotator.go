@@ -38,14 +38,16 @@ type Affix interface {
 
 // Client is one Affix client under rotation.
 type Client struct {
-	Name        string // label in metrics and logs
-	VaultPath   string // KV path of its record, relative to the mount
-	Schedule    cron.Schedule
-	GracePeriod time.Duration
-	Jitter      time.Duration // random delay up to this after each scheduled time
-	MaxAge      time.Duration // rotate at start-up when the last rotation is older (0: never)
-	Bootstrap   bool          // a missing record is a brand-new Affix client: post [new] alone
-	Affix       Affix
+	Name      string // label in metrics and logs
+	VaultPath string // KV path of its record, relative to the mount
+	Schedule  cron.Schedule
+	// ScheduleSpec is the schedule as configured, for logs.
+	ScheduleSpec string
+	GracePeriod  time.Duration
+	Jitter       time.Duration // random delay up to this after each scheduled time
+	MaxAge       time.Duration // rotate at start-up when the last rotation is older (0: never)
+	Bootstrap    bool          // a missing record is a brand-new Affix client: post [new] alone
+	Affix        Affix
 	// Optional fields sent with every update, exactly as configured.
 	AppName      *string
 	RedirectURIs []string
@@ -69,6 +71,9 @@ type Options struct {
 	// for this long (0: retry for ever, as the daemon does: the record stays
 	// in its phase and the next run resumes it).
 	GiveUpAfter time.Duration
+	// FailOnDenied ends a rotation with ResultFailed as soon as Vault
+	// denies a request (-once); the daemon retries at ERROR (denied.go).
+	FailOnDenied bool
 	// FollowInterval caps how long a process waits on another's lease
 	// before reading the record again (default 5s; in overlap it waits
 	// until grace_until instead).

@@ -2,7 +2,6 @@ package rotator
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -14,19 +13,7 @@ import (
 // the record every RereadInterval to pick up an operator's change. It
 // returns when ctx ends; every state is in Vault, so nothing is lost.
 func (r *Rotator) Run(ctx context.Context, clients []*Client) {
-	var wg sync.WaitGroup
-	for _, c := range clients {
-		if r.opt.Metrics != nil {
-			r.opt.Metrics.InitClient(c.Name)
-			r.opt.Metrics.SetExpectedInterval(c.Name, ExpectedInterval(c, r.clock.Now()))
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.loop(ctx, c)
-		}()
-	}
-	wg.Wait()
+	r.Serve(ctx, clients, nil)
 }
 
 // due returns when a stable client is next due for rotation (NextDue); a
@@ -46,6 +33,7 @@ func (r *Rotator) loop(ctx context.Context, c *Client) {
 	asserted := started
 	var jitterFor, jitterAt time.Time // the due time jittered, and the result
 	var hold time.Time                // no new rotation before this, after a failed one
+	first := true                     // log the client's schedule once
 	for {
 		out, err := r.Rotate(ctx, c, trig)
 		if ctx.Err() != nil {
@@ -81,6 +69,11 @@ func (r *Rotator) loop(ctx context.Context, c *Client) {
 			if r.opt.Metrics != nil {
 				r.opt.Metrics.NextRotation(c.Name, at)
 			}
+		}
+		if first {
+			// At start: the client's schedule and next run (zero: never).
+			first = false
+			r.log.Info("client scheduled", zap.String("client", c.Name), zap.String("schedule", c.ScheduleSpec), zap.Duration("grace_period", c.GracePeriod), zap.Time("next_run", at))
 		}
 		if r.opt.ReconcileInterval > 0 {
 			if rec := asserted.Add(r.opt.ReconcileInterval); at.IsZero() || rec.Before(at) {

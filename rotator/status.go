@@ -1,6 +1,7 @@
 package rotator
 
 import (
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -10,7 +11,11 @@ import (
 
 // ClientStatus is one client's entry in /status. It never holds a secret.
 type ClientStatus struct {
-	Client       string     `json:"client"`
+	Client string `json:"client"`
+	// State is the phase as last read from Vault, or "unknown" before the
+	// record could be read; StateReason then says why.
+	State        string     `json:"state"`
+	StateReason  string     `json:"state_reason,omitempty"`
 	Phase        string     `json:"phase,omitempty"`
 	RotationID   string     `json:"rotation_id,omitempty"`
 	GraceUntil   *time.Time `json:"grace_until,omitempty"`
@@ -30,10 +35,14 @@ type statusBoard struct {
 	m       map[string]*ClientStatus
 	started time.Time
 	actions map[string]time.Time // per client, the time of the last operator action seen
+	denied  map[string]error     // per client, Vault's refusal of its last request, if it was refused
 }
 
+// StateUnknown is a client's state before its record could be read.
+const StateUnknown = "unknown"
+
 func newStatusBoard(started time.Time) *statusBoard {
-	return &statusBoard{m: map[string]*ClientStatus{}, started: started, actions: map[string]time.Time{}}
+	return &statusBoard{m: map[string]*ClientStatus{}, started: started, actions: map[string]time.Time{}, denied: map[string]error{}}
 }
 
 // newAction reports whether an operator action recorded at at is one this
@@ -51,7 +60,7 @@ func (b *statusBoard) newAction(client string, at time.Time) bool {
 func (b *statusBoard) get(name string) *ClientStatus {
 	s, ok := b.m[name]
 	if !ok {
-		s = &ClientStatus{Client: name}
+		s = &ClientStatus{Client: name, State: StateUnknown, StateReason: "the record has not been read yet"}
 		b.m[name] = s
 	}
 	return s
@@ -72,6 +81,8 @@ func (b *statusBoard) record(name string, rec vault.Record) {
 	s.Phase, s.RotationID, s.LeaseOwner = string(rec.Phase), rec.RotationID, rec.LeaseOwner
 	s.GraceUntil, s.RotatedAt, s.LeaseUntil = tp(rec.GraceUntil), tp(rec.RotatedAt), tp(rec.LeaseUntil)
 	s.Waiting = ""
+	s.State, s.StateReason = string(phaseOr(rec.Phase)), ""
+	delete(b.denied, name)
 	if rec.LastError != "" {
 		s.LastError = rec.LastError
 	}
@@ -88,6 +99,9 @@ func (b *statusBoard) attemptFailed(name string, err error, now time.Time) {
 	defer b.mu.Unlock()
 	s := b.get(name)
 	s.LastError, s.LastErrorAt = err.Error(), tp(now)
+	if s.State == StateUnknown {
+		s.StateReason = "cannot read the record: " + err.Error()
+	}
 }
 
 func (b *statusBoard) result(name, result string, err error, now time.Time) {
@@ -101,6 +115,10 @@ func (b *statusBoard) result(name, result string, err error, now time.Time) {
 	if result != "" {
 		s.LastResult, s.LastResultAt = result, tp(now)
 	}
+	if result == ResultSuccess {
+		// An earlier attempt's error is history once a rotation succeeds.
+		s.LastError, s.LastErrorAt = "", nil
+	}
 	if err != nil {
 		s.LastError, s.LastErrorAt = err.Error(), tp(now)
 	}
@@ -110,6 +128,44 @@ func (b *statusBoard) nextRun(name string, t time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.get(name).NextRun = tp(t)
+}
+
+// add lists a configured client (state unknown until its record is read).
+func (b *statusBoard) add(name string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.get(name)
+}
+
+// remove forgets a client that is no longer configured.
+func (b *statusBoard) remove(name string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.m, name)
+	delete(b.denied, name)
+}
+
+func (b *statusBoard) setDenied(name string, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.denied[name] = err
+}
+
+// Denied returns Vault's refusal of the last request made for some client
+// (a revoked token, a policy that does not cover the client's path), or
+// nil: the daemon is then not ready (/readyz).
+func (r *Rotator) Denied() error {
+	r.status.mu.Lock()
+	defer r.status.mu.Unlock()
+	names := make([]string, 0, len(r.status.denied))
+	for n := range r.status.denied {
+		names = append(names, n)
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	sort.Strings(names)
+	return fmt.Errorf("vault denied the requests for client %q: %w", names[0], r.status.denied[names[0]])
 }
 
 // Status returns a snapshot of every client's status, sorted by name.

@@ -2,7 +2,9 @@ package vault
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -70,14 +72,27 @@ func (a *authenticator) kick() {
 func (a *authenticator) login(ctx context.Context) (*api.Secret, error) {
 	start := time.Now()
 	sec, err := a.doLogin(ctx)
+	denied := isDeniedResponse(err)
 	if a.obs != nil {
 		result, up := "ok", true
-		if err != nil {
+		switch {
+		case denied:
+			result = "denied" // Vault answered: it refuses the credentials
+		case err != nil:
 			result, up = "error", false
 		}
 		a.obs.VaultRequest("login", result, time.Since(start), up)
 	}
+	if denied {
+		err = fmt.Errorf("%w: %w", ErrDenied, err)
+	}
 	return sec, err
+}
+
+// isDeniedResponse reports whether Vault answered 401 or 403.
+func isDeniedResponse(err error) bool {
+	var re *api.ResponseError
+	return errors.As(err, &re) && (re.StatusCode == http.StatusForbidden || re.StatusCode == http.StatusUnauthorized)
 }
 
 func (a *authenticator) doLogin(ctx context.Context) (*api.Secret, error) {
@@ -177,7 +192,11 @@ func (a *authenticator) relogin(ctx context.Context) *api.Secret {
 			return sec
 		}
 		d := b.Next()
-		a.log.Warn("vault: authentication failed; retrying", zap.String("auth_method", a.auth.Method), zap.Error(err), zap.Duration("retry_in", d))
+		if errors.Is(err, ErrDenied) {
+			a.log.Error("vault: authentication denied; retrying: check that the credentials are valid (token not expired or revoked, role and secret id)", zap.String("auth_method", a.auth.Method), zap.Error(err), zap.Duration("retry_in", d))
+		} else {
+			a.log.Warn("vault: authentication failed; retrying", zap.String("auth_method", a.auth.Method), zap.Error(err), zap.Duration("retry_in", d))
+		}
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():

@@ -28,6 +28,9 @@ const (
 type Env struct {
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
+	// Hangup receives a value on each SIGHUP: the daemon reloads its
+	// config (the other modes ignore it). Nil: never.
+	Hangup <-chan os.Signal
 }
 
 type flags struct {

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/affix-rotator/affix-rotator/internal/backoff"
 	"github.com/affix-rotator/affix-rotator/internal/config"
-	"github.com/affix-rotator/affix-rotator/internal/httpapi"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
 )
@@ -64,46 +62,12 @@ func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 	}
 	log = log.With(zap.String("instance_id", instanceID))
 
-	// The daemon serves /healthz and /metrics while it waits for Vault.
-	var store atomic.Pointer[vault.Store]
-	var srv *http.Server
+	logStart(log, cfg, f, env.Getenv, clients)
 	if !f.oneShot() {
-		ln, err := net.Listen("tcp", cfg.Listen)
-		if err != nil {
-			log.Error("cannot listen", zap.String("listen", cfg.Listen), zap.Error(err))
-			return ExitFailed
-		}
-		var rot atomic.Pointer[rotator.Rotator]
-		srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: httpapi.Handler(httpapi.Options{
-			Gatherer: reg,
-			Ready: func(ctx context.Context) error {
-				s := store.Load()
-				if s == nil {
-					return errors.New("vault: not connected yet")
-				}
-				return s.Ready(ctx)
-			},
-			Status: func() any {
-				if r := rot.Load(); r != nil {
-					return r.Status()
-				}
-				return []rotator.ClientStatus{}
-			},
-		})}
-		go func() { _ = srv.Serve(ln) }()
-		defer shutdown(srv)
-		log.Info("listening", zap.String("addr", ln.Addr().String()))
-		r, code := connectAndBuild(ctx, cfg, f, log, auth, metrics, instanceID, &store)
-		if r == nil {
-			return code
-		}
-		rot.Store(r)
-		log.Info("daemon started", zap.Int("clients", len(clients)))
-		r.Run(ctx, clients)
-		log.Info("shutting down: every rotation in flight is recorded in Vault and resumes on restart")
-		return ExitOK
+		return runDaemon(ctx, cfg, f, env, log, auth, reg, metrics, instanceID, clients)
 	}
-	r, code := connectAndBuild(ctx, cfg, f, log, auth, metrics, instanceID, &store)
+	var store atomic.Pointer[vault.Store]
+	r, code := connectAndBuild(ctx, cfg, f, env, log, auth, metrics, nil, instanceID, &store)
 	if r == nil {
 		return code
 	}
@@ -132,11 +96,19 @@ func (f flags) oneShot() bool { return f.once || f.action() != "" }
 // connectAndBuild connects to Vault, retrying while Vault is unreachable
 // (for ever in the daemon, for -retry-timeout with -once), and builds the
 // rotator.
-func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, log *zap.Logger, auth vault.Auth, metrics *rotator.Metrics, instanceID string, store *atomic.Pointer[vault.Store]) (*rotator.Rotator, int) {
+//
+// A Vault that denies the credentials (401/403) is not an outage: -once and
+// the operator actions exit 1 at once, saying so on stdout; the daemon logs
+// an ERROR saying what to check and keeps trying (the token can be fixed).
+// health (daemon only) records each failure for /status and /readyz.
+func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, env Env, log *zap.Logger, auth vault.Auth, metrics *rotator.Metrics, health *vaultHealth, instanceID string, store *atomic.Pointer[vault.Store]) (*rotator.Rotator, int) {
 	vc := vault.Config{
 		Address: cfg.Vault.Address, Namespace: cfg.Vault.Namespace, KVMount: cfg.Vault.KVMount,
 		Timeout: cfg.Vault.Timeout.D(), CACert: cfg.Vault.TLS.CACert, InsecureSkipVerify: cfg.Vault.TLS.InsecureSkipVerify,
 		Auth: auth, Observer: metrics, Logger: log,
+	}
+	if health != nil {
+		vc.Observer = health
 	}
 	bo := backoff.New(time.Second, 30*time.Second, nil)
 	start := time.Now()
@@ -148,6 +120,25 @@ func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, log *zap.
 		}
 		if ctx.Err() != nil {
 			return nil, ExitFailed
+		}
+		if health != nil {
+			health.failed(err)
+		}
+		if errors.Is(err, vault.ErrDenied) {
+			hint := fmt.Sprintf("vault denied the credentials (auth method %s): check that the token is valid (not expired or revoked: `vault token lookup`) or, for approle/kubernetes, the role and its secret", auth.Method)
+			if f.oneShot() {
+				log.Error(hint, zap.Error(err))
+				fmt.Fprintf(env.Stdout, "FAILED: %s: %v\n", hint, err)
+				return nil, ExitFailed
+			}
+			d := bo.Next()
+			log.Error(hint+"; retrying", zap.Error(err), zap.Duration("retry_in", d))
+			select {
+			case <-ctx.Done():
+				return nil, ExitFailed
+			case <-time.After(d):
+			}
+			continue
 		}
 		if f.oneShot() && f.retryTimeout > 0 && time.Since(start) > f.retryTimeout {
 			log.Error("cannot connect to vault; giving up", zap.Error(err))
@@ -178,6 +169,7 @@ func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, log *zap.
 	}
 	if f.oneShot() {
 		opt.GiveUpAfter = f.retryTimeout
+		opt.FailOnDenied = true
 	}
 	return rotator.New(opt), ExitOK
 }

@@ -134,7 +134,7 @@ func buildClients(cfg *config.Config, selected []config.Client, getenv func(stri
 			continue
 		}
 		out = append(out, &rotator.Client{
-			Name: cc.Name, VaultPath: cc.VaultPath, Schedule: sched,
+			Name: cc.Name, VaultPath: cc.VaultPath, Schedule: sched, ScheduleSpec: cc.Schedule,
 			GracePeriod: cc.GracePeriod.D(), Jitter: cc.Jitter.D(), MaxAge: cc.MaxAge.D(), Bootstrap: cc.Bootstrap,
 			Affix: api, AppName: cc.App.Name, RedirectURIs: cc.App.RedirectURIs,
 			WebhookURI: affix.Nullable{Set: cc.App.WebhookURI.Set, Null: cc.App.WebhookURI.Null, Value: cc.App.WebhookURI.Value},

@@ -1,6 +1,7 @@
 // Package httpapi serves the daemon's one HTTP listener: /metrics for
 // Prometheus, /healthz (the process is alive), /readyz (Vault is reachable
-// and accepts our token) and /status (JSON per client, never a secret).
+// and accepts our token) and /status (JSON: the daemon and each client,
+// never a secret).
 package httpapi
 
 import (
@@ -19,7 +20,8 @@ type Options struct {
 	// Ready reports whether the daemon can do its work (Vault reachable and
 	// authenticated).
 	Ready func(ctx context.Context) error
-	// Status returns the JSON-serialisable status of every client.
+	// Status returns the JSON-serialisable document /status serves (the
+	// daemon's: version, instance id, Vault, and a list of clients).
 	Status func() any
 	// ReadyTimeout bounds one readiness check (default 5s).
 	ReadyTimeout time.Duration
@@ -51,7 +53,7 @@ func Handler(o Options) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(map[string]any{"clients": o.Status()})
+		_ = enc.Encode(o.Status())
 	})
 	return mux
 }

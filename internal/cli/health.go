@@ -1,0 +1,98 @@
+package cli
+
+import (
+	"sync"
+	"time"
+
+	"github.com/affix-rotator/affix-rotator/rotator"
+	"github.com/affix-rotator/affix-rotator/vault"
+)
+
+// vaultHealth is what the daemon knows of Vault, for /status: it sees every
+// request (as the metrics' Observer) and every error of the connection and
+// readiness checks.
+type vaultHealth struct {
+	obs     vault.Observer
+	address string
+	method  string
+
+	mu            sync.Mutex
+	connected     bool
+	reachable     bool
+	authenticated bool
+	lastErr       string
+	lastErrAt     time.Time
+}
+
+// vaultStatus is the `vault` object of /status.
+type vaultStatus struct {
+	Address       string     `json:"address"`
+	AuthMethod    string     `json:"auth_method"`
+	Connected     bool       `json:"connected"`
+	Reachable     bool       `json:"reachable"`
+	Authenticated bool       `json:"authenticated"`
+	LastError     string     `json:"last_error,omitempty"`
+	LastErrorAt   *time.Time `json:"last_error_at,omitempty"`
+}
+
+// daemonStatus is the document /status serves.
+type daemonStatus struct {
+	Version    string                 `json:"version"`
+	InstanceID string                 `json:"instance_id"`
+	Vault      vaultStatus            `json:"vault"`
+	Clients    []rotator.ClientStatus `json:"clients"`
+}
+
+func (h *vaultHealth) VaultRequest(op, result string, d time.Duration, up bool) {
+	if h.obs != nil {
+		h.obs.VaultRequest(op, result, d, up)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case result == "denied":
+		// Vault answered. A refused login or lookup-self is a token Vault
+		// does not accept; a refused record is a policy (last_error says).
+		h.reachable = true
+		if op == "login" || op == "health" {
+			h.authenticated = false
+		}
+	case up:
+		h.reachable = true
+		if result == "ok" || result == "not_found" || result == "cas_conflict" {
+			h.authenticated = true
+		}
+	default:
+		h.reachable = false
+	}
+}
+
+func (h *vaultHealth) failed(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lastErr, h.lastErrAt = err.Error(), time.Now()
+}
+
+func (h *vaultHealth) setConnected() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.connected = true
+}
+
+func (h *vaultHealth) status() vaultStatus {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := vaultStatus{Address: h.address, AuthMethod: h.method, Connected: h.connected, Reachable: h.reachable, Authenticated: h.authenticated, LastError: h.lastErr}
+	if !h.lastErrAt.IsZero() {
+		t := h.lastErrAt.UTC()
+		s.LastErrorAt = &t
+	}
+	return s
+}
+
+// lastError is the last error seen talking to Vault ("" if none).
+func (h *vaultHealth) lastError() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lastErr
+}
