@@ -464,7 +464,7 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 	next.PendingClientSecret = secret.Value{}
 	next.ClientSecret = rec.PendingClientSecret
 	next.LastError = ""
-	next.RetryNotBefore = time.Time{}
+	next.RetryNotBefore = futureOnly(rec.RetryNotBefore, now)
 	var msg string
 	if rec.ClientSecret.IsZero() { // bootstrap: nothing to overlap with
 		next.Phase = vault.PhaseStable
@@ -561,7 +561,7 @@ func (r *Rotator) finish(ctx context.Context, st *run, rec vault.Record, ver int
 	}
 	next.LeaseOwner, next.LeaseUntil = "", time.Time{}
 	next.LastError = ""
-	next.RetryNotBefore = time.Time{}
+	next.RetryNotBefore = futureOnly(rec.RetryNotBefore, now)
 	return r.transition(ctx, st, rec, next, ver, func() decision {
 		r.log.Info("rotation complete: old secret dropped", fields(c, next)...)
 		r.progress(c, next, "")
@@ -908,6 +908,15 @@ func (r *Rotator) observe(st *run, rec vault.Record, ver int) {
 	}
 	r.status.record(st.c.Name, rec)
 	r.recordNext(st.c, rec)
+}
+
+// futureOnly keeps a 429's floor that is still in force (another process
+// may have got it) and drops one that has passed.
+func futureOnly(floor, now time.Time) time.Time {
+	if now.Before(floor) {
+		return floor
+	}
+	return time.Time{}
 }
 
 func laterOf(a, b time.Time) time.Time {

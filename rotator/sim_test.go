@@ -1140,10 +1140,16 @@ func (w *world) execPost(c *call) string {
 		//  - A sender whose clock stepped back still holds its lease by
 		//    that clock when it has ended by its unstepped one, which is
 		//    when the others may take it over (seed 1003 of 2000).
+		//  - A sender whose lease was taken from it while its own write's
+		//    answer was held (in overlap a re-assert or an operator action
+		//    takes a live lease): it sends from the version it wrote,
+		//    not knowing (seed 40).
 		staleView := c.basis == nil || !f.wrote || c.basis.ver < f.ver
 		namesake := p != f.from && p.id == f.from.id
 		steppedLease := pskew < p.host.initial && c.basis != nil && !c.entered.Add(p.host.initial).Before(tm(c.basis.data, "lease_until"))
-		if staleView && (namesake || steppedLease) {
+		cur, _, _ := w.store.Latest(simPath)
+		taken := str(cur, "lease_owner") != p.id
+		if staleView && (namesake || steppedLease || taken) {
 			continue
 		}
 		w.violate("floor", "%s sent an Affix request %s into a 429's Retry-After floor (%s got it at %s, floor until %s): a Retry-After must be honoured by every process",
