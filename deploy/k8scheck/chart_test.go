@@ -480,7 +480,7 @@ func checkConfig(t *testing.T, r *rendered, c *container) *config.Config {
 		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		out, err := exec.Command(bin, "-validate", "-config", path).CombinedOutput()
+		out, err := exec.Command(bin, "-validate", "-offline", "-config", path).CombinedOutput()
 		if err != nil {
 			t.Fatalf("affix-rotator -validate rejects the rendered config: %v\n%s", err, out)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 
+	"github.com/affix-rotator/affix-rotator/internal/cli"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
 )
@@ -45,6 +46,8 @@ func daemonMetrics(t *testing.T) *exported {
 	described := map[string]bool{}
 	m := rotator.NewMetrics(describing{reg, described})
 	m.InitClient("x")
+	ok, _ := cli.ReloadGauges(describing{reg, described})
+	ok.Set(1)
 	m.AffixRequest("x", "200", 0)
 	m.VaultRequest("read", "ok", 0, true)
 	m.OperatorAction("x", rotator.ActionEndGrace)

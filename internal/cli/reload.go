@@ -44,14 +44,21 @@ type knownClient struct {
 	c     *rotator.Client
 }
 
+// ReloadGauges creates and registers on reg the daemon's reload metrics:
+// affix_rotator_config_last_reload_successful and
+// affix_rotator_config_last_reload_success_timestamp_seconds.
+func ReloadGauges(reg prometheus.Registerer) (ok, at prometheus.Gauge) {
+	ok = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "affix_rotator", Name: "config_last_reload_successful",
+		Help: "Whether the last configuration reload attempt (start or SIGHUP) succeeded (1) or was refused (0)."})
+	at = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "affix_rotator", Name: "config_last_reload_success_timestamp_seconds",
+		Help: "Time of the last successful configuration load (start or SIGHUP)."})
+	reg.MustRegister(ok, at)
+	return ok, at
+}
+
 func newReloader(path string, cfg *config.Config, clients []*rotator.Client, getenv func(string) string, reg prometheus.Registerer) *reloader {
-	rl := &reloader{path: path, getenv: getenv, cur: cfg,
-		ok: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "affix_rotator", Name: "config_last_reload_successful",
-			Help: "Whether the last configuration reload attempt (start or SIGHUP) succeeded (1) or was refused (0)."}),
-		at: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "affix_rotator", Name: "config_last_reload_success_timestamp_seconds",
-			Help: "Time of the last successful configuration load (start or SIGHUP)."}),
-	}
-	reg.MustRegister(rl.ok, rl.at)
+	rl := &reloader{path: path, getenv: getenv, cur: cfg}
+	rl.ok, rl.at = ReloadGauges(reg)
 	rl.ok.Set(1)
 	rl.at.SetToCurrentTime()
 	rl.known, rl.order = rl.index(cfg, clients)
