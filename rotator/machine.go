@@ -241,6 +241,11 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 			return r.retry(st, vault.Record{Phase: vault.PhaseStable}, err)
 		}
 	}
+	if fresh && ver == st.effect {
+		// Read after the answer, and nobody wrote since the request was
+		// sent: whatever moves the record later comes after it.
+		st.effect = -1
+	}
 	if fresh && ver != st.mine {
 		if d, ok := r.otherVersion(st, rec, ver); ok {
 			return d
@@ -249,12 +254,17 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 	r.observe(st, rec, ver)
 
 	if rec.LeaseOwner != "" && rec.LeaseOwner != r.opt.InstanceID && now.Before(rec.LeaseUntil) && rec.Phase == vault.PhaseOverlap &&
-		r.opt.ReconcileInterval > 0 && now.Sub(st.assertedAt) >= r.opt.ReconcileInterval {
+		now.Before(rec.GraceUntil) && r.opt.ReconcileInterval > 0 && now.Sub(st.assertedAt) >= r.opt.ReconcileInterval {
 		// Following another process's grace for a whole reconcile
 		// interval: that process may be frozen, and drift must not last
 		// longer than the interval. Taking its lease is safe in overlap
-		// (it is only waiting) and it follows us from its next read.
-		st.reassert, st.steal = ReassertReconcile, true
+		// (it is only waiting) and it follows us from its next read. Not
+		// once the grace is over: the holder is dropping the old secret
+		// then, and its lease ends soon.
+		if st.reassert == "" {
+			st.reassert = ReassertReconcile
+		}
+		st.steal = true
 	}
 	if rec.LeaseOwner != "" && rec.LeaseOwner != r.opt.InstanceID && now.Before(rec.LeaseUntil) && !(st.steal && rec.Phase != vault.PhaseStaged) {
 		if st.trig.Reason == ReasonReconcile {

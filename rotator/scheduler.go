@@ -16,6 +16,13 @@ func (r *Rotator) Run(ctx context.Context, clients []*Client) {
 	r.Serve(ctx, clients, nil)
 }
 
+// idleRereads: a stable client's record is read every idleRereads ×
+// RereadInterval (5m by default), which keeps the idle daemon's CPU within
+// its target (docs/PERFORMANCE.md); during a grace, and after a failed run
+// (a record missing or malformed, which an operator may restore any
+// time), every RereadInterval.
+const idleRereads = 10
+
 // due returns when a stable client is next due for rotation (NextDue); a
 // record with no rotated_at and no max_age is anchored at the daemon's
 // start. Zero: never.
@@ -83,7 +90,11 @@ func (r *Rotator) loop(ctx context.Context, c *Client) {
 		// After a failure (a missing or malformed record, a rejection, a
 		// step given up) nothing is tried again before hold: the re-read
 		// below resumes a rotation in flight then, and a new one waits too.
-		if check := laterOf(now.Add(r.opt.RereadInterval), hold); at.IsZero() || check.Before(at) {
+		reread := r.opt.RereadInterval
+		if out.Result != ResultFailed {
+			reread *= idleRereads // the record is stable
+		}
+		if check := laterOf(now.Add(reread), hold); at.IsZero() || check.Before(at) {
 			// Read the record again meanwhile: an operator may have put
 			// the client back in overlap (-reaccept-previous) or edited it.
 			at, nextTrig = check, Trigger{Reason: ReasonStartup, Time: check}

@@ -255,7 +255,8 @@ func simulate(t *testing.T, seed uint64, skip map[string]bool, scenario string) 
 // --- the world ---
 
 type world struct {
-	nextAction string // the operator action of the next process started (kind action)
+	nextAction  string    // the operator action of the next process started (kind action)
+	notStableAt time.Time // the last time the record was seen not stable (anchor check)
 	// scenario is "chaos" (every fault) or "restarts" (one daemon,
 	// restarted every 25-35 minutes, no other fault).
 	scenario string
@@ -701,6 +702,23 @@ func (w *world) startAction() {
 	w.startProc("action", "")
 }
 
+// skewSpread is the widest difference between two hosts' clocks now.
+func (w *world) skewSpread() time.Duration {
+	var lo, hi time.Duration
+	first := true
+	for _, h := range w.hosts {
+		d := time.Duration(h.skew.Load())
+		if first || d < lo {
+			lo = d
+		}
+		if first || d > hi {
+			hi = d
+		}
+		first = false
+	}
+	return hi - lo
+}
+
 func (w *world) live() []*proc {
 	var out []*proc
 	for _, p := range w.procs {
@@ -1125,7 +1143,11 @@ func (w *world) execPost(c *call) string {
 	// can know (found by the simulation, seed 81: a receiver 61s behind).
 	pskew := time.Duration(p.host.skew.Load())
 	for _, f := range w.floors {
-		blur := max(2*simMaxSkew, pskew-f.skew) + time.Second
+		// Any process may also have cleared the floor as passed by its own
+		// clock (a transition drops a floor that has passed): the widest
+		// spread between two hosts' clocks blurs its end too (seed 40 with
+		// an idle re-read of 5m: a host 100s behind recorded it).
+		blur := max(2*simMaxSkew, pskew-f.skew, w.skewSpread()) + time.Second
 		if f.exempt || !c.entered.After(f.at.Add(5*time.Second)) || !c.entered.Add(blur).Before(f.until) {
 			continue
 		}
@@ -1750,7 +1772,13 @@ func (w *world) check(now time.Time, cause string) {
 // anchored at the daemon's start. A daemon live and unpaused for
 // simAnchorSlack past that, with nothing blocking, must have started.
 func (w *world) checkAnchor(now time.Time, d map[string]any) {
-	if simPhase(d) != "stable" || now.Sub(w.lastBlocked) < simAnchorSlack {
+	if simPhase(d) != "stable" {
+		// In flight, or a grace an operator reopened (-reaccept-previous):
+		// no new rotation may start before the record is stable again.
+		w.notStableAt = now
+		return
+	}
+	if now.Sub(w.lastBlocked) < simAnchorSlack || now.Sub(w.notStableAt) < simAnchorSlack {
 		return
 	}
 	ra := tm(d, "rotated_at")
