@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts a local stack by itself — a real Vault dev server, the Affix fake
-# (affixtest) and affix-rotator on a short schedule (@every 30s, grace 10s) —
+# (affixtest) and affix-rotator on a short schedule (@every 1m, grace 10s) —
 # and shows rotations happening. Ctrl-C stops everything.
 #
 #   scripts/demo.sh              # run until Ctrl-C
@@ -72,9 +72,9 @@ rotation: {lease_duration: 1m, retry_initial: 1s, retry_max: 10s}
 clients:
   - name: demo
     vault_path: affix/demo
-    schedule: "@every 30s"
+    schedule: "@every 1m"   # -validate refuses anything more often
     grace_period: 10s
-    max_age: 1m        # a freshly seeded record has no rotated_at: the first rotation starts at once
+    max_age: 2m        # a freshly seeded record has no rotated_at: the first rotation starts at once
 YAML
 "$work/affix-rotator" -config "$work/config.yaml" -validate
 

@@ -370,6 +370,8 @@ func (v *validation) nextRuns(file *config.File, recs map[string]recordState, no
 				note = "the record has no rotated_at: from the daemon's start"
 			case !ok:
 				note = "never: the schedule does not fire again"
+			case rs.rec.RotatedAt.IsZero():
+				note = "the record has no rotated_at and max_age is set: its age is unknown, so it is rotated as soon as a daemon runs"
 			case first.Before(now):
 				note = fmt.Sprintf("from rotated_at %s: overdue, rotated as soon as a daemon runs", rs.rec.RotatedAt.UTC().Format(time.RFC3339))
 			default:
