@@ -68,14 +68,14 @@ const historyDepth = 32
 // the action (last_action), and audits it. A conflict with a write of the
 // rotator (a lease extension) is retried; a conflict with another
 // operator's action is a *ChangedError.
-func (r *Rotator) act(ctx context.Context, c *Client, action string, audit Audit, change func(rec vault.Record, now time.Time) (vault.Record, error)) (vault.Record, int, error) {
+func (r *Rotator) act(ctx context.Context, c *Client, action string, audit Audit, change func(rec vault.Record, ver int, now time.Time) (vault.Record, error)) (vault.Record, int, error) {
 	for attempt := 0; ; attempt++ {
 		rec, ver, err := r.opt.Store.Read(ctx, c.VaultPath)
 		if err != nil {
 			return vault.Record{}, 0, err
 		}
 		now := r.clock.Now()
-		next, err := change(rec, now)
+		next, err := change(rec, ver, now)
 		if err != nil {
 			return vault.Record{}, 0, err
 		}
@@ -113,7 +113,7 @@ func sameAction(a, b *vault.Action) bool {
 // the grace sees the lease taken and then the record stable, and sends
 // nothing more for this rotation.
 func (r *Rotator) EndGrace(ctx context.Context, c *Client, audit Audit) (Outcome, error) {
-	rec, ver, err := r.act(ctx, c, ActionEndGrace, audit, func(rec vault.Record, now time.Time) (vault.Record, error) {
+	rec, ver, err := r.act(ctx, c, ActionEndGrace, audit, func(rec vault.Record, ver int, now time.Time) (vault.Record, error) {
 		if rec.Phase != vault.PhaseOverlap {
 			return rec, phaseHint(ActionEndGrace, rec.Phase)
 		}
@@ -126,7 +126,7 @@ func (r *Rotator) EndGrace(ctx context.Context, c *Client, audit Audit) (Outcome
 		return Outcome{}, err
 	}
 	st := r.newRun(c, Trigger{Reason: ReasonAction, Time: rec.GraceUntil})
-	st.adopt(rec, ver)
+	r.adopt(st, rec, ver)
 	st.overlapHere[rec.RotationID] = true // grace_until is this action's own
 	return r.drive(ctx, st)
 }
@@ -135,7 +135,7 @@ func (r *Rotator) EndGrace(ctx context.Context, c *Client, audit Audit) (Outcome
 // both secrets stay accepted that much longer. The process driving the
 // grace sees it within RereadInterval.
 func (r *Rotator) ExtendGrace(ctx context.Context, c *Client, d time.Duration, audit Audit) (time.Time, error) {
-	rec, _, err := r.act(ctx, c, ActionExtendGrace, audit, func(rec vault.Record, now time.Time) (vault.Record, error) {
+	rec, _, err := r.act(ctx, c, ActionExtendGrace, audit, func(rec vault.Record, ver int, now time.Time) (vault.Record, error) {
 		if rec.Phase != vault.PhaseOverlap {
 			return rec, phaseHint(ActionExtendGrace, rec.Phase)
 		}
@@ -157,11 +157,11 @@ func (r *Rotator) ReacceptPrevious(ctx context.Context, c *Client, d time.Durati
 	if !ok {
 		return time.Time{}, errors.New("reaccept-previous: the store cannot read earlier versions")
 	}
-	rec, ver, err := r.act(ctx, c, ActionReacceptPrevious, audit, func(rec vault.Record, now time.Time) (vault.Record, error) {
+	rec, ver, err := r.act(ctx, c, ActionReacceptPrevious, audit, func(rec vault.Record, ver int, now time.Time) (vault.Record, error) {
 		if rec.Phase != vault.PhaseStable {
 			return rec, phaseHint(ActionReacceptPrevious, rec.Phase)
 		}
-		prev, err := r.previousSecret(ctx, vr, c, rec)
+		prev, err := r.previousSecret(ctx, vr, c, rec, ver)
 		if err != nil {
 			return rec, err
 		}
@@ -178,7 +178,7 @@ func (r *Rotator) ReacceptPrevious(ctx context.Context, c *Client, d time.Durati
 	// Affix is told [current, previous] under this action's lease; then
 	// the lease is released for the daemon to end the new grace.
 	st := r.newRun(c, Trigger{Reason: ReasonAction, Time: r.clock.Now()})
-	st.adopt(rec, ver)
+	r.adopt(st, rec, ver)
 	st.overlapHere[rec.RotationID] = true
 	st.reassert, st.stopAfterAssert = ReassertAction, true
 	if _, err := r.drive(ctx, st); err != nil {
@@ -187,13 +187,10 @@ func (r *Rotator) ReacceptPrevious(ctx context.Context, c *Client, d time.Durati
 	return rec.GraceUntil, nil
 }
 
-// previousSecret finds, in the record's version history, the overlap of the
-// rotation that made rec's current secret, and returns its previous secret.
-func (r *Rotator) previousSecret(ctx context.Context, vr VersionReader, c *Client, rec vault.Record) (secret.Value, error) {
-	_, ver, err := r.opt.Store.Read(ctx, c.VaultPath)
-	if err != nil {
-		return secret.Value{}, err
-	}
+// previousSecret finds, in the record's version history below ver (the
+// version rec was read at), the overlap of the rotation that made rec's
+// current secret, and returns its previous secret.
+func (r *Rotator) previousSecret(ctx context.Context, vr VersionReader, c *Client, rec vault.Record, ver int) (secret.Value, error) {
 	if rec.RotationID == "" {
 		return secret.Value{}, fmt.Errorf("%s refused: the record holds no completed rotation (no rotation_id), so there is no previous secret", ActionReacceptPrevious)
 	}
@@ -230,11 +227,8 @@ func phaseHint(action string, phase vault.Phase) error {
 }
 
 // adopt starts a run from a record this process just wrote at ver.
-func (st *run) adopt(rec vault.Record, ver int) {
-	st.mine = ver
-	if rec.LeaseOwner != "" {
-		st.myLease = rec.LeaseUntil.UTC().Round(0)
-	}
+func (r *Rotator) adopt(st *run, rec vault.Record, ver int) {
+	r.ownVersion(st, rec, ver)
 	st.wrote = &snapshot{rec: rec, ver: ver}
 	st.seen, st.seenVer = rec, ver
 }
