@@ -140,7 +140,7 @@ func (r *Rotator) Rotate(ctx context.Context, c *Client, trig Trigger) (Outcome,
 func (r *Rotator) newRun(c *Client, trig Trigger) *run {
 	st := &run{c: c, trig: trig, mine: -1, posted: -1, rejected: -1, seenVer: -1, effect: -1,
 		shared: map[string]bool{}, unknown: map[string]bool{}, unanswered: map[string]vault.Phase{}, overlapHere: map[string]bool{},
-		assertedAt: r.clock.Now(), bo: backoff.New(r.opt.RetryInitial, r.opt.RetryMax, r.newRand())}
+		assertedAt: r.assertedSince(c.Name, r.clock.Now()), bo: backoff.New(r.opt.RetryInitial, r.opt.RetryMax, r.newRand())}
 	if trig.Reason == ReasonReconcile {
 		st.reassert = ReassertReconcile
 	}
@@ -192,33 +192,54 @@ func (r *Rotator) release(ctx context.Context, st *run) {
 		// enough: another process may have written that version).
 		st.myLease, ver = lost.rec.LeaseUntil, -1
 	}
-	if st.myLease.IsZero() {
+	// A 429's floor binds every process that sends with this API key,
+	// whoever holds the lease now: record it even on a record this run no
+	// longer leases (a -once that gives up, a run whose lease was taken).
+	owesFloor := st.floor.After(r.clock.Now()) && st.floor.After(rec.RetryNotBefore)
+	if st.myLease.IsZero() && !owesFloor {
 		return
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if ver < 0 || ver != st.mine {
-		// Written since by someone (an annotation, a taker), or unknown:
-		// look again.
-		var err error
-		if rec, ver, err = r.opt.Store.Read(wctx, st.c.VaultPath); err != nil {
-			return
+	for attempt := 0; ; attempt++ {
+		mine := true
+		if attempt > 0 || ver < 0 || ver != st.mine {
+			// Written since by someone (an annotation, a taker), or
+			// unknown: look again.
+			var err error
+			if rec, ver, err = r.opt.Store.Read(wctx, st.c.VaultPath); err != nil {
+				return
+			}
+			if lost != nil && ver == lost.ver && !sameRecord(rec, lost.rec) {
+				mine = false
+			}
 		}
-		if lost != nil && ver == lost.ver && !sameRecord(rec, lost.rec) {
-			return
+		mine = mine && !st.myLease.IsZero() && rec.LeaseOwner == r.opt.InstanceID && rec.LeaseUntil.Equal(st.myLease)
+		next := rec
+		if mine {
+			next.LeaseOwner, next.LeaseUntil = "", time.Time{}
 		}
-	}
-	if rec.LeaseOwner != r.opt.InstanceID || !rec.LeaseUntil.Equal(st.myLease) {
-		return // someone else's lease now
-	}
-	next := rec
-	next.LeaseOwner, next.LeaseUntil = "", time.Time{}
-	next.RetryNotBefore = laterOf(rec.RetryNotBefore, st.floor)
-	if _, err := r.opt.Store.Write(wctx, st.c.VaultPath, next, ver); err != nil {
-		r.log.Warn("could not release the lease; another process waits until it runs out", append(fields(st.c, rec), zap.Time("lease_until", rec.LeaseUntil), zap.Error(err))...)
+		next.RetryNotBefore = laterOf(rec.RetryNotBefore, st.floor)
+		if !mine && next.RetryNotBefore.Equal(rec.RetryNotBefore) {
+			return // someone else's lease now, and the floor is recorded
+		}
+		_, err := r.opt.Store.Write(wctx, st.c.VaultPath, next, ver)
+		switch {
+		case err == nil && mine:
+			r.log.Info("lease released", fields(st.c, rec)...)
+			return
+		case err == nil:
+			r.log.Info("affix's Retry-After recorded for the process that goes on", append(fields(st.c, rec), zap.Time("retry_not_before", st.floor))...)
+			return
+		case errors.Is(err, vault.ErrConflict) && attempt < 2:
+			continue
+		case mine:
+			r.log.Warn("could not release the lease; another process waits until it runs out", append(fields(st.c, rec), zap.Time("lease_until", rec.LeaseUntil), zap.Error(err))...)
+		default:
+			r.log.Warn("could not record affix's Retry-After in the record; another process may send before it ends", append(fields(st.c, rec), zap.Time("retry_not_before", st.floor), zap.Error(err))...)
+		}
 		return
 	}
-	r.log.Info("lease released", fields(st.c, rec)...)
 }
 
 // step reads the record (or takes the one this run just wrote) and takes at
@@ -256,8 +277,8 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 	if rec.LeaseOwner != "" && rec.LeaseOwner != r.opt.InstanceID && now.Before(rec.LeaseUntil) && rec.Phase == vault.PhaseOverlap &&
 		now.Before(rec.GraceUntil) && r.opt.ReconcileInterval > 0 && now.Sub(st.assertedAt) >= r.opt.ReconcileInterval {
 		// Following another process's grace for a whole reconcile
-		// interval: that process may be frozen, and drift must not last
-		// longer than the interval. Taking its lease is safe in overlap
+		// interval (counted across runs: assertedSince): that process
+		// may be frozen, and drift must not last longer than the interval. Taking its lease is safe in overlap
 		// (it is only waiting) and it follows us from its next read. Not
 		// once the grace is over: the holder is dropping the old secret
 		// then, and its lease ends soon.
@@ -267,10 +288,6 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 		st.steal = true
 	}
 	if rec.LeaseOwner != "" && rec.LeaseOwner != r.opt.InstanceID && now.Before(rec.LeaseUntil) && !(st.steal && rec.Phase != vault.PhaseStaged) {
-		if st.trig.Reason == ReasonReconcile {
-			// The holder is alive and answers for Affix's state.
-			return decision{done: true}
-		}
 		if st.followed != rec.RotationID {
 			r.log.Info("another process is driving this rotation; waiting for it", append(fields(c, rec), zap.String("lease_owner", rec.LeaseOwner), zap.Time("lease_until", rec.LeaseUntil))...)
 		}
@@ -808,6 +825,7 @@ func (r *Rotator) post(ctx context.Context, st *run, rec vault.Record, secrets [
 	switch {
 	case err == nil:
 		st.assertedAt = end
+		r.confirmed(c.Name, end)
 		delete(st.unanswered, rec.RotationID)
 	case mayLand:
 		st.unanswered[rec.RotationID] = rec.Phase

@@ -122,6 +122,32 @@ type Rotator struct {
 	log    *zap.Logger
 	status *statusBoard
 	randMu sync.Mutex // guards opt.Rand
+
+	assertMu sync.Mutex
+	asserted map[string]time.Time // by client name
+}
+
+// assertedSince returns when this process last saw Affix confirm the set
+// the record of client implies, or, if it never has, when it first looked
+// at the client. It outlives runs: a reconcile run that finds another
+// process's live lease ends at once, and the next run must not start the
+// reconcile interval again from zero.
+func (r *Rotator) assertedSince(client string, now time.Time) time.Time {
+	r.assertMu.Lock()
+	defer r.assertMu.Unlock()
+	t, ok := r.asserted[client]
+	if !ok {
+		t = now
+		r.asserted[client] = t
+	}
+	return t
+}
+
+// confirmed records that Affix confirmed the set the record of client implies at t.
+func (r *Rotator) confirmed(client string, t time.Time) {
+	r.assertMu.Lock()
+	defer r.assertMu.Unlock()
+	r.asserted[client] = t
 }
 
 // New returns a Rotator with defaults filled in.
@@ -153,7 +179,7 @@ func New(opt Options) *Rotator {
 	if opt.RereadInterval <= 0 {
 		opt.RereadInterval = 30 * time.Second
 	}
-	return &Rotator{opt: opt, clock: opt.Clock, log: opt.Logger, status: newStatusBoard(opt.Clock.Now())}
+	return &Rotator{opt: opt, clock: opt.Clock, log: opt.Logger, status: newStatusBoard(opt.Clock.Now()), asserted: map[string]time.Time{}}
 }
 
 // newRand returns a random source of the caller's own, seeded from

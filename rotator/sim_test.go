@@ -37,6 +37,7 @@ import (
 
 var (
 	simN    = flag.Int("sim.n", simDefaultN, "seeds the simulation runs (go test ./rotator -run TestSimulation -sim.n=10000)")
+	simFrom = flag.Int("sim.from", 1, "first seed of the run, to split a long run into shards (-sim.from=50001 -sim.n=50000)")
 	simSeed = flag.Uint64("sim.seed", 0, "run only this seed (as printed by a failure)")
 	simSkip = flag.String("sim.skip", "", "comma-separated check classes to switch off, to look past a known bug: "+strings.Join(simClasses, ","))
 	simAll  = flag.Bool("sim.all", false, "run every seed and list each failing one (class and message) instead of stopping at the first")
@@ -154,7 +155,7 @@ func TestSimulation(t *testing.T) {
 	if *simSeed != 0 {
 		seeds = append(seeds, *simSeed)
 	} else {
-		for i := 1; i <= *simN; i++ {
+		for i := *simFrom; i < *simFrom+*simN; i++ {
 			seeds = append(seeds, uint64(i))
 		}
 	}
@@ -162,7 +163,10 @@ func TestSimulation(t *testing.T) {
 	events := map[string]int{}
 	start := time.Now()
 	var failed []string
-	for _, seed := range seeds {
+	for i, seed := range seeds {
+		if *simAll && i > 0 && i%1000 == 0 {
+			t.Logf("%d seeds played in %s, %d failed", i, time.Since(start).Round(time.Second), len(failed))
+		}
 		w, err := simulate(t, seed, skip, "chaos")
 		for k, v := range w.events {
 			events[k] += v
@@ -176,6 +180,7 @@ func TestSimulation(t *testing.T) {
 		}
 		if *simAll {
 			failed = append(failed, fmt.Sprintf("seed %d: %v", seed, err))
+			t.Logf("seed %d: %v", seed, err) // at once, for a long run's log
 			continue
 		}
 		t.Fatalf("seed %d: %v\n%s\nlast events:\n  %s\nrequests: %v\nreplay: %s -v (SIM_DEBUG=1 for the rotator's logs)",
