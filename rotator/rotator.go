@@ -214,7 +214,8 @@ const (
 	ReasonStartup = "startup"
 	// ReasonReconcile: send Affix the set the record implies again
 	// (rotation.reconcile_interval); never starts a rotation, resumes one
-	// in flight, and leaves a client leased by a live process alone.
+	// in flight, and waits out another process's lease (its holder may be
+	// frozen) before it sends.
 	ReasonReconcile = "reconcile"
 	// ReasonAction: an operator action drives the record it just wrote;
 	// never starts a rotation.
