@@ -106,6 +106,13 @@ func (a *authenticator) doLogin(ctx context.Context) (*api.Secret, error) {
 			return nil, nil
 		}
 		sec, err := a.client.Auth().Token().RenewSelfWithContext(ctx, 0)
+		if isDeniedResponse(err) {
+			// The token is valid (lookup-self answered) but its policies
+			// do not grant auth/token/renew-self (a token created with
+			// -no-default-policy, say): use it until it expires.
+			a.log.Warn("vault: the token may not renew itself (its policies lack auth/token/renew-self); it is used as it is until it expires", zap.Error(err))
+			return nil, nil
+		}
 		if err != nil {
 			return nil, fmt.Errorf("vault: renew token: %w", err)
 		}

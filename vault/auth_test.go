@@ -85,3 +85,34 @@ func TestAppRoleLoginAndRelogin(t *testing.T) {
 		t.Fatalf("read outside policy: %v", err)
 	}
 }
+
+// TestTokenWithoutRenewSelf: an operator's renewable token whose policies
+// do not include auth/token/renew-self (created with -no-default-policy)
+// still works: it is used until it expires, with a warning, instead of
+// failing with a misleading "renew token: permission denied".
+func TestTokenWithoutRenewSelf(t *testing.T) {
+	srv := vaulttest.Shared(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	root := srv.Client()
+	policy := `path "secret/data/*" { capabilities = ["create","read","update"] }
+path "auth/token/lookup-self" { capabilities = ["read"] }`
+	if err := root.Sys().PutPolicyWithContext(ctx, "no-renew", policy); err != nil {
+		t.Fatal(err)
+	}
+	renewable := true
+	tok, err := root.Auth().Token().CreateWithContext(ctx, &api.TokenCreateRequest{
+		Policies: []string{"no-renew"}, NoDefaultPolicy: true, TTL: "1h", Renewable: &renewable,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := vault.New(ctx, vault.Config{Address: srv.Addr, KVMount: "secret", Timeout: 5 * time.Second, Auth: vault.TokenAuth(secret.New(tok.Auth.ClientToken))})
+	if err != nil {
+		t.Fatalf("a valid token that may not renew itself: %v", err)
+	}
+	path := vaulttest.Path(t)
+	if _, err := s.Write(ctx, path, vault.Record{Phase: vault.PhaseStable, ClientSecret: secret.New("a")}, 0); err != nil {
+		t.Fatalf("write with a token that may not renew itself: %v", err)
+	}
+}
