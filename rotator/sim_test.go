@@ -111,7 +111,8 @@ const (
 //     last dropped the current secret (I1) or last added the unrecorded
 //     one (I2) was sent by a process whose lease had expired when it
 //     landed, or whose rotation had moved on (phase or rotation id), or
-//     Affix changed its set itself; any other is a bug at once.
+//     whose namesake (same instance id) wrote the record since it read
+//     it, or Affix changed its set itself; any other is a bug at once.
 //   - [drift] bounded drift: once begun, an I1/I2 violation ends before
 //     some daemon has been live, unpaused and unhindered (no Affix or
 //     Vault outage, no 429 floor, record not deleted) for simDriftBound =
@@ -1068,6 +1069,24 @@ func (w *world) exemptFloors(p *proc) {
 	}
 }
 
+// namesakeWrote reports whether a version after v was written by another
+// process with p's instance id.
+func (w *world) namesakeWrote(p *proc, v int) bool {
+	_, latest, _ := w.store.Latest(simPath)
+	for u := v + 1; u <= latest; u++ {
+		pid := w.verWriter[u]
+		if pid == 0 || pid == p.pid {
+			continue
+		}
+		for _, q := range w.procs {
+			if q.pid == pid && q.id == p.id {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // othersWrote reports whether a version after v was written by anyone but p.
 func (w *world) othersWrote(p *proc, v int) bool {
 	_, latest, _ := w.store.Latest(simPath)
@@ -1292,6 +1311,13 @@ func (w *world) landed(c *call, p *proc, outOfBand, late bool) string {
 		}
 		if c.basis == nil || str(cur, "rotation_id") != c.basis.str("rotation_id") || simPhase(cur) != simPhase(c.basis.data) {
 			why = append(why, "rotation moved on")
+		}
+		if c.basis != nil && w.namesakeWrote(p, c.basis.ver) {
+			// The lease names an instance id, not a process: a namesake
+			// (a restarted pod whose predecessor is frozen, not dead)
+			// takes it at once, by design, so it fences nothing between
+			// them; the drift bound covers what lands.
+			why = append(why, "a namesake wrote the record since")
 		}
 	}
 	stale := len(why) > 0
@@ -1555,6 +1581,10 @@ func (w *world) operatorDelete(now time.Time) {
 	}
 	w.store.Delete(simPath)
 	w.deletedData[v] = d
+	// A run that held the lease fails on the deleted record and ends;
+	// the lease a rollback brings back is the operator's doing, which no
+	// process knows it holds until it reads the record again.
+	w.leaseBy = 0
 	w.event("operator-vault-kv-delete")
 	w.at(now.Add(w.dur(time.Minute, 20*time.Minute)), "rollback", func() { w.rollback(v, d) })
 }
