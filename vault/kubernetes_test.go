@@ -189,6 +189,34 @@ func TestKubernetesLoginWriteAndRelogin(t *testing.T) {
 	assertNoJWT(t, jwt, o.String(), logText(logs))
 }
 
+// TestKubernetesReloginReadsRotatedToken: the kubelet replaces the pod's
+// service account token in its file before the old one expires; a re-login
+// must send the token in the file now, not the one read at start.
+func TestKubernetesReloginReadsRotatedToken(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	k := newK8sAuth(t)
+	old := k.issue(t)
+	file := tokenFile(t, old)
+	s, _, logs, err := k.store(ctx, t, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := vaulttest.Path(t)
+	if _, err := s.Write(ctx, path, vault.Record{Phase: vault.PhaseStable, ClientSecret: secret.New("a")}, 0); err != nil {
+		t.Fatal(err)
+	}
+	fresh := k.issue(t)
+	if err := os.WriteFile(file, []byte(fresh+"\n"), 0o600); err != nil { // a trailing newline is not part of the token
+		t.Fatal(err)
+	}
+	k.k8s.Revoke(old) // expired, say
+	k.revokeAll(ctx, t)
+	readUntilOK(ctx, t, s, path)
+	assertNoJWT(t, old, logText(logs))
+	assertNoJWT(t, fresh, logText(logs))
+}
+
 // TestKubernetesLoginRejected: a login Vault refuses after its TokenReview
 // (or before, for a service account the role is not bound to) fails with
 // ErrDenied and an error that names the auth method and holds no JWT.
