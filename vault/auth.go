@@ -87,6 +87,20 @@ func (k kubernetesLogin) method() (*kubernetes.KubernetesAuth, error) {
 	return m, nil
 }
 
+// DeniedHint says what to check when Vault denies the method's login or
+// token (for logs and the one-shot commands' FAILED line).
+func (a Auth) DeniedHint() string {
+	switch a.Method {
+	case "approle":
+		return "check the role id and the secret id (expired, or out of uses?) and that the AppRole role exists"
+	case "kubernetes":
+		return "check that the token in vault.auth.kubernetes.token_file is current, that the Kubernetes auth role (vault.auth.kubernetes.role) has this pod's service account and namespace in bound_service_account_names and bound_service_account_namespaces, " +
+			"and that the auth method's config (kubernetes_host, kubernetes_ca_cert, token_reviewer_jwt) lets Vault have the token reviewed by the cluster's API server; Vault logs the reason at debug level (\"login unauthorized\")"
+	default:
+		return "check that the token is valid (not expired or revoked: `vault token lookup`)"
+	}
+}
+
 // authenticator owns the client's token: the first login, renewal through
 // api.LifetimeWatcher, and a fresh login when renewal ends or Vault denies.
 type authenticator struct {
@@ -230,7 +244,7 @@ func (a *authenticator) relogin(ctx context.Context) *api.Secret {
 		}
 		d := b.Next()
 		if errors.Is(err, ErrDenied) {
-			a.log.Error("vault: authentication denied; retrying: check that the credentials are valid (token not expired or revoked, role and secret id)", zap.String("auth_method", a.auth.Method), zap.Error(err), zap.Duration("retry_in", d))
+			a.log.Error("vault: authentication denied; retrying: "+a.auth.DeniedHint(), zap.String("auth_method", a.auth.Method), zap.Error(err), zap.Duration("retry_in", d))
 		} else {
 			a.log.Warn("vault: authentication failed; retrying", zap.String("auth_method", a.auth.Method), zap.Error(err), zap.Duration("retry_in", d))
 		}

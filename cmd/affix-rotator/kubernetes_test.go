@@ -200,6 +200,16 @@ func TestKubernetesAuthRejected(t *testing.T) {
 	if !strings.Contains(out, "FAILED: vault denied the credentials (auth method kubernetes)") {
 		t.Fatalf("output does not say the kubernetes login was denied:\n%s", out)
 	}
+	// What to check is the service account and the auth method's config,
+	// not a token lookup or a secret id.
+	for _, want := range []string{"bound_service_account_names", "token_reviewer_jwt"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("the hint does not mention %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "vault token lookup") || strings.Contains(out, "its secret") {
+		t.Fatalf("the hint is the token/approle one:\n%s", out)
+	}
 	assertNoJWT(t, out, jwt)
 	if str(s.record(), "client_secret") != s.s0 || len(s.fake.Requests()) != 0 {
 		t.Fatal("a denied login touched the record or Affix")
