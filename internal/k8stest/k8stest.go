@@ -92,13 +92,6 @@ func Start() (*Server, error) {
 // Close stops the server.
 func (s *Server) Close() { s.srv.Close() }
 
-// PublicKeyPEM returns the PEM of the key that signs the JWTs (for Vault's
-// optional pem_keys, with which Vault checks the signature itself).
-func (s *Server) PublicKeyPEM() string {
-	der, _ := x509.MarshalPKIXPublicKey(&s.key.PublicKey) // cannot fail: checked in Start
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
-}
-
 // Issue returns a new projected service account token of the service
 // account namespace/name, valid for an hour, as the kubelet mounts it in a
 // pod at /var/run/secrets/kubernetes.io/serviceaccount/token.
