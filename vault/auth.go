@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -41,13 +43,62 @@ func AppRoleAuth(mount, roleID, secretIDFile, secretIDEnv string) (Auth, error) 
 }
 
 // KubernetesAuth logs in at auth/<mount> as role with the pod's service
-// account token, re-read from tokenFile at each login (it is rotated).
+// account token, re-read from tokenFile at each login: the kubelet replaces
+// the token before it expires, so the one read at start may be refused by
+// the time the daemon logs in again. The file is read once here too, to
+// fail fast when it is missing.
 func KubernetesAuth(mount, role, tokenFile string) (Auth, error) {
-	a, err := kubernetes.NewKubernetesAuth(role, kubernetes.WithMountPath(mount), kubernetes.WithServiceAccountTokenPath(tokenFile))
-	if err != nil {
+	k := kubernetesLogin{mount: mount, role: role, tokenFile: tokenFile}
+	if _, err := k.method(); err != nil {
 		return Auth{}, fmt.Errorf("vault: kubernetes auth: %w", err)
 	}
-	return Auth{Method: "kubernetes", Login: a}, nil
+	return Auth{Method: "kubernetes", Login: k}, nil
+}
+
+// kubernetesLogin is the library's kubernetes auth method built afresh at
+// each login from the token in the file (the library's own file option
+// reads the file only once, when the method is built).
+type kubernetesLogin struct{ mount, role, tokenFile string }
+
+// Login implements api.AuthMethod.
+func (k kubernetesLogin) Login(ctx context.Context, c *api.Client) (*api.Secret, error) {
+	m, err := k.method()
+	if err != nil {
+		return nil, err
+	}
+	return m.Login(ctx, c)
+}
+
+// method reads the token file and builds the library's method with it.
+// Errors name the file, never its content.
+func (k kubernetesLogin) method() (*kubernetes.KubernetesAuth, error) {
+	b, err := os.ReadFile(k.tokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("read the service account token: %w", err)
+	}
+	jwt := strings.TrimSpace(string(b))
+	if jwt == "" {
+		return nil, fmt.Errorf("the service account token file %s is empty", k.tokenFile)
+	}
+	m, err := kubernetes.NewKubernetesAuth(k.role, kubernetes.WithMountPath(k.mount), kubernetes.WithServiceAccountToken(jwt))
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes auth method (mount %s, role %s): %w", k.mount, k.role, err)
+	}
+	return m, nil
+}
+
+// DeniedHint says what to check when Vault denies the method's login or
+// token (for logs and the one-shot commands' FAILED line).
+func (a Auth) DeniedHint() string {
+	switch a.Method {
+	case "approle":
+		return "check the role id and the secret id (expired, or out of uses?) and that the AppRole role exists"
+	case "kubernetes":
+		return "check that the token in vault.auth.kubernetes.token_file is current, that the Kubernetes auth role (vault.auth.kubernetes.role) has this pod's service account and namespace in bound_service_account_names and bound_service_account_namespaces, " +
+			"and that the auth method's config (kubernetes_host, kubernetes_ca_cert, token_reviewer_jwt) lets Vault have the token reviewed by the cluster's API server; Vault logs the reason at debug level (\"login unauthorized\")"
+	default:
+		return "check that the token is valid (not expired or revoked: `vault token lookup`)"
+	}
 }
 
 // authenticator owns the client's token: the first login, renewal through
@@ -200,7 +251,7 @@ func (a *authenticator) relogin(ctx context.Context) *api.Secret {
 		}
 		d := b.Next()
 		if errors.Is(err, ErrDenied) {
-			a.log.Error("vault: authentication denied; retrying: check that the credentials are valid (token not expired or revoked, role and secret id)", zap.String("auth_method", a.auth.Method), zap.Error(err), zap.Duration("retry_in", d))
+			a.log.Error("vault: authentication denied; retrying: "+a.auth.DeniedHint(), zap.String("auth_method", a.auth.Method), zap.Error(err), zap.Duration("retry_in", d))
 		} else {
 			a.log.Warn("vault: authentication failed; retrying", zap.String("auth_method", a.auth.Method), zap.Error(err), zap.Duration("retry_in", d))
 		}

@@ -9,8 +9,9 @@ import (
 )
 
 // WhoAmI says who the store's Vault token is, for audit lines: the token's
-// display name (e.g. "token-ops-alice", "approle", "kubernetes-affix-rotator")
-// and, when the token belongs to an identity entity, its id:
+// display name (e.g. "token-ops-alice", "approle",
+// "kubernetes-affix-rotator-affix-rotator": mount, namespace, service
+// account) and, when the token belongs to an identity entity, its id:
 // "token-ops-alice (entity 4fd2…)"; a root token without an entity says so:
 // "root (root token)". It never returns the token or its accessor.
 func (s *Store) WhoAmI(ctx context.Context) (string, error) {

@@ -125,7 +125,7 @@ func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, env Env, 
 			health.failed(err)
 		}
 		if errors.Is(err, vault.ErrDenied) {
-			hint := fmt.Sprintf("vault denied the credentials (auth method %s): check that the token is valid (not expired or revoked: `vault token lookup`) or, for approle/kubernetes, the role and its secret", auth.Method)
+			hint := fmt.Sprintf("vault denied the credentials (auth method %s): %s", auth.Method, auth.DeniedHint())
 			if f.oneShot() {
 				log.Error(hint, zap.Error(err))
 				fmt.Fprintf(env.Stdout, "FAILED: %s: %v\n", hint, err)
