@@ -102,7 +102,7 @@ func Start(ctx context.Context, opt Options) (*Agent, error) {
 	if err := os.MkdirAll(opt.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	roleID, secretID, err := appRole(ctx, opt.Vault)
+	roleID, secretID, err := AppRole(ctx, opt.Vault)
 	if err != nil {
 		return nil, err
 	}
@@ -183,9 +183,10 @@ func rendered(path string) bool {
 	return err == nil && st.Mode().IsRegular()
 }
 
-// appRole enables AppRole (if needed), writes the consumer policy and the
-// role, and returns a role id and a new secret id.
-func appRole(ctx context.Context, v *vaulttest.Server) (roleID, secretID string, err error) {
+// AppRole enables the AppRole auth method on v (at approle/, if it is not
+// yet), writes the consumer Policy (read on the record's data path) and
+// the Role bound to it, and returns the role's id and a new secret id.
+func AppRole(ctx context.Context, v *vaulttest.Server) (roleID, secretID string, err error) {
 	c := v.Client()
 	auths, err := c.Sys().ListAuthWithContext(ctx)
 	if err != nil {
