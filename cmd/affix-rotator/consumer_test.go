@@ -115,6 +115,9 @@ func runConsumerStack(t *testing.T, clientExtra string, limit time.Duration, don
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(history) > run.rotations {
+		history = history[:run.rotations] // the completed rotations; one may have been in flight at the stop
+	}
 	run.pickups = c.Pickups(history)
 	return run
 }
@@ -137,17 +140,20 @@ func lateness(ps []consumer.Pickup) (median, maxLate time.Duration, unseen int) 
 	return ls[len(ls)/2], ls[len(ls)-1], unseen
 }
 
-// TestConsumerVaultAgentZeroDowntime: with a grace (3s) longer than Vault
+// TestConsumerVaultAgentZeroDowntime: with a grace (5s) longer than Vault
 // Agent's render interval (1s) plus a margin, a consumer that
 // authenticates every 50 ms with what the agent renders is never refused
 // across at least 20 rotations by the real daemon. The config states
 // consumers.max_refresh: 2s, which the daemon accepts with that grace.
+// (The margin is wide because CI runs this beside other packages' tests on
+// two cores: under a load average of 6, with the race detector, pickups
+// 2.2s and 3.2s late were seen with this 1s interval.)
 func TestConsumerVaultAgentZeroDowntime(t *testing.T) {
 	if testing.Short() {
-		t.Skip("-short: 20 real rotations with a 3s grace take about 90s")
+		t.Skip("-short: 20 real rotations with a 5s grace take about 2 minutes")
 	}
-	const grace, want = 3 * time.Second, 20
-	run := runConsumerStack(t, "    grace_period: 3s\n    consumers: {max_refresh: 2s}\n", 4*time.Minute, func(rotations int, _ consumer.Stats) bool {
+	const grace, want = 5 * time.Second, 20
+	run := runConsumerStack(t, "    grace_period: 5s\n    consumers: {max_refresh: 2s}\n", 4*time.Minute, func(rotations int, _ consumer.Stats) bool {
 		return rotations >= want
 	})
 	med, maxLate, unseen := lateness(run.pickups)
@@ -162,10 +168,9 @@ func TestConsumerVaultAgentZeroDowntime(t *testing.T) {
 	if run.fake.Accepted < run.stats.Accepted {
 		t.Fatalf("the fake counted %d accepted, the consumer %d", run.fake.Accepted, run.stats.Accepted)
 	}
-	// Every rotation's secret but the last few (current only at the end)
-	// was read, well within the grace.
-	if len(run.pickups) < want || unseen > 1 {
-		t.Fatalf("%d rotations in Vault's history, %d new secrets never seen by the consumer", len(run.pickups), unseen)
+	// Every completed rotation's new secret was read, within the grace.
+	if len(run.pickups) < want || unseen > 0 {
+		t.Fatalf("%d completed rotations in Vault's history, %d new secrets never seen by the consumer", len(run.pickups), unseen)
 	}
 	if maxLate >= grace {
 		t.Fatalf("a new secret was picked up %s after it became current, not within the %s grace", maxLate, grace)
