@@ -153,7 +153,7 @@ func TestConsumerVaultAgentZeroDowntime(t *testing.T) {
 		t.Skip("-short: 20 real rotations with a 5s grace take about 2 minutes")
 	}
 	const grace, want = 5 * time.Second, 20
-	run := runConsumerStack(t, "    grace_period: 5s\n    consumers: {max_refresh: 2s}\n", 4*time.Minute, func(rotations int, _ consumer.Stats) bool {
+	run := runConsumerStack(t, "    grace_period: 5s\n    consumers: {max_refresh: 2s}\n", 6*time.Minute, func(rotations int, _ consumer.Stats) bool {
 		return rotations >= want
 	})
 	med, maxLate, unseen := lateness(run.pickups)
