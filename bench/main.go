@@ -2,7 +2,7 @@
 // run, on a real Vault dev server and the in-process Affix fake. See
 // docs/PERFORMANCE.md.
 //
-//	go run ./bench [-runs 5] [-idle 60s] [-fleet 1000] [-skip idle,shell,fleet]
+//	go run ./bench [-runs 5] [-idle 60s] [-fleet 1000] [-consumer-rotations 20] [-skip idle,shell,fleet,consumer]
 package main
 
 import (
@@ -35,8 +35,11 @@ func main() {
 	fleetRate := flag.Float64("fleet-rate", 50, "requests/s the fake allows the account in the fleet figure")
 	fleetConc := flag.Int("fleet-concurrency", 10, "the daemon's rotation.max_concurrent in the fleet figure")
 	scrapeClients := flag.Int("scrape-clients", 1000, "configured clients for the /metrics scrape figure")
+	consumerRotations := flag.Int("consumer-rotations", 20, "rotations in the consumer figure")
+	consumerGrace := flag.Duration("consumer-grace", 5*time.Second, "the daemon's grace_period in the consumer figure")
+	consumerRender := flag.Duration("consumer-render", time.Second, "Vault Agent's static_secret_render_interval in the consumer figure (whole seconds)")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of 500 of our rotations (overhead figure) to this file")
-	skip := flag.String("skip", "", "comma-separated figures to skip: overhead,idle,scrape,shell,fleet")
+	skip := flag.String("skip", "", "comma-separated figures to skip: overhead,idle,scrape,shell,fleet,consumer")
 	flag.Parse()
 	skipped := map[string]bool{}
 	for _, s := range strings.Split(*skip, ",") {
@@ -74,6 +77,7 @@ func main() {
 	step("idle", func() error { return e.idleCost(ctx, *runs, *idle) })
 	step("scrape", func() error { return e.scrape(ctx, *scrapeClients) })
 	step("fleet", func() error { return e.fleet(ctx, *runs, *fleet, *fleetRate, *fleetConc) })
+	step("consumer", func() error { return e.consumerFigure(ctx, *consumerRotations, *consumerGrace, *consumerRender) })
 	if failed {
 		os.Exit(1)
 	}

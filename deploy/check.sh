@@ -170,6 +170,7 @@ groups=(
   "runbook: every alert's runbook_url anchor, exit codes, procedures, metric names|^(TestSlugify|TestRunbookCoversAlerts|TestRunbookCoversExitCodesAndProcedures|TestRunbookMetricNames)$"
   "Dockerfile: BuildKit parse and lint, build through deploy/build-flags.sh = contract flags|^(TestBuildFlags|TestDockerfile)$"
   "systemd unit: hardening and restart directives|^(TestSystemdUnit)$"
+  "External Secrets examples (docs/examples/external-secrets): strict decoding against ESO v1's fields they use, store and record wiring|^(TestExternalSecretsExamples)$"
 )
 k8scheck_vet() {
   local unformatted

@@ -121,6 +121,9 @@ type State struct {
 	Accepted      []string       `json:"accepted"`       // fingerprints, in the order last sent
 	PendingFaults int            `json:"pending_faults"` // queued faults not yet consumed
 	Requests      []StateRequest `json:"requests"`       // in arrival order
+	// Authentications counts the client's authentications at TokenPath
+	// (the consumer stand-in, not an Affix endpoint).
+	Authentications Auths `json:"authentications"`
 }
 
 // StateRequest is one request in a State.
@@ -137,7 +140,11 @@ type StateRequest struct {
 
 // State returns what GET /_affixtest/state shows for apiKey's client.
 func (s *Server) State(apiKey string) State {
-	st := State{ClientID: s.ClientID(apiKey), Accepted: Fingerprints(s.Secrets(apiKey)), PendingFaults: s.Pending(), Requests: []StateRequest{}}
+	id := s.ClientID(apiKey)
+	st := State{ClientID: id, Accepted: Fingerprints(s.Secrets(apiKey)), PendingFaults: s.Pending(), Requests: []StateRequest{}}
+	if id != "" {
+		st.Authentications = s.Authentications(id)
+	}
 	for _, r := range s.Requests() {
 		fields := make([]string, 0, len(r.Fields))
 		for k := range r.Fields {
@@ -155,7 +162,7 @@ func (s *Server) State(apiKey string) State {
 // AdminHandler serves the test-only endpoints for apiKey's client (the
 // process mode registers one):
 //
-//	GET  /_affixtest/state     State: {"client_id", "accepted": [fingerprints], "pending_faults", "requests": [...]}
+//	GET  /_affixtest/state     State: {"client_id", "accepted": [fingerprints], "pending_faults", "requests": [...], "authentications": {"accepted", "refused"}}
 //	POST /_affixtest/faults    a JSON array of faults to queue (see Fault.UnmarshalJSON) → {"queued": n}
 //	POST /_affixtest/accepted  {"secret": "…"} → {"accepted": bool}
 //
@@ -213,10 +220,11 @@ func decodeStrict(r io.Reader, v any) error {
 	return nil
 }
 
-// Mux serves the API (Handler) and the admin endpoints (AdminHandler) on
-// one listener, as the process mode does.
+// Mux serves the API and the consumer stand-in (Handler) and the admin
+// endpoints (AdminHandler) on one listener, as the process mode does.
 func (s *Server) Mux(apiKey string) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle(TokenPath, s.Handler())
 	mux.Handle(AdminPrefix, s.AdminHandler(apiKey))
 	mux.Handle("/", s.Handler())
 	return mux

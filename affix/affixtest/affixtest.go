@@ -5,6 +5,10 @@
 // API does, answers the documented bodies, keeps the set of accepted
 // secrets per client, records every request, and can be told to answer any
 // documented failure, to hang, to drop the connection, or to lie.
+//
+// Beside the API it serves one endpoint that is not Affix's: TokenPath, a
+// stand-in for how consumers use their client id and secret, so that tests
+// can check from a consumer's side that the secret it holds is accepted.
 package affixtest
 
 import (
@@ -97,8 +101,10 @@ type Server struct {
 	faults   []Fault
 	now      func() time.Time
 	log      func(Request)
-	limit    *rate.Limiter // SetRateLimit; nil: unlimited
-	limited  int           // requests refused by the rate limit
+	limit    *rate.Limiter     // SetRateLimit; nil: unlimited
+	limited  int               // requests refused by the rate limit
+	auths    map[string]*Auths // TokenPath authentications by client_id presented
+	tokens   int               // access tokens issued at TokenPath
 }
 
 // entry is a request being handled (done once answered or dropped).
@@ -255,12 +261,17 @@ func (s *Server) Pending() int {
 	return len(s.faults)
 }
 
-// Handler serves the API endpoint (and answers 404 anywhere else).
+// Handler serves the API endpoint and the consumer stand-in at TokenPath
+// (and answers 404 anywhere else).
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serve) }
 
 type errBody map[string]any
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == TokenPath {
+		s.serveToken(w, r) // the consumers' traffic: neither recorded nor faulted
+		return
+	}
 	body, _ := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	e := &entry{Request: Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body}}
 	if u, _ := parseUpdate(body); u != nil {

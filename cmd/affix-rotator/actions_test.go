@@ -158,7 +158,7 @@ var onceGrace = flag.Duration("once-grace", 3*time.Second, "the -grace of TestOn
 func TestOnceShortGrace(t *testing.T) {
 	g := *onceGrace
 	s := newStack(t)
-	cfg := s.config("c.yaml", "host-a", "    schedule: \"@every 720h\"\n    grace_period: 24h\n")
+	cfg := s.config("c.yaml", "host-a", "    schedule: \"@every 720h\"\n    grace_period: 24h\n    consumers: {max_refresh: 1h}\n")
 	start := time.Now()
 	p := s.start("-config", cfg, "-once", "-client", "prod", "-grace", g.String(), "-reason", "current secret leaked")
 	if code := p.wait(t, g+60*time.Second); code != 0 {
@@ -177,6 +177,9 @@ func TestOnceShortGrace(t *testing.T) {
 	}
 	if out := p.out.String(); !strings.Contains(out, "WARNING: -grace "+g.String()+" is shorter than the configured grace_period 24h0m0s") {
 		t.Fatalf("no warning in output:\n%s", out)
+	}
+	if out := p.out.String(); !strings.Contains(out, "WARNING: -grace "+g.String()+" does not exceed consumers.max_refresh 1h0m0s") {
+		t.Fatalf("no consumers.max_refresh warning in output:\n%s", out)
 	}
 	reqs := s.fake.Requests()
 	if gap := reqs[1].Time.Sub(reqs[0].Time); gap < g || gap > g+7*time.Second {

@@ -83,6 +83,11 @@ func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 		if f.grace < c.GracePeriod {
 			fmt.Fprintf(env.Stdout, "%s: WARNING: -grace %s is shorter than the configured grace_period %s: consumers that have not read the new secret within %s of it becoming current will fail to authenticate with the old one\n", c.Name, f.grace, c.GracePeriod, f.grace)
 		}
+		for _, cc := range cfg.Clients {
+			if mr := cc.Consumers.MaxRefresh.D(); cc.Name == c.Name && mr > 0 && f.grace <= mr {
+				fmt.Fprintf(env.Stdout, "%s: WARNING: -grace %s does not exceed consumers.max_refresh %s: the slowest consumers will still hold the old secret when it is dropped and fail to authenticate until they refresh\n", c.Name, f.grace, mr)
+			}
+		}
 		c.GracePeriod = f.grace
 		clients = []*rotator.Client{&c}
 		return runOnce(ctx, r, clients, env, &audit)

@@ -30,6 +30,9 @@ func TestValidateInProcess(t *testing.T) {
 		{"environment", good, nil, map[string]string{"VAULT_TOKEN": "t"}, 2, []string{"error (environment): affix.api_key_env: environment variable AFFIX_API_KEY", "not the file's fault"}},
 		{"online only", good, nil, map[string]string{"VAULT_TOKEN": "t", "AFFIX_API_KEY": "k"}, 1, []string{"error (vault): vault.address: Vault at http://127.0.0.1:1 is unreachable", "exit 1"}},
 		{"not yaml", "clients: [\n", []string{"-offline"}, nil, 2, []string{"error (file)", "not valid YAML"}},
+		{"grace not above consumers.max_refresh", good + "    consumers: {max_refresh: 30h}\n", []string{"-offline"}, nil, 2,
+			[]string{`error (file): clients[0].grace_period (client "prod"): 24h does not exceed consumers.max_refresh (30h): grace_period must exceed the slowest consumer's refresh interval plus its restart time`, "(line 6)"}},
+		{"grace above consumers.max_refresh", good + "    consumers: {max_refresh: 1h}\n", []string{"-offline"}, nil, 0, []string{"OK (1 client)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".yaml")

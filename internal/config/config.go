@@ -206,6 +206,19 @@ type Client struct {
 	Affix AffixOverride `yaml:"affix"`
 	// App holds optional fields sent with every update.
 	App App `yaml:"app"`
+	// Consumers describes the applications that read the client's secret
+	// from Vault, so that the grace period can be checked against them.
+	Consumers Consumers `yaml:"consumers"`
+}
+
+// Consumers describes the applications that read a client's secret from
+// Vault (Vault Agent, External Secrets Operator, the application itself).
+type Consumers struct {
+	// MaxRefresh is the slowest consumer's refresh interval plus its
+	// restart time: how long after the new secret becomes current in Vault
+	// the last consumer may still use the old one. When set, GracePeriod
+	// must exceed it. 0 (the default) states nothing; >= 0.
+	MaxRefresh Duration `yaml:"max_refresh"`
 }
 
 // AffixOverride overrides fields of the top-level affix block for one

@@ -283,6 +283,12 @@ func TestDefaults(t *testing.T) {
 		{"zero jitter and max_age", withClient("jitter: 0", "max_age: 0s"), func(c *Config) bool {
 			return c.Clients[0].Jitter == 0 && c.Clients[0].MaxAge == 0
 		}},
+		{"consumers.max_refresh below grace", withClient("consumers: {max_refresh: 23h59m}"), func(c *Config) bool {
+			return c.Clients[0].Consumers.MaxRefresh.D() == 23*time.Hour+59*time.Minute
+		}},
+		{"consumers.max_refresh left out or 0", withClient("consumers: {max_refresh: 0}"), func(c *Config) bool {
+			return c.Clients[0].Consumers.MaxRefresh == 0
+		}},
 		{"anchors and merge keys", minimal + "  - &base {name: b, vault_path: affix/b, schedule: \"@daily\", grace_period: 1h, jitter: 5m, affix: {api_key_env: KEY_B}}\n  - <<: *base\n    name: c\n    vault_path: affix/c\n    affix: {api_key_env: KEY_C}\n", func(c *Config) bool {
 			return len(c.Clients) == 3 && c.Clients[2].Name == "c" && c.Clients[2].Schedule == "@daily" && c.Clients[2].Jitter.D() == 5*time.Minute
 		}},
@@ -418,6 +424,12 @@ func TestBrokenConfigsNameTheKey(t *testing.T) {
 		{"negative max_age", withClient("max_age: -1h"), []string{"clients[0].max_age: must not be negative"}},
 		{"max_age below grace", withClient("max_age: 1h"), []string{"clients[0].max_age:", "longer than grace_period"}},
 		{"max_age equal to grace", withClient("max_age: 24h"), []string{"clients[0].max_age:"}},
+		{"grace below consumers.max_refresh", withClient("consumers: {max_refresh: 36h}"), []string{
+			`clients[0].grace_period: 24h does not exceed consumers.max_refresh (36h): grace_period must exceed the slowest consumer's refresh interval plus its restart time`, "(line 5)"}},
+		{"grace equal to consumers.max_refresh", withClient("consumers:", "  max_refresh: 24h"), []string{"clients[0].grace_period", "does not exceed consumers.max_refresh (24h)"}},
+		{"negative consumers.max_refresh", withClient("consumers: {max_refresh: -5m}"), []string{"clients[0].consumers.max_refresh", "must not be negative, got -5m"}},
+		{"consumers.max_refresh not a duration", withClient("consumers: {max_refresh: 5 minutes}"), []string{"clients[0].consumers.max_refresh", "not a duration"}},
+		{"unknown key under consumers", withClient("consumers: {max_refesh: 5m}"), []string{"clients[0].consumers.max_refesh: unknown key", `did you mean "max_refresh"`}},
 		{"override base url", withClient("affix: {base_url: \"not a url\"}"), []string{"clients[0].affix.base_url:"}},
 		{"override env and file", withClient("affix: {api_key_env: K, api_key_file: /f}"), []string{"clients[0].affix.api_key_file: give api_key_env or api_key_file"}},
 		{"override negative timeout", withClient("affix: {timeout: -1s}"), []string{"clients[0].affix.timeout:"}},

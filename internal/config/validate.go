@@ -323,6 +323,12 @@ func (c *Config) validateClients(p *problems, present map[string]bool) {
 		case cl.GracePeriod <= 0:
 			p.add(k("grace_period"), "must be positive, got %s", p.raw(k("grace_period"), cl.GracePeriod))
 		}
+		if mr := cl.Consumers.MaxRefresh; mr < 0 {
+			p.add(k("consumers.max_refresh"), "must not be negative, got %s (0 or leaving it out states nothing)", p.raw(k("consumers.max_refresh"), mr))
+		} else if mr > 0 && cl.GracePeriod > 0 && cl.GracePeriod <= mr {
+			p.add(k("grace_period"), "%s does not exceed consumers.max_refresh (%s): grace_period must exceed the slowest consumer's refresh interval plus its restart time, or a consumer still holding the old secret when the grace ends fails to authenticate; lengthen grace_period (a few times max_refresh leaves room for a missed refresh) or make the consumers refresh sooner",
+				p.raw(k("grace_period"), cl.GracePeriod), p.raw(k("consumers.max_refresh"), mr))
+		}
 		if cl.Jitter < 0 {
 			p.add(k("jitter"), "must not be negative, got %s", p.raw(k("jitter"), cl.Jitter))
 		}

@@ -5,7 +5,8 @@
 //
 // The API key (the one clients must send) and the initially accepted secret
 // come from the environment (-api-key-env, -secret-env) or a file
-// (-secret-file). The admin endpoints of affixtest.AdminHandler are served
+// (-secret-file). The admin endpoints of affixtest.AdminHandler and the
+// consumer stand-in affixtest.TokenPath (not an Affix endpoint) are served
 // on the same listener under /_affixtest/. One line per request is logged
 // to stderr with the status and the secrets' fingerprints, never values.
 package main
