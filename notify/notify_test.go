@@ -212,7 +212,9 @@ func TestHostileReceivers(t *testing.T) {
 			}
 		}, "", notify.ResultFailed, func(n int32) bool { return n >= 2 }},
 		{"500", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) }, "", notify.ResultFailed, func(n int32) bool { return n >= 3 }},
-		{"redirect", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, target.URL, http.StatusTemporaryRedirect) }, "", notify.ResultFailed, func(n int32) bool { return n == 1 }},
+		{"redirect", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, target.URL, http.StatusTemporaryRedirect)
+		}, "", notify.ResultFailed, func(n int32) bool { return n == 1 }},
 		{"410 gone", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusGone) }, "", notify.ResultFailed, func(n int32) bool { return n == 1 }},
 		{"endless 200 answer", endless, "", notify.ResultDelivered, func(n int32) bool { return n == 1 }},
 		{"endless 500 answer", func(w http.ResponseWriter, r *http.Request) {
@@ -378,7 +380,9 @@ func (f *fakeReceiver) drive(t *testing.T, step time.Duration, done func() bool)
 // the event is then counted as failed.
 func TestRetriesBackOffWithinMaxElapsed(t *testing.T) {
 	clock := clockwork.NewFakeClock()
-	f := &fakeReceiver{clock: clock, answer: func(int) *http.Response { return &http.Response{StatusCode: http.StatusServiceUnavailable, Header: http.Header{}} }}
+	f := &fakeReceiver{clock: clock, answer: func(int) *http.Response {
+		return &http.Response{StatusCode: http.StatusServiceUnavailable, Header: http.Header{}}
+	}}
 	reg := prometheus.NewRegistry()
 	n := newNotifier(t, reg, notify.Options{Clock: clock, RetryInitial: time.Second, RetryMax: 8 * time.Second, Client: &http.Client{Transport: f},
 		Endpoints: []notify.Endpoint{{Name: "notifications[0]", URL: "https://hooks.example/x", Keys: keys(t), Timeout: time.Hour, MaxElapsed: time.Minute}}})
