@@ -212,7 +212,9 @@ func TestDaemonHostileWebhooks(t *testing.T) {
 	hostile := []string{
 		serve(hang),
 		serve(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) }),
-		serve(func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "http://127.0.0.1:1/", http.StatusFound) }),
+		serve(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "http://127.0.0.1:1/", http.StatusFound)
+		}),
 		serve(func(w http.ResponseWriter, r *http.Request) {
 			if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
 				c.Close()
