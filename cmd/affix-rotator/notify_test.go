@@ -29,7 +29,7 @@ const hookKey = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 type receiver struct {
 	t      *testing.T
 	srv    *httptest.Server
-	delay  time.Duration
+	gate   chan struct{} // nil, or each request waits until it is closed
 	mu     sync.Mutex
 	events []event
 	raw    strings.Builder
@@ -51,8 +51,8 @@ type event struct {
 	} `json:"data"`
 }
 
-func newReceiver(t *testing.T, delay time.Duration) *receiver {
-	rc := &receiver{t: t, delay: delay}
+func newReceiver(t *testing.T, gate chan struct{}) *receiver {
+	rc := &receiver{t: t, gate: gate}
 	rc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		if err := notify.Verify(hookKey, r.Header, body, time.Now(), time.Minute); err != nil {
@@ -60,7 +60,13 @@ func newReceiver(t *testing.T, delay time.Duration) *receiver {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
-		time.Sleep(rc.delay)
+		if rc.gate != nil {
+			select {
+			case <-rc.gate:
+			case <-r.Context().Done():
+				return
+			}
+		}
 		var e event
 		if err := json.Unmarshal(body, &e); err != nil {
 			t.Errorf("notification body: %v", err)
@@ -108,7 +114,7 @@ func hooks(extra string, urls ...string) string {
 func TestOnceNotifies(t *testing.T) {
 	s := newStack(t)
 	s.env = append(s.env, "HOOK_KEY="+hookKey)
-	rc := newReceiver(t, 0)
+	rc := newReceiver(t, nil)
 	cfg := s.config("c.yaml", "host-a", "    schedule: \"@every 720h\"\n    grace_period: 1s\n"+hooks("", rc.srv.URL+"/affix"))
 	p := s.start("-config", cfg, "-once")
 	if code := p.wait(t, 30*time.Second); code != 0 {
@@ -142,7 +148,7 @@ func TestOnceNotifies(t *testing.T) {
 func TestOnceFailedNotifies(t *testing.T) {
 	s := newStack(t)
 	s.env = append(s.env, "HOOK_KEY="+hookKey)
-	rc := newReceiver(t, 0)
+	rc := newReceiver(t, nil)
 	cfg := s.config("c.yaml", "host-a", "    schedule: \"@every 720h\"\n    grace_period: 1s\n"+hooks("", rc.srv.URL))
 	b, _ := os.ReadFile(cfg)
 	if err := os.WriteFile(cfg, []byte(strings.Replace(string(b), s.path, s.path+"-missing", 1)), 0o600); err != nil {
@@ -163,7 +169,7 @@ func TestOnceFailedNotifies(t *testing.T) {
 func TestOperatorActionNotifies(t *testing.T) {
 	s := newStack(t)
 	s.env = append(s.env, "HOOK_KEY="+hookKey)
-	rc := newReceiver(t, 0)
+	rc := newReceiver(t, nil)
 	cfg := s.config("c.yaml", "host-a", "    schedule: \"@every 720h\"\n    grace_period: 1h\n"+hooks(", events: [operator.action]", rc.srv.URL))
 	// A record in overlap, as a rotation leaves it.
 	s1 := "11111111-22222222-33333333-44444444"
@@ -222,10 +228,12 @@ func TestDaemonHostileWebhooks(t *testing.T) {
 		}),
 		refused,
 	}
-	good := newReceiver(t, 0)
-	slow := newReceiver(t, 1500*time.Millisecond) // three events take 4.5s
+	good := newReceiver(t, nil)
+	// A slow receiver: it answers nothing until SIGTERM, then at once.
+	gate := make(chan struct{})
+	slow := newReceiver(t, gate)
 	block := hooks(", timeout: 300ms, max_elapsed: 1s", hostile...) +
-		fmt.Sprintf("  - {url: %q, secret_env: HOOK_KEY}\n  - {url: %q, secret_env: HOOK_KEY}\n  - {url: %q, secret_env: HOOK_KEY, timeout: 30s}\n", good.srv.URL, slow.srv.URL, serve(hang))
+		fmt.Sprintf("  - {url: %q, secret_env: HOOK_KEY}\n  - {url: %q, secret_env: HOOK_KEY, timeout: 60s}\n  - {url: %q, secret_env: HOOK_KEY, timeout: 30s}\n", good.srv.URL, slow.srv.URL, serve(hang))
 	cfg := s.config("d.yaml", "pod-a", "    schedule: \"@every 1h\"\n    grace_period: 2s\n    max_age: 2h\n"+block)
 	p := s.start("-config", cfg)
 
@@ -257,14 +265,15 @@ func TestDaemonHostileWebhooks(t *testing.T) {
 	if d := counter("rotation.started", "delivered"); d < 1 {
 		t.Fatalf("started delivered %d", d)
 	}
-	if len(slow.got()) == 3 {
-		t.Fatal("the slow receiver already has every event: SIGTERM's flush is not tested")
+	if len(slow.got()) != 0 {
+		t.Fatal("the slow receiver answered before SIGTERM")
 	}
 
 	start := time.Now()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	close(gate)
 	if code := p.wait(t, 15*time.Second); code != 0 {
 		t.Fatalf("SIGTERM: exit %d", code)
 	}
