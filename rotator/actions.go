@@ -96,6 +96,7 @@ func (r *Rotator) act(ctx context.Context, c *Client, action string, audit Audit
 		if derr != nil {
 			return vault.Record{}, 0, derr
 		}
+		r.actionSeen(c, stored)
 		return stored, v, nil
 	}
 }

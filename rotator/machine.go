@@ -12,6 +12,7 @@ import (
 	"github.com/affix-rotator/affix-rotator/affix"
 	"github.com/affix-rotator/affix-rotator/internal/backoff"
 	"github.com/affix-rotator/affix-rotator/internal/secret"
+	"github.com/affix-rotator/affix-rotator/notify"
 	"github.com/affix-rotator/affix-rotator/vault"
 )
 
@@ -413,6 +414,7 @@ func (r *Rotator) stage(ctx context.Context, st *run, rec vault.Record, ver int,
 			reason = "bootstrap"
 		}
 		r.log.Info("rotation started: new secret stored as pending", append(fields(st.c, next), zap.String("trigger", reason))...)
+		r.emit(notify.EventRotationStarted, st.c, next, func(e *Event) { e.Trigger = reason })
 		r.progress(st.c, next, "")
 		return again
 	})
@@ -517,6 +519,9 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 			r.opt.Metrics.RotationOverlap(c.Name, now.Sub(st.trig.Time))
 		}
 		r.log.Info(msg, append(fields(c, next), zap.Time("grace_until", next.GraceUntil))...)
+		if next.Phase == vault.PhaseOverlap {
+			r.emit(notify.EventRotationOverlap, c, next, nil)
+		}
 		r.progress(c, next, "")
 		if next.Phase == vault.PhaseStable {
 			return r.succeeded(st, next)
@@ -642,6 +647,7 @@ func (r *Rotator) succeeded(st *run, rec vault.Record) decision {
 			r.opt.Metrics.RotationCompleted(st.c.Name, r.clock.Since(st.trig.Time))
 		}
 	}
+	r.emit(notify.EventRotationCompleted, st.c, rec, nil)
 	return decision{done: true, outcome: Outcome{Result: ResultSuccess, RotationID: rec.RotationID}}
 }
 
@@ -668,6 +674,7 @@ func (r *Rotator) abort(ctx context.Context, st *run, rec vault.Record, ver int,
 		if r.opt.Metrics != nil {
 			r.opt.Metrics.RotationDone(st.c.Name, ResultAborted)
 		}
+		r.emit(notify.EventRotationAborted, st.c, next, func(e *Event) { e.Error = next.LastError })
 		return decision{done: true, outcome: Outcome{Result: ResultAborted, RotationID: rec.RotationID}, err: fmt.Errorf("%w: %s%v", ErrAborted, keyNote(cause), cause)}
 	})
 }
@@ -914,6 +921,7 @@ func (r *Rotator) fail(st *run, rec vault.Record, err error) decision {
 	if r.opt.Metrics != nil {
 		r.opt.Metrics.RotationDone(st.c.Name, ResultFailed)
 	}
+	r.emit(notify.EventRotationFailed, st.c, rec, func(e *Event) { e.Error = errorText(err) })
 	return decision{done: true, outcome: Outcome{Result: ResultFailed, RotationID: rec.RotationID}, err: err}
 }
 
@@ -925,12 +933,7 @@ func (r *Rotator) progressed(st *run) {
 // observe mirrors the record into metrics and /status, and remembers it.
 func (r *Rotator) observe(st *run, rec vault.Record, ver int) {
 	st.seen, st.seenVer = rec, ver
-	if a := rec.LastAction; a != nil && r.status.newAction(st.c.Name, a.At) {
-		r.log.Info("operator action seen in the record", append(fields(st.c, rec), zap.String("action", a.Action), zap.String("by", a.By), zap.String("reason", a.Reason), zap.Time("at", a.At))...)
-		if r.opt.Metrics != nil {
-			r.opt.Metrics.OperatorAction(st.c.Name, a.Action)
-		}
-	}
+	r.actionSeen(st.c, rec)
 	if r.opt.Metrics != nil {
 		r.opt.Metrics.ObserveRecord(st.c.Name, rec.Phase, rec.GraceUntil, rec.RotatedAt)
 	}

@@ -103,6 +103,12 @@ type Options struct {
 	// it did not start waits until grace_until plus this margin, since its
 	// clock may run ahead of the one that wrote grace_until.
 	ClockSkewMargin time.Duration
+	// Events, if set, is told what happens to rotations (started, new
+	// secret current, completed, aborted, failed, operator actions; see
+	// Event), for webhook notifications. It is called on the rotation's
+	// goroutine and must return at once: it must never block or fail a
+	// rotation (notify.Notifier.Send only queues).
+	Events func(Event)
 }
 
 // Progress describes where a rotation stands.

@@ -54,7 +54,7 @@ func logStart(log *zap.Logger, cfg *config.Config, f flags, getenv func(string) 
 // runDaemon serves the HTTP listener at once (while it waits for Vault
 // too), connects to Vault, runs every client until ctx ends, and reloads
 // the config on each value of env.Hangup (SIGHUP).
-func runDaemon(ctx context.Context, cfg *config.Config, f flags, env Env, log *zap.Logger, auth vault.Auth, reg *prometheus.Registry, metrics *rotator.Metrics, instanceID string, clients []*rotator.Client) int {
+func runDaemon(ctx context.Context, cfg *config.Config, f flags, env Env, log *zap.Logger, auth vault.Auth, reg *prometheus.Registry, metrics *rotator.Metrics, instanceID string, clients []*rotator.Client, events func(rotator.Event)) int {
 	health := &vaultHealth{obs: metrics, address: vaultAddress(cfg, env.Getenv), method: auth.Method}
 	rl := newReloader(f.config, cfg, clients, env.Getenv, reg)
 	// Every configured client has its series before Vault answers.
@@ -102,7 +102,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, f flags, env Env, log *z
 	defer shutdown(srv)
 	log.Info("listening", zap.String("addr", ln.Addr().String()))
 
-	r, code := connectAndBuild(ctx, cfg, f, env, log, auth, metrics, health, instanceID, &store)
+	r, code := connectAndBuild(ctx, cfg, f, env, log, auth, metrics, health, instanceID, &store, events)
 	if r == nil {
 		if ctx.Err() != nil {
 			// SIGINT/SIGTERM while still waiting for Vault: a clean stop.

@@ -20,7 +20,7 @@ import (
 // clients added, removed or changed take effect at once; a config that
 // fails validation (or whose environment lacks an API key) is refused and
 // the old one keeps running; so is one that changes a setting that needs
-// a restart (listen, instance_id, log, vault, rotation). The outcome is
+// a restart (listen, instance_id, log, vault, rotation, notifications). The outcome is
 // exported as Prometheus exports its own:
 // affix_rotator_config_last_reload_successful and
 // affix_rotator_config_last_reload_success_timestamp_seconds.
@@ -171,6 +171,9 @@ func restartOnly(old, next *config.Config) []string {
 	}
 	if !reflect.DeepEqual(old.Log, next.Log) {
 		out = append(out, "log")
+	}
+	if !reflect.DeepEqual(old.Notifications, next.Notifications) {
+		out = append(out, "notifications")
 	}
 	return out
 }

@@ -63,11 +63,20 @@ func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 	log = log.With(zap.String("instance_id", instanceID))
 
 	logStart(log, cfg, f, env.Getenv, clients)
+	notifier, err := buildNotifier(cfg, env.Getenv, reg, log)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "affix-rotator: invalid config %s:\n%v\n", f.config, err)
+		return ExitUsage
+	}
+	// On the way out (SIGTERM, -once done or failed), what is queued is
+	// delivered for a bounded time.
+	defer flushNotifications(notifier, log)
+	events := eventsTo(notifier)
 	if !f.oneShot() {
-		return runDaemon(ctx, cfg, f, env, log, auth, reg, metrics, instanceID, clients)
+		return runDaemon(ctx, cfg, f, env, log, auth, reg, metrics, instanceID, clients, events)
 	}
 	var store atomic.Pointer[vault.Store]
-	r, code := connectAndBuild(ctx, cfg, f, env, log, auth, metrics, nil, instanceID, &store)
+	r, code := connectAndBuild(ctx, cfg, f, env, log, auth, metrics, nil, instanceID, &store, events)
 	if r == nil {
 		return code
 	}
@@ -106,7 +115,8 @@ func (f flags) oneShot() bool { return f.once || f.action() != "" }
 // the operator actions exit 1 at once, saying so on stdout; the daemon logs
 // an ERROR saying what to check and keeps trying (the token can be fixed).
 // health (daemon only) records each failure for /status and /readyz.
-func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, env Env, log *zap.Logger, auth vault.Auth, metrics *rotator.Metrics, health *vaultHealth, instanceID string, store *atomic.Pointer[vault.Store]) (*rotator.Rotator, int) {
+// events (nil: none) is told what happens to rotations (notifications).
+func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, env Env, log *zap.Logger, auth vault.Auth, metrics *rotator.Metrics, health *vaultHealth, instanceID string, store *atomic.Pointer[vault.Store], events func(rotator.Event)) (*rotator.Rotator, int) {
 	vc := vault.Config{
 		Address: cfg.Vault.Address, Namespace: cfg.Vault.Namespace, KVMount: cfg.Vault.KVMount,
 		Timeout: cfg.Vault.Timeout.D(), CACert: cfg.Vault.TLS.CACert, InsecureSkipVerify: cfg.Vault.TLS.InsecureSkipVerify,
@@ -171,6 +181,7 @@ func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, env Env, 
 		ReconcileInterval: cfg.Rotation.ReconcileInterval.D(),
 		RereadInterval:    cfg.Rotation.RereadInterval.D(),
 		ClockSkewMargin:   cfg.Rotation.ClockSkewMargin.D(),
+		Events:            events,
 	}
 	if f.oneShot() {
 		opt.GiveUpAfter = f.retryTimeout

@@ -30,6 +30,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/affix-rotator/affix-rotator/internal/secret"
+	"github.com/affix-rotator/affix-rotator/notify"
 )
 
 // Config is the whole configuration file, defaulted and validated by Parse.
@@ -51,6 +52,35 @@ type Config struct {
 	Rotation Rotation `yaml:"rotation"`
 	// Clients are the Affix clients under rotation; at least one.
 	Clients []Client `yaml:"clients"`
+	// Notifications are the webhooks told what happens to rotations
+	// (docs/notifications.md). Optional.
+	Notifications []Webhook `yaml:"notifications"`
+}
+
+// Webhook is one receiver of notifications: signed JSON events POSTed to
+// URL, best effort (they never hold up or fail a rotation).
+type Webhook struct {
+	// URL receives the events: an absolute http(s) URL without user info,
+	// query or fragment. Required.
+	URL string `yaml:"url"`
+	// Events limits what is sent (notify.EventTypes); left out: every
+	// event.
+	Events []string `yaml:"events"`
+	// SecretEnv names the environment variable holding the signing key
+	// (Standard Webhooks: "whsec_" + base64 of 24 to 64 random bytes;
+	// several, separated by spaces, while changing it). Exactly one of
+	// SecretEnv and SecretFile is required.
+	SecretEnv string `yaml:"secret_env"`
+	// SecretFile is a file holding the signing key, instead of SecretEnv.
+	SecretFile string `yaml:"secret_file"`
+	// Timeout bounds one delivery attempt. Default 10s, > 0.
+	Timeout Duration `yaml:"timeout"`
+	// MaxElapsed bounds the retries of one event: no attempt starts later
+	// than this after the first. Default 5m; 0: one attempt only; >= 0.
+	MaxElapsed Duration `yaml:"max_elapsed"`
+	// QueueSize is how many events may wait for this webhook; more are
+	// dropped (and counted). Default 100, 1 to 100000.
+	QueueSize int `yaml:"queue_size"`
 }
 
 // Log configures the logger.
@@ -672,6 +702,43 @@ func (a Affix) APIKey(getenv func(string) string) (secret.Value, error) {
 		return secret.Value{}, &Error{Key: key, Problem: where + " has leading or trailing spaces"}
 	}
 	return secret.New(v), nil
+}
+
+// WebhookKeys reads the signing key(s) of notifications[i] from its
+// secret_file (without one trailing "\n" or "\r\n") or secret_env, and
+// parses them. Errors name the key (notifications[i].secret_env) and never
+// the value.
+func (c *Config) WebhookKeys(i int, getenv func(string) string) ([]notify.Key, error) {
+	w := c.Notifications[i]
+	var key, v string
+	switch {
+	case w.SecretFile != "":
+		key = fmt.Sprintf("notifications[%d].secret_file", i)
+		b, err := readSmall(w.SecretFile, maxKeyFileSize)
+		if err != nil {
+			return nil, &Error{Key: key, Problem: err.Error()}
+		}
+		v = strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+		if v == "" {
+			return nil, &Error{Key: key, Problem: fmt.Sprintf("file %s is empty", w.SecretFile)}
+		}
+	case w.SecretEnv != "":
+		key = fmt.Sprintf("notifications[%d].secret_env", i)
+		if getenv == nil {
+			getenv = os.Getenv
+		}
+		v = getenv(w.SecretEnv)
+		if v == "" {
+			return nil, &Error{Key: key, Problem: fmt.Sprintf("environment variable %s is empty", w.SecretEnv)}
+		}
+	default:
+		return nil, &Error{Key: fmt.Sprintf("notifications[%d].secret_env", i), Problem: "neither secret_env nor secret_file is set"}
+	}
+	keys, err := notify.ParseKeys(v)
+	if err != nil {
+		return nil, &Error{Key: key, Problem: "the signing key: " + err.Error()}
+	}
+	return keys, nil
 }
 
 // readSmall reads at most limit bytes of the file, failing if it is longer.

@@ -93,6 +93,11 @@ func (f *File) Lint(getenv func(string) string) (errs, warnings []*Error) {
 		}
 		errs = append(errs, f.lintSchedule(i, cl)...)
 	}
+	for i, w := range c.Notifications {
+		if cw := cleartext(w.URL); cw != "" {
+			warnings = append(warnings, f.Problem(fmt.Sprintf("notifications[%d].url", i), "%s: notifications cross the network unencrypted (they hold no secret, but name clients, Vault paths and operators); use https://", cw))
+		}
+	}
 	return errs, warnings
 }
 
@@ -248,6 +253,27 @@ func (f *File) Environment(getenv func(string) string) []*Error {
 	}
 	if c.Vault.TLS.CACert != "" {
 		add(f.fileProblem("vault.tls.ca_cert", c.Vault.TLS.CACert, "the CA certificate of Vault"))
+	}
+	for i, w := range c.Notifications {
+		var e *Error
+		key := fmt.Sprintf("notifications[%d].secret_env", i)
+		switch {
+		case w.SecretFile != "":
+			key = fmt.Sprintf("notifications[%d].secret_file", i)
+			e = f.fileProblem(key, w.SecretFile, "the webhook signing key")
+		case w.SecretEnv != "":
+			e = f.envProblem(key, w.SecretEnv, "the webhook signing key", getenv)
+		default:
+			continue // the file's error
+		}
+		if e == nil {
+			if _, err := c.WebhookKeys(i, getenv); err != nil {
+				if ce, ok := err.(*Error); ok {
+					e = f.Problem(ce.Key, "%s", ce.Problem)
+				}
+			}
+		}
+		add(e)
 	}
 	return errs
 }

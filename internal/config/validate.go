@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/affix-rotator/affix-rotator/notify"
 )
 
 // Defaults applied by Parse to keys the file leaves out (docs/design.md,
@@ -38,7 +40,14 @@ const (
 	DefaultReconcileInterval = time.Hour
 	DefaultRereadInterval    = 30 * time.Second
 	DefaultClockSkewMargin   = 30 * time.Second
+
+	DefaultWebhookTimeout    = notify.DefaultTimeout
+	DefaultWebhookMaxElapsed = notify.DefaultMaxElapsed
+	DefaultWebhookQueueSize  = notify.DefaultQueueSize
 )
+
+// maxWebhookQueue bounds notifications[i].queue_size.
+const maxWebhookQueue = 100_000
 
 // MinLeaseDuration is the shortest rotation.lease_duration accepted.
 const MinLeaseDuration = 30 * time.Second
@@ -101,6 +110,15 @@ func (c *Config) defaults(present map[string]bool) {
 	dur("rotation.reconcile_interval", &c.Rotation.ReconcileInterval, DefaultReconcileInterval)
 	dur("rotation.reread_interval", &c.Rotation.RereadInterval, DefaultRereadInterval)
 	dur("rotation.clock_skew_margin", &c.Rotation.ClockSkewMargin, DefaultClockSkewMargin)
+	for i := range c.Notifications {
+		w := &c.Notifications[i]
+		k := func(f string) string { return fmt.Sprintf("notifications[%d].%s", i, f) }
+		dur(k("timeout"), &w.Timeout, DefaultWebhookTimeout)
+		dur(k("max_elapsed"), &w.MaxElapsed, DefaultWebhookMaxElapsed)
+		if !present[k("queue_size")] {
+			w.QueueSize = DefaultWebhookQueueSize
+		}
+	}
 }
 
 var (
@@ -140,6 +158,7 @@ func (c *Config) validate(present map[string]bool, src *srcInfo) []error {
 	}
 	c.validateRotation(&p)
 	c.validateClients(&p, present)
+	c.validateNotifications(&p, present)
 	return p.errs
 }
 
@@ -363,6 +382,56 @@ func (c *Config) validateClients(p *problems, present map[string]bool) {
 			} else {
 				keys[src] = i
 			}
+		}
+	}
+}
+
+func (c *Config) validateNotifications(p *problems, present map[string]bool) {
+	known := map[string]bool{}
+	for _, e := range notify.EventTypes {
+		known[e] = true
+	}
+	for i, w := range c.Notifications {
+		k := func(f string) string { return fmt.Sprintf("notifications[%d].%s", i, f) }
+		if w.URL == "" {
+			p.add(k("url"), "required: the webhook receiver's http(s) URL")
+		} else {
+			checkURL(p, k("url"), w.URL, "http", "https")
+		}
+		if present[k("events")] && len(w.Events) == 0 {
+			p.add(k("events"), "empty: list the events to send, or leave the key out to send every event")
+		}
+		seen := map[string]bool{}
+		for j, e := range w.Events {
+			switch {
+			case !known[e]:
+				p.add(fmt.Sprintf("%s[%d]", k("events"), j), "%q is not an event; events are %s", e, strings.Join(notify.EventTypes, ", "))
+			case seen[e]:
+				p.add(fmt.Sprintf("%s[%d]", k("events"), j), "%q is given twice", e)
+			}
+			seen[e] = true
+		}
+		switch {
+		case w.SecretEnv == "" && w.SecretFile == "":
+			p.add(k("secret_env"), "required: give secret_env or secret_file, naming where the signing key (whsec_…) is; the key never goes in this file")
+		case w.SecretEnv != "" && w.SecretFile != "":
+			p.add(k("secret_file"), "give secret_env or secret_file, not both")
+		}
+		if strings.HasPrefix(w.SecretEnv, notify.KeyPrefix) {
+			// A key is letters, digits and '_' too: never quote it.
+			p.add(k("secret_env"), "is a signing key itself (%s…), not the name of the environment variable that holds it: the key never goes in this file", notify.KeyPrefix)
+		} else {
+			checkEnv(p, k("secret_env"), w.SecretEnv)
+		}
+		checkFile(p, k("secret_file"), w.SecretFile)
+		if w.Timeout <= 0 {
+			p.add(k("timeout"), "must be positive, got %s", p.raw(k("timeout"), w.Timeout))
+		}
+		if w.MaxElapsed < 0 {
+			p.add(k("max_elapsed"), "must not be negative, got %s (0: one attempt, no retry)", p.raw(k("max_elapsed"), w.MaxElapsed))
+		}
+		if w.QueueSize < 1 || w.QueueSize > maxWebhookQueue {
+			p.add(k("queue_size"), "must be 1 to %d, got %d", maxWebhookQueue, w.QueueSize)
 		}
 	}
 }
