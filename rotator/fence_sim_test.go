@@ -4,11 +4,13 @@ package rotator_test
 // the 12,000-seed run); each test fails on the code before its fix.
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/affix-rotator/affix-rotator/affix/affixtest"
 	"github.com/affix-rotator/affix-rotator/rotator"
+	"github.com/affix-rotator/affix-rotator/vault"
 )
 
 // TestReconcileWaitsOutAFrozenHoldersLease (seed 11101): a reconcile run
@@ -60,5 +62,40 @@ func TestGivenUpRunRecordsFloorOnATakenRecord(t *testing.T) {
 	if want := got429.Add(600 * time.Second); floor.Before(want.Add(-time.Second)) {
 		t.Errorf("record retry_not_before = %s after pod-a got a 429 with Retry-After 600s at %s and ended; want >= %s (requests %v)",
 			floor, got429, want, e.requests())
+	}
+}
+
+// TestLostWriteThenAnnotationReleasesLease (seed 89574 of the 100,000
+// run): the overlap write's answer is lost and an operator annotates the
+// record before the run reads it again. The run went on under its lease
+// (its instance id) without knowing the lease was its own, and a clean
+// stop left it in place for the lease to run out.
+func TestLostWriteThenAnnotationReleasesLease(t *testing.T) {
+	e := newFenceEnv(t)
+	n1 := fenceSecret(t)
+	graceUntil := e.start0.Add(10 * time.Minute)
+	e.put(map[string]any{"client_secret": n1, "previous_client_secret": e.s0, "phase": "overlap",
+		"rotation_id": "started-by-pod-b", "grace_until": graceUntil.Format(time.RFC3339Nano)})
+	e.fake.AddClient(e.key, "client-id-1", n1, e.s0)
+	p := e.proc("pod-a")
+	var lost atomic.Bool
+	// pod-a takes the released overlap over: that write's answer is lost,
+	// and an operator annotates the record right after it.
+	takeover := func(c fenceCall) bool { return c.op == "write" && c.rec.LeaseOwner == "pod-a" && !lost.Load() }
+	p.loseAnswer = func(r vault.Record) bool { return r.LeaseOwner == "pod-a" && lost.CompareAndSwap(false, true) }
+	p.hook(&fenceHook{after: true, match: takeover, action: func() {
+		rec := e.record()
+		rec["owner_team"] = "payments" // keeps the lease fields
+		e.put(rec)
+	}})
+	run := e.rotate(p, p.rotator(nil), p.client(), rotator.Trigger{Reason: rotator.ReasonStartup, Time: e.clock.Now()})
+	e.advance(3 * time.Second) // past the retry: the run reads the annotated record and waits out the grace
+	if !lost.Load() || phaseOf(e.record()) != "overlap" || !e.leaseHeld("pod-a") || run.finished() {
+		t.Fatalf("setup: answer lost %v, run %v, record %v", lost.Load(), run, e.record())
+	}
+	p.stop()
+	e.wait(run)
+	if e.leaseHeld("pod-a") {
+		t.Errorf("pod-a stopped cleanly in the grace and left its lease (until %s) for the next process to wait out", str(e.record(), "lease_until"))
 	}
 }

@@ -345,6 +345,12 @@ func (r *Rotator) otherVersion(st *run, rec vault.Record, ver int) (decision, bo
 			r.observe(st, rec, ver)
 			return l.after(), true
 		}
+		if ver > l.ver && l.rec.LeaseOwner == r.opt.InstanceID && rec.LeaseOwner == l.rec.LeaseOwner && rec.LeaseUntil.Equal(l.rec.LeaseUntil) {
+			// The write landed and someone wrote after it keeping its lease
+			// (an operator's annotation): the lease is this run's to
+			// release on the way out, though the version is not its own.
+			st.myLease = rec.LeaseUntil.UTC().Round(0)
+		}
 	}
 	if st.mine < 0 {
 		return decision{}, false // this run's first read
