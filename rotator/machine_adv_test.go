@@ -6,11 +6,14 @@ package rotator_test
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/affix-rotator/affix-rotator/affix"
 	"github.com/affix-rotator/affix-rotator/rotator"
+	"github.com/affix-rotator/affix-rotator/vault"
 )
 
 // slowAffix gives every request a real round trip of rtt: Affix applies it
@@ -102,4 +105,58 @@ func firstN(s []string, n int) []string {
 		return s[:n]
 	}
 	return s
+}
+
+// TestAdvLostOverlapWriteThenFloorNoOverlapEvent: pod-a's staged → overlap
+// write lands but its answer is lost; before pod-a reads again, another
+// process stopping cleanly records its 429 floor on the record (release()
+// since today writes retry_not_before "even onto a record another process
+// leases now", keeping every other field: pod-a's lease included). On its
+// next read pod-a finds a version it did not write, so the lost write's
+// continuation (after()) never runs: nobody ever reports rotation.overlap
+// for this rotation, though the new secret is current and the rotation
+// completes. docs/consumers.md tells consumers to refresh on
+// rotation.overlap and docs/notifications.md promises at-least-once (best
+// effort only against an unreachable receiver, a full queue or shutdown);
+// here the event is never even queued. (The same happens with the operator
+// annotation of TestLostWriteThenAnnotationReleasesLease.)
+func TestAdvLostOverlapWriteThenFloorNoOverlapEvent(t *testing.T) {
+	e := newFenceEnv(t)
+	p := e.proc("pod-a")
+	var mu sync.Mutex
+	var events []string
+	var lost atomic.Bool
+	p.loseAnswer = func(r vault.Record) bool { return r.Phase == vault.PhaseOverlap && lost.CompareAndSwap(false, true) }
+	p.hook(&fenceHook{after: true, match: func(c fenceCall) bool { return c.op == "write" && c.rec.Phase == vault.PhaseOverlap }, action: func() {
+		// Another process's release(): its floor, every other field kept.
+		rec := e.record()
+		rec["retry_not_before"] = e.clock.Now().Add(2 * time.Second).Format(time.RFC3339Nano)
+		e.put(rec)
+	}})
+	r := p.rotator(func(o *rotator.Options) {
+		o.Events = func(ev rotator.Event) {
+			mu.Lock()
+			events = append(events, ev.Type)
+			mu.Unlock()
+		}
+	})
+	run := e.rotate(p, r, p.client(), e.once())
+	e.drive(time.Second, 2*time.Minute, run.finished)
+	e.wait(run)
+	if !lost.Load() || run.out.Result != rotator.ResultSuccess || phaseOf(e.record()) != "stable" {
+		t.Fatalf("setup: answer lost %v, run %v, record phase %s", lost.Load(), run, phaseOf(e.record()))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	has := func(typ string) bool {
+		for _, ev := range events {
+			if ev == typ {
+				return true
+			}
+		}
+		return false
+	}
+	if !has("rotation.overlap") {
+		t.Errorf("rotation completed (new secret current, then old dropped) but rotation.overlap was never reported; events %v", events)
+	}
 }
