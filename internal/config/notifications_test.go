@@ -59,7 +59,7 @@ func TestBrokenNotificationsNameTheKey(t *testing.T) {
 		{"unknown key", hook(`url: "https://h/x", secret_env: H, secret: whsec_x`), "notifications[0].secret: unknown key"},
 		{"not a list", minimal + "notifications: {url: x}\n", "notifications: must be a list"},
 		{"no url", hook(`secret_env: H`), "notifications[0].url: required"},
-		{"bad url", hook(`url: "ftp://h/x", secret_env: H`), "notifications[0].url: \"ftp://h/x\" must be an absolute http:// or https:// URL"},
+		{"bad url", hook(`url: "ftp://h/x", secret_env: H`), "notifications[0].url: \"ftp://h/…\" must be an absolute http:// or https:// URL"},
 		{"query", hook(`url: "https://h/x?token=abc", secret_env: H`), "notifications[0].url: must not have a query or a fragment"},
 		{"credentials", hook(`url: "https://u:p@h/x", secret_env: H`), "notifications[0].url: must not hold credentials"},
 		{"no secret", hook(`url: "https://h/x"`), "notifications[0].secret_env: required"},

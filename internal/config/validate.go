@@ -417,7 +417,7 @@ func (c *Config) validateNotifications(p *problems, present map[string]bool) {
 		case w.SecretEnv != "" && w.SecretFile != "":
 			p.add(k("secret_file"), "give secret_env or secret_file, not both")
 		}
-		if strings.HasPrefix(w.SecretEnv, notify.KeyPrefix) {
+		if looksLikeKey(w.SecretEnv) {
 			// A key is letters, digits and '_' too: never quote it.
 			p.add(k("secret_env"), "is a signing key itself (%s…), not the name of the environment variable that holds it: the key never goes in this file", notify.KeyPrefix)
 		} else {
@@ -528,15 +528,40 @@ func checkURL(p *problems, key, raw string, schemes ...string) {
 	}
 	switch {
 	case !ok:
-		p.add(key, "%q must be an absolute %s URL", raw, strings.Join(schemes, ":// or ")+"://")
+		p.add(key, "%s must be an absolute %s URL", shownURL(u), strings.Join(schemes, ":// or ")+"://")
 	case u.Scheme == "unix" && u.Path == "":
-		p.add(key, "%q has no socket path (unix:///path/to/socket)", raw)
+		p.add(key, "%s has no socket path (unix:///path/to/socket)", shownURL(u))
 	case u.Scheme != "unix" && u.Host == "":
-		p.add(key, "%q has no host", raw)
+		p.add(key, "%s has no host", shownURL(u))
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(raw, "#"):
 		// Not quoted: a query may carry a token.
 		p.add(key, "must not have a query or a fragment")
 	}
+}
+
+// shownURL is what a refused URL's message may quote: its scheme and host,
+// never its path (a webhook's path often holds its token) nor more.
+func shownURL(u *url.URL) string {
+	if u.Scheme == "" || (u.Host == "" && u.Scheme != "unix") {
+		return "the URL (not shown: its path may hold a token)"
+	}
+	s := fmt.Sprintf("%q", u.Scheme+"://"+u.Host)
+	if u.Path != "" || u.Opaque != "" {
+		s = fmt.Sprintf("%q", u.Scheme+"://"+u.Host+"/…")
+	}
+	return s
+}
+
+// looksLikeKey reports whether the value of a secret_env is a signing key
+// itself rather than a variable's name: the "whsec_" form, or bare base64
+// of a key's length in mixed case (variable names are upper case by
+// convention; a key is never quoted).
+func looksLikeKey(s string) bool {
+	if strings.HasPrefix(s, notify.KeyPrefix) {
+		return true
+	}
+	_, err := notify.ParseKey(s)
+	return err == nil && strings.ToUpper(s) != s
 }
 
 // checkRedirectURI checks an OAuth redirect URI: absolute, no fragment
