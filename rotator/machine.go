@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -61,6 +62,8 @@ type run struct {
 	// or no answer); -1 when none. If another process writes the record
 	// first, the request may have landed after that process moved on.
 	effect int
+	// effectSet is what that request sent.
+	effectSet []secret.Value
 	// assertedAt is when Affix last confirmed a set this run sent; late
 	// says the last request's answer (or lack of one) came after the lease
 	// it was sent under had ended.
@@ -345,17 +348,28 @@ func (r *Rotator) otherVersion(st *run, rec vault.Record, ver int) (decision, bo
 			r.observe(st, rec, ver)
 			return l.after(), true
 		}
-		if ver > l.ver && l.rec.LeaseOwner == r.opt.InstanceID && rec.LeaseOwner == l.rec.LeaseOwner && rec.LeaseUntil.Equal(l.rec.LeaseUntil) {
-			// The write landed and someone wrote after it keeping its lease
-			// (an operator's annotation): the lease is this run's to
-			// release on the way out, though the version is not its own.
-			st.myLease = rec.LeaseUntil.UTC().Round(0)
+		if ver > l.ver && landedUnder(rec, l.rec) {
+			// The write landed and someone wrote after it changing only
+			// what is not the rotation's (an operator's annotation, a
+			// 429's floor): carry on from it as if it had answered, so
+			// that its follow-up (events, metrics, the lease to release)
+			// is not lost; the later version is read again next step.
+			r.log.Info("vault applied a write whose answer was lost; carrying on from it", fields(st.c, rec)...)
+			r.ownVersion(st, l.rec, l.ver)
+			r.observe(st, rec, ver)
+			return l.after(), true
 		}
 	}
 	if st.mine < 0 {
 		return decision{}, false // this run's first read
 	}
-	if st.effect >= 0 {
+	if st.effect >= 0 && implies(rec, st.effectSet) {
+		// Someone wrote the record after a request of ours that may have
+		// been applied, but the record still implies what we sent (a
+		// replica took the lease to re-assert the same set): wherever our
+		// request lands, it is not stale yet. Keep watching: a later
+		// version that implies another set is.
+	} else if st.effect >= 0 {
 		// Someone wrote the record after a request of ours that may have
 		// been applied (a CAS conflict right after a 200, an operator's
 		// action that ignored our lease): if it landed after their move, it
@@ -389,6 +403,38 @@ func (r *Rotator) ownVersion(st *run, rec vault.Record, ver int) {
 	if rec.LeaseOwner == r.opt.InstanceID {
 		st.myLease = rec.LeaseUntil.UTC().Round(0)
 	}
+}
+
+// implies reports whether rec, stable or in overlap, implies exactly the
+// set of secrets set (in any order): Affix must accept [current] when
+// stable, [current, previous] in overlap.
+func implies(rec vault.Record, set []secret.Value) bool {
+	want := []secret.Value{rec.ClientSecret}
+	switch rec.Phase {
+	case vault.PhaseStable:
+	case vault.PhaseOverlap:
+		want = append(want, rec.PreviousClientSecret)
+	default:
+		return false
+	}
+	if len(set) != len(want) {
+		return false
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(set, func(s secret.Value) bool { return s.Equal(w) }) {
+			return false
+		}
+	}
+	return true
+}
+
+// landedUnder reports whether rec is written, a version later, over
+// the record wrote: equal but for what is not the rotation's (the
+// operators' fields, a 429's floor).
+func landedUnder(rec, wrote vault.Record) bool {
+	rec.Extra, wrote.Extra = nil, nil
+	rec.RetryNotBefore, wrote.RetryNotBefore = time.Time{}, time.Time{}
+	return sameRecord(rec, wrote)
 }
 
 // sameRecord reports whether two records hold the same fields.
@@ -830,7 +876,7 @@ func (r *Rotator) post(ctx context.Context, st *run, rec vault.Record, secrets [
 		mayLand = true
 	}
 	if mayLand {
-		st.effect = st.seenVer
+		st.effect, st.effectSet = st.seenVer, secrets
 	}
 	if ra, ok := affix.RetryAfter(err); ok && ra > 0 && affix.StatusLabel(err) == "429" {
 		st.floor = laterOf(st.floor, end.Add(ra))
