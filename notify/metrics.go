@@ -25,6 +25,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.outcomes, m.latency)
+	m.init()
 	return m
 }
 

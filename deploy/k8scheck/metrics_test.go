@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/affix-rotator/affix-rotator/internal/cli"
+	"github.com/affix-rotator/affix-rotator/notify"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
 )
@@ -45,6 +46,7 @@ func daemonMetrics(t *testing.T) *exported {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	described := map[string]bool{}
 	m := rotator.NewMetrics(describing{reg, described})
+	notify.NewMetrics(describing{reg, described}) // registered when notifications are configured
 	m.InitClient("x")
 	ok, _ := cli.ReloadGauges(describing{reg, described})
 	ok.Set(1)
