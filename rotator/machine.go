@@ -399,6 +399,10 @@ func (r *Rotator) otherVersion(st *run, rec vault.Record, ver int) (decision, bo
 func (r *Rotator) ownVersion(st *run, rec vault.Record, ver int) {
 	st.mine = ver
 	st.effect = -1
+	// A write of ours whose answer was lost is behind us now: it is this
+	// version, or it was superseded (a later CAS write succeeded over it,
+	// or it never landed and cannot now).
+	st.lost = nil
 	st.myLease = time.Time{}
 	if rec.LeaseOwner == r.opt.InstanceID {
 		st.myLease = rec.LeaseUntil.UTC().Round(0)
