@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/affix-rotator/affix-rotator/affix/affixtest"
@@ -93,7 +91,7 @@ clients:
 	if err := os.WriteFile(cfg, []byte(y), 0o600); err != nil {
 		return err
 	}
-	var out syncBuffer
+	var out vaulttest.SyncBuffer
 	d := exec.Command(bin, "-config", cfg)
 	d.Env = append(os.Environ(), "VAULT_TOKEN="+e.vault.Token, "AFFIX_API_KEY="+key, "VAULT_ADDR=", "VAULT_NAMESPACE=")
 	d.Stdout, d.Stderr = &out, &out
@@ -166,21 +164,4 @@ clients:
 		return fmt.Errorf("a new secret was picked up %s after it became current, not within the %s grace", r(late.max()), grace)
 	}
 	return nil
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -68,7 +67,7 @@ type Agent struct {
 	Config string
 
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *vaulttest.SyncBuffer
 	done chan struct{}
 }
 
@@ -110,7 +109,7 @@ func Start(ctx context.Context, opt Options) (*Agent, error) {
 		SecretFile:   filepath.Join(opt.Dir, "affix-client-secret"),
 		ClientIDFile: filepath.Join(opt.Dir, "affix-client-id"),
 		Config:       filepath.Join(opt.Dir, "agent.hcl"),
-		out:          &syncBuffer{},
+		out:          &vaulttest.SyncBuffer{},
 		done:         make(chan struct{}),
 	}
 	roleFile, secretFile := filepath.Join(opt.Dir, "vault-role-id"), filepath.Join(opt.Dir, "vault-secret-id")
@@ -260,21 +259,4 @@ func repoRoot() (string, error) {
 		}
 		dir = parent
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

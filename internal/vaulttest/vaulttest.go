@@ -36,7 +36,7 @@ type Server struct {
 
 	cmd  *exec.Cmd
 	dir  string
-	out  *syncBuffer
+	out  *SyncBuffer
 	done chan struct{}
 
 	clientOnce sync.Once
@@ -111,7 +111,7 @@ func Start(listen string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Addr: "http://" + listen, Token: "root-" + hex.EncodeToString(tok[:]), dir: dir, out: &syncBuffer{}, done: make(chan struct{})}
+	s := &Server{Addr: "http://" + listen, Token: "root-" + hex.EncodeToString(tok[:]), dir: dir, out: &SyncBuffer{}, done: make(chan struct{})}
 	s.cmd = exec.Command(bin, "server", "-dev", "-dev-root-token-id="+s.Token, "-dev-listen-address="+listen, "-dev-no-store-token", "-log-level=warn")
 	s.cmd.Env = append(os.Environ(), "VAULT_DISABLE_MLOCK=true", "HOME="+dir, "VAULT_ADDR=", "VAULT_TOKEN=")
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
@@ -237,21 +237,25 @@ func Path(t testing.TB) string {
 	return "test/" + name + "-" + hex.EncodeToString(b[:])
 }
 
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writers (a child
+// process's stdout and stderr) and readers; for test-support packages.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+// String returns what was written so far.
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
 }
 
-var _ io.Writer = (*syncBuffer)(nil)
+var _ io.Writer = (*SyncBuffer)(nil)
