@@ -114,37 +114,52 @@ func sameAction(a, b *vault.Action) bool {
 // the grace sees the lease taken and then the record stable, and sends
 // nothing more for this rotation.
 func (r *Rotator) EndGrace(ctx context.Context, c *Client, audit Audit) (Outcome, error) {
+	st := r.newRun(c, Trigger{Reason: ReasonAction})
 	rec, ver, err := r.act(ctx, c, ActionEndGrace, audit, func(rec vault.Record, ver int, now time.Time) (vault.Record, error) {
 		if rec.Phase != vault.PhaseOverlap {
 			return rec, phaseHint(ActionEndGrace, rec.Phase)
 		}
 		next := rec
-		next.GraceUntil = now
+		next.GraceUntil, next.GraceBy = now, st.token // grace_until is this action's own
 		next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, now.Add(r.leaseSpan())
 		return next, nil
 	})
 	if err != nil {
 		return Outcome{}, err
 	}
-	st := r.newRun(c, Trigger{Reason: ReasonAction, Time: rec.GraceUntil})
+	st.trig.Time = rec.GraceUntil
 	r.adopt(st, rec, ver)
-	st.overlapHere[rec.RotationID] = true // grace_until is this action's own
 	return r.drive(ctx, st)
 }
 
 // ExtendGrace moves grace_until later by d (from now, if it has passed):
 // both secrets stay accepted that much longer. The process driving the
 // grace sees it within RereadInterval.
+//
+// Affix is then told [current, previous] under this action's lease: the
+// process driving the grace may already have sent [current] alone (its
+// drop) without having recorded it yet, and an extension that Affix does
+// not honour would be a lie. The lease is then released for the daemon.
 func (r *Rotator) ExtendGrace(ctx context.Context, c *Client, d time.Duration, audit Audit) (time.Time, error) {
-	rec, _, err := r.act(ctx, c, ActionExtendGrace, audit, func(rec vault.Record, ver int, now time.Time) (vault.Record, error) {
+	st := r.newRun(c, Trigger{Reason: ReasonAction, Time: r.clock.Now()})
+	rec, ver, err := r.act(ctx, c, ActionExtendGrace, audit, func(rec vault.Record, ver int, now time.Time) (vault.Record, error) {
 		if rec.Phase != vault.PhaseOverlap {
 			return rec, phaseHint(ActionExtendGrace, rec.Phase)
 		}
 		next := rec
-		next.GraceUntil = laterOf(rec.GraceUntil, now).Add(d)
+		next.GraceUntil, next.GraceBy = laterOf(rec.GraceUntil, now).Add(d), st.token
+		next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, now.Add(r.leaseSpan())
 		return next, nil
 	})
-	return rec.GraceUntil, err
+	if err != nil {
+		return rec.GraceUntil, err
+	}
+	r.adopt(st, rec, ver)
+	st.reassert, st.stopAfterAssert = ReassertAction, true
+	if _, err := r.drive(ctx, st); err != nil {
+		return rec.GraceUntil, fmt.Errorf("extend-grace: grace_until is moved in the record, but Affix did not confirm [current, previous] (a daemon sends it again within rotation.reconcile_interval): %w", err)
+	}
+	return rec.GraceUntil, nil
 }
 
 // ReacceptPrevious makes Affix accept the previous secret again for d,
@@ -158,6 +173,7 @@ func (r *Rotator) ReacceptPrevious(ctx context.Context, c *Client, d time.Durati
 	if !ok {
 		return time.Time{}, errors.New("reaccept-previous: the store cannot read earlier versions")
 	}
+	st := r.newRun(c, Trigger{Reason: ReasonAction, Time: r.clock.Now()})
 	rec, ver, err := r.act(ctx, c, ActionReacceptPrevious, audit, func(rec vault.Record, ver int, now time.Time) (vault.Record, error) {
 		if rec.Phase != vault.PhaseStable {
 			return rec, phaseHint(ActionReacceptPrevious, rec.Phase)
@@ -169,7 +185,7 @@ func (r *Rotator) ReacceptPrevious(ctx context.Context, c *Client, d time.Durati
 		next := rec
 		next.Phase = vault.PhaseOverlap
 		next.PreviousClientSecret = prev
-		next.GraceUntil = now.Add(d)
+		next.GraceUntil, next.GraceBy = now.Add(d), st.token
 		next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, now.Add(r.leaseSpan())
 		return next, nil
 	})
@@ -178,9 +194,7 @@ func (r *Rotator) ReacceptPrevious(ctx context.Context, c *Client, d time.Durati
 	}
 	// Affix is told [current, previous] under this action's lease; then
 	// the lease is released for the daemon to end the new grace.
-	st := r.newRun(c, Trigger{Reason: ReasonAction, Time: r.clock.Now()})
 	r.adopt(st, rec, ver)
-	st.overlapHere[rec.RotationID] = true
 	st.reassert, st.stopAfterAssert = ReassertAction, true
 	if _, err := r.drive(ctx, st); err != nil {
 		return rec.GraceUntil, fmt.Errorf("reaccept-previous: the record is back in overlap, but Affix did not confirm [current, previous] (a daemon sends it again within rotation.reconcile_interval): %w", err)

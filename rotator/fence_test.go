@@ -72,6 +72,7 @@ func newFenceEnv(t *testing.T) *fenceEnv {
 		store: vaultmem.New("secret"), key: "key-fence", path: fencePath, grace: 10 * time.Second}
 	t.Cleanup(cancel)
 	e.start0 = e.clock.Now()
+	e.store.Now = e.clock.Now // created_time of each version, on the fake clock
 	e.nowNanos.Store(e.start0.UnixNano())
 	e.fake = affixtest.NewServer()
 	t.Cleanup(e.fake.Close)
@@ -417,6 +418,9 @@ type fenceProc struct {
 	// loseAnswer, if set, is asked after each successful write: true
 	// returns an error to the process although the write was applied.
 	loseAnswer func(vault.Record) bool
+	// failWrite, if set, is asked before each write: true fails it with
+	// Vault unavailable, and nothing is written.
+	failWrite func(vault.Record) bool
 }
 
 type fenceCall struct {
@@ -570,6 +574,9 @@ func (s *fenceStore) Write(ctx context.Context, path string, r vault.Record, cas
 	p.fire(c, false)
 	if p.dead.Load() {
 		return 0, errFenceKilled
+	}
+	if p.failWrite != nil && p.failWrite(r) {
+		return 0, fmt.Errorf("vault: write secret/%s: %w: 503 (injected; nothing written)", path, vault.ErrUnavailable)
 	}
 	p.e.begin()
 	v, err := p.e.store.Write(ctx, path, r, cas)
@@ -1119,4 +1126,16 @@ func TestFenceRandNotShared(t *testing.T) {
 	if !ok {
 		t.Fatalf("setup: the two clients did not back off together (%d and %d requests)", affixes[0].posts.Load(), affixes[1].posts.Load())
 	}
+}
+
+// ReadVersion reads an earlier version for -reaccept-previous, through the
+// same hooks as Read.
+func (s *fenceStore) ReadVersion(ctx context.Context, path string, version int) (vault.Record, error) {
+	p := (*fenceProc)(s)
+	if p.dead.Load() {
+		return vault.Record{}, errFenceKilled
+	}
+	p.e.begin()
+	defer p.e.end()
+	return p.e.store.ReadVersion(ctx, path, version)
 }

@@ -46,9 +46,14 @@ type run struct {
 	// whose outcome is unknown: if the rotation moves on, that request may
 	// still land late.
 	unanswered map[string]vault.Phase
-	// overlapHere marks rotations whose overlap this run started; dropping
-	// the old secret of any other waits ClockSkewMargin more.
-	overlapHere map[string]bool
+	// token names this run in the record's grace_by: a grace_until this
+	// run wrote is read against this run's own clock; any other waits
+	// ClockSkewMargin more (a restarted process may run on another host).
+	token string
+	// seedAnchor is the created_time of the first version read of a record
+	// with no rotated_at and no seeded_at; the next write records it as
+	// seeded_at (a fact from Vault's metadata, carried into the record).
+	seedAnchor time.Time
 	// reassert, when set, is why the set the record implies must be sent
 	// to Affix again before anything else (ReassertStale or
 	// ReassertReconcile); steal allows taking a live lease for it.
@@ -142,8 +147,8 @@ func (r *Rotator) Rotate(ctx context.Context, c *Client, trig Trigger) (Outcome,
 }
 
 func (r *Rotator) newRun(c *Client, trig Trigger) *run {
-	st := &run{c: c, trig: trig, mine: -1, posted: -1, rejected: -1, seenVer: -1, effect: -1,
-		shared: map[string]bool{}, unknown: map[string]bool{}, unanswered: map[string]vault.Phase{}, overlapHere: map[string]bool{},
+	st := &run{c: c, trig: trig, mine: -1, posted: -1, rejected: -1, seenVer: -1, effect: -1, token: newRotationID(),
+		shared: map[string]bool{}, unknown: map[string]bool{}, unanswered: map[string]vault.Phase{},
 		assertedAt: r.assertedSince(c.Name, r.clock.Now()), bo: backoff.New(r.opt.RetryInitial, r.opt.RetryMax, r.newRand())}
 	if trig.Reason == ReasonReconcile {
 		st.reassert = ReassertReconcile
@@ -166,7 +171,15 @@ func (r *Rotator) drive(ctx context.Context, st *run) (Outcome, error) {
 			return Outcome{}, ctx.Err()
 		}
 		if d.done {
-			d.outcome.RotatedAt = st.seen.RotatedAt
+			now := r.clock.Now()
+			d.outcome.RotatedAt = r.trusted(st.seen.RotatedAt, now)
+			if d.outcome.RotatedAt.IsZero() {
+				seeded := st.seen.SeededAt
+				if seeded.IsZero() {
+					seeded = st.seedAnchor
+				}
+				d.outcome.SeededAt = r.trusted(seeded, now)
+			}
 			r.status.result(c.Name, d.outcome.Result, d.err, r.clock.Now())
 			return d.outcome, d.err
 		}
@@ -256,8 +269,13 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 	if err != nil {
 		var me *vault.MalformedError
 		switch {
-		case errors.Is(err, vault.ErrNotFound) && c.Bootstrap && ver == 0:
+		case errors.Is(err, vault.ErrNotFound) && c.Bootstrap && ver == 0 && st.trig.Reason == ReasonOnce:
+			// Posting [new] alone drops whatever Affix accepts: only an
+			// operator's explicit -once does it, never a daemon (a path
+			// whose metadata was deleted looks brand-new to Vault).
 			return r.stage(ctx, st, vault.Record{}, ver, now)
+		case errors.Is(err, vault.ErrNotFound) && c.Bootstrap && ver == 0:
+			return r.fail(st, vault.Record{}, fmt.Errorf("%w; bootstrap is on, but only an operator's one-shot run creates the record, since it makes Affix drop whatever secret it accepts now: run `affix-rotator -config <file> -once -client %s` once for a brand-new Affix client", err, c.Name))
 		case errors.Is(err, vault.ErrNotFound) && ver > 0:
 			return r.fail(st, vault.Record{}, fmt.Errorf("%w; its latest version (%d) was deleted, so this is not a brand-new client: restore it with `vault kv undelete -versions=%d` or `vault kv rollback`, never by bootstrapping (that would drop the secret Affix accepts)", err, ver, ver))
 		case errors.Is(err, vault.ErrNotFound), errors.As(err, &me):
@@ -278,6 +296,9 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 	}
 	r.observe(st, rec, ver)
 
+	if rec.Phase == vault.PhaseOverlap && st.incident(rec, now, r.opt.ClockSkewMargin) {
+		return r.endGraceForIncident(ctx, st, rec, ver, now)
+	}
 	if rec.LeaseOwner != "" && rec.LeaseOwner != r.opt.InstanceID && now.Before(rec.LeaseUntil) && rec.Phase == vault.PhaseOverlap &&
 		now.Before(rec.GraceUntil) && r.opt.ReconcileInterval > 0 && now.Sub(st.assertedAt) >= r.opt.ReconcileInterval {
 		// Following another process's grace for a whole reconcile
@@ -313,10 +334,11 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 
 	switch rec.Phase {
 	case vault.PhaseStable:
-		if st.trig.wantsNew(rec, now) {
+		rotatedAt := r.trusted(rec.RotatedAt, now)
+		if st.trig.wantsNew(rec, rotatedAt, now, r.opt.ClockSkewMargin) {
 			return r.stage(ctx, st, rec, ver, now)
 		}
-		if st.trig.Reason != ReasonStartup && st.trig.Reason != ReasonReconcile && !rec.RotatedAt.Before(st.trig.Time) {
+		if st.trig.Reason == ReasonOnce || (st.trig.Reason == ReasonSchedule || st.trig.Reason == ReasonAction) && !rotatedAt.Before(st.trig.Time) {
 			// Someone else (a replica, the daemon while -once waited)
 			// completed a rotation after the trigger: it is satisfied.
 			return decision{done: true, outcome: Outcome{Result: ResultSuccess, RotationID: rec.RotationID, ByOther: true}}
@@ -326,7 +348,7 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 		return r.confirm(ctx, st, rec, ver, now)
 	case vault.PhaseOverlap:
 		dropAt := rec.GraceUntil
-		if !st.overlapHere[rec.RotationID] {
+		if rec.GraceBy != st.token {
 			dropAt = dropAt.Add(r.opt.ClockSkewMargin)
 		}
 		if now.Before(dropAt) || st.lateID == rec.RotationID {
@@ -457,10 +479,17 @@ func (r *Rotator) stage(ctx context.Context, st *run, rec vault.Record, ver int,
 	next.Phase = vault.PhaseStaged
 	next.PendingClientSecret = pending
 	next.RotationID = newRotationID()
+	next.StagedAt = now
+	next.GracePeriod = st.c.GracePeriod
+	if st.trig.Grace > 0 {
+		next.GracePeriod = st.trig.Grace
+	}
+	next.GraceBy = ""
+	next.LastError, next.StepError, next.FailingSince = "", "", time.Time{}
 	next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, now.Add(r.leaseSpan())
 	if a := st.trig.Audit; a != nil {
 		next.LastAction = &vault.Action{Action: ActionRotate, By: a.By, Reason: a.Reason, At: now, RotationID: next.RotationID}
-		r.log.Info("operator action", append(fields(st.c, next), zap.String("action", ActionRotate), zap.String("by", a.By), zap.String("reason", a.Reason), zap.Duration("grace_period", st.c.GracePeriod))...)
+		r.log.Info("operator action", append(fields(st.c, next), zap.String("action", ActionRotate), zap.String("by", a.By), zap.String("reason", a.Reason), zap.Duration("grace_period", next.GracePeriod))...)
 	}
 	return r.transition(ctx, st, rec, next, ver, func() decision {
 		st.stagedHere = next.RotationID
@@ -548,24 +577,25 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 	next := rec
 	next.PendingClientSecret = secret.Value{}
 	next.ClientSecret = rec.PendingClientSecret
-	next.LastError = ""
+	next.LastError, next.StepError, next.FailingSince = "", "", time.Time{}
 	next.RetryNotBefore = futureOnly(rec.RetryNotBefore, now)
 	var msg string
 	if rec.ClientSecret.IsZero() { // bootstrap: nothing to overlap with
 		next.Phase = vault.PhaseStable
 		next.RotatedAt = now
+		next.GracePeriod = 0
 		next.LeaseOwner, next.LeaseUntil = "", time.Time{}
 		msg = "bootstrap rotation complete: new secret is current"
 	} else {
 		next.Phase = vault.PhaseOverlap
 		next.PreviousClientSecret = rec.ClientSecret
-		next.GraceUntil = now.Add(c.GracePeriod)
+		next.GraceUntil = now.Add(graceOf(rec, c))
+		next.GraceBy = st.token
 		next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, next.GraceUntil.Add(r.leaseSpan())
 		msg = "affix accepts [new, old]: new secret is current; grace period started"
 	}
 	return r.transition(ctx, st, rec, next, ver, func() decision {
 		if next.Phase == vault.PhaseOverlap {
-			st.overlapHere[next.RotationID] = true
 			if r.clock.Since(now) > maxLateCurrent {
 				st.lateID, st.lateAt = next.RotationID, r.clock.Now()
 			}
@@ -592,7 +622,7 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 func (r *Rotator) awaitGrace(ctx context.Context, st *run, rec vault.Record, ver int, now, dropAt time.Time) decision {
 	graceUntil := rec.GraceUntil
 	if st.lateID == rec.RotationID {
-		graceUntil = laterOf(graceUntil, st.lateAt.Add(st.c.GracePeriod))
+		graceUntil = laterOf(graceUntil, st.lateAt.Add(graceOf(rec, st.c)))
 		dropAt = laterOf(dropAt, graceUntil)
 	}
 	want := dropAt.Add(r.leaseSpan())
@@ -601,6 +631,9 @@ func (r *Rotator) awaitGrace(ctx context.Context, st *run, rec vault.Record, ver
 		next.GraceUntil = graceUntil
 		next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, want
 		moved := graceUntil != rec.GraceUntil
+		if moved {
+			next.GraceBy = st.token
+		}
 		return r.transition(ctx, st, rec, next, ver, func() decision {
 			if moved {
 				r.log.Warn("making the new secret current took longer than expected; grace_until moved so that consumers get the whole grace period",
@@ -641,19 +674,24 @@ func (r *Rotator) finish(ctx context.Context, st *run, rec vault.Record, ver int
 	next := rec
 	next.Phase = vault.PhaseStable
 	next.PreviousClientSecret = secret.Value{}
-	next.GraceUntil = time.Time{}
-	if a := rec.LastAction; a == nil || a.Action != ActionReacceptPrevious || a.RotationID != rec.RotationID {
+	next.GraceUntil, next.GracePeriod, next.GraceBy = time.Time{}, 0, ""
+	if !completedBefore(rec) {
 		// Not the end of a grace an operator reopened: that rotation was
 		// completed before, and its rotated_at anchors the schedule.
 		next.RotatedAt = now
 	}
 	next.LeaseOwner, next.LeaseUntil = "", time.Time{}
-	next.LastError = ""
+	next.LastError, next.StepError, next.FailingSince = "", "", time.Time{}
 	next.RetryNotBefore = futureOnly(rec.RetryNotBefore, now)
 	return r.transition(ctx, st, rec, next, ver, func() decision {
 		r.log.Info("rotation complete: old secret dropped", fields(c, next)...)
 		r.progress(c, next, "")
-		return r.succeeded(st, next)
+		d := r.succeeded(st, next)
+		if st.trig.Reason == ReasonOnce && !st.trig.satisfiedBy(next, r.clock.Now(), r.opt.ClockSkewMargin) {
+			// A rotation staged before the -once: the -once runs its own.
+			return again
+		}
+		return d
 	})
 }
 
@@ -720,6 +758,8 @@ func (r *Rotator) abort(ctx context.Context, st *run, rec vault.Record, ver int,
 	next.Phase = vault.PhaseStable
 	next.PendingClientSecret = secret.Value{}
 	next.LeaseOwner, next.LeaseUntil = "", time.Time{}
+	// The aborted rotation satisfies no -once: it is not a staged one any more.
+	next.StagedAt, next.GracePeriod, next.StepError, next.FailingSince = time.Time{}, 0, "", time.Time{}
 	next.LastError = fmt.Sprintf("rotation %s aborted at %s: %s%v", rec.RotationID, r.clock.Now().UTC().Format(time.RFC3339), keyNote(cause), cause)
 	return r.transition(ctx, st, rec, next, ver, func() decision {
 		msg := "rotation aborted: affix rejected the new secret; the old secret stays current"
@@ -738,6 +778,7 @@ func (r *Rotator) abort(ctx context.Context, st *run, rec vault.Record, ver int,
 // transition writes next over ver and then runs after. When the write's
 // answer is lost, after runs later if the next read finds the write applied.
 func (r *Rotator) transition(ctx context.Context, st *run, rec, next vault.Record, ver int, after func() decision) decision {
+	st.carry(&next)
 	if err := r.write(ctx, st, next, ver); err != nil {
 		r.lostWrite(st, next, ver, err, after)
 		return r.writeFailed(st, rec, err)
@@ -929,9 +970,19 @@ func (r *Rotator) backoff(ctx context.Context, st *run, rec vault.Record, ver in
 	if until := now.Add(d.wait + minLeft); rec.LeaseUntil.Before(until) {
 		next.LeaseUntil = now.Add(d.wait + r.leaseSpan())
 	}
-	if next.RetryNotBefore.Equal(rec.RetryNotBefore) && next.LeaseUntil.Equal(rec.LeaseUntil) {
+	// Why the step fails, and since when, go in the record with the
+	// rotation they belong to (-status, a replica); written when the step
+	// starts failing and whenever the lease is extended anyway.
+	if rec.FailingSince.IsZero() || !next.LeaseUntil.Equal(rec.LeaseUntil) {
+		next.StepError = stepErrorText(err)
+		if rec.FailingSince.IsZero() {
+			next.FailingSince = now
+		}
+	}
+	if next.RetryNotBefore.Equal(rec.RetryNotBefore) && next.LeaseUntil.Equal(rec.LeaseUntil) && next.StepError == rec.StepError && next.FailingSince.Equal(rec.FailingSince) {
 		return d
 	}
+	st.carry(&next)
 	if werr := r.write(ctx, st, next, ver); werr != nil {
 		r.log.Warn("could not extend the lease over the wait", append(fields(st.c, rec), zap.Error(werr))...)
 		r.lostWrite(st, next, ver, werr, func() decision { return again })
@@ -988,10 +1039,16 @@ func (r *Rotator) progressed(st *run) {
 
 // observe mirrors the record into metrics and /status, and remembers it.
 func (r *Rotator) observe(st *run, rec vault.Record, ver int) {
+	if rec.RotatedAt.IsZero() && rec.SeededAt.IsZero() && st.seedAnchor.IsZero() && !rec.VersionTime.IsZero() {
+		st.seedAnchor = rec.VersionTime.UTC().Round(0)
+	}
+	if ver != st.seenVer {
+		r.checkFuture(st.c, rec)
+	}
 	st.seen, st.seenVer = rec, ver
 	r.actionSeen(st.c, rec)
 	if r.opt.Metrics != nil {
-		r.opt.Metrics.ObserveRecord(st.c.Name, rec.Phase, rec.GraceUntil, rec.RotatedAt)
+		r.opt.Metrics.ObserveRecord(st.c.Name, rec.Phase, rec.GraceUntil, r.trusted(rec.RotatedAt, r.clock.Now()))
 	}
 	r.status.record(st.c.Name, rec)
 	r.recordNext(st.c, rec)

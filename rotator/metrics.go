@@ -47,6 +47,7 @@ type Metrics struct {
 	vaultUp          prometheus.Gauge
 	reasserts        *prometheus.CounterVec
 	actions          *prometheus.CounterVec
+	futureTimes      *prometheus.CounterVec
 	now              func() time.Time // the clock of lastFailure
 }
 
@@ -144,6 +145,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: ns, Name: "operator_actions_total",
 			Help: "Operator actions (rotate, end-grace, extend-grace, reaccept-previous) taken by this process or seen in a record by the daemon, by client and action.",
 		}, []string{"client", "action"}),
+		futureTimes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "record_future_times_total",
+			Help: "Record versions read whose time field (rotated_at, staged_at, seeded_at) lay in the future beyond rotation.clock_skew_margin (a clock running ahead wrote it; it is taken as now), by client and field.",
+		}, []string{"client", "field"}),
 		now: time.Now,
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -154,7 +159,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.rotations, m.rotationDuration, m.lastDuration, m.endToEnd, m.lastEndToEnd,
 		m.lastFailure, m.expectedInterval, m.lastSuccess, m.nextRotation, m.phase,
 		m.graceDeadline, m.stepErrors, m.affixRequests, m.affixDuration, m.vaultRequests,
-		m.vaultDuration, m.vaultUp, m.reasserts, m.actions, buildInfo)
+		m.vaultDuration, m.vaultUp, m.reasserts, m.actions, m.futureTimes, buildInfo)
 	return m
 }
 
@@ -297,6 +302,12 @@ func (m *Metrics) Reassert(client, reason string) {
 // OperatorAction counts one operator action.
 func (m *Metrics) OperatorAction(client, action string) {
 	m.actions.WithLabelValues(client, action).Inc()
+}
+
+// FutureTime counts one record version read whose field lay in the future
+// beyond the clock-skew margin.
+func (m *Metrics) FutureTime(client, field string) {
+	m.futureTimes.WithLabelValues(client, field).Inc()
 }
 
 // StepError counts a failed, to-be-retried attempt at the step leaving phase.

@@ -206,6 +206,13 @@ type Trigger struct {
 	// Audit, if set, marks a rotation an operator asked for (-once -grace):
 	// the rotation it starts records it as the record's last_action.
 	Audit *Audit
+	// Grace, if positive, is an operator's grace for this rotation (-once
+	// -grace): it is written in the record when the rotation is staged, so
+	// whoever confirms it uses it. With Reason ReasonOnce it also marks the
+	// leaked-secret incident: a grace in flight of a rotation staged before
+	// Time is ended at once (the secret current at Time must stop being
+	// accepted within Grace), then a new rotation runs with Grace.
+	Grace time.Duration
 }
 
 // Trigger reasons.
@@ -228,15 +235,28 @@ const (
 	ReasonAction = "action"
 )
 
-func (t Trigger) wantsNew(rec vault.Record, now time.Time) bool {
+// wantsNew reports whether a stable record needs a new rotation for t.
+// rotatedAt is the record's rotated_at as trusted (trustedTime).
+func (t Trigger) wantsNew(rec vault.Record, rotatedAt, now time.Time, margin time.Duration) bool {
 	switch t.Reason {
 	case ReasonReconcile, ReasonAction:
 		return false
 	case ReasonStartup:
-		return t.MaxAge > 0 && (rec.RotatedAt.IsZero() || now.Sub(rec.RotatedAt) > t.MaxAge)
+		return t.MaxAge > 0 && (rotatedAt.IsZero() || now.Sub(rotatedAt) > t.MaxAge)
+	case ReasonOnce:
+		return !t.satisfiedBy(rec, now, margin)
 	default:
-		return rec.RotatedAt.Before(t.Time)
+		return rotatedAt.Before(t.Time)
 	}
+}
+
+// satisfiedBy reports whether rec holds a rotation staged at or after a
+// -once's Time (and not in the future beyond margin: a time written by a
+// clock running ahead is not trusted). A rotation staged before it, even
+// one completed since, is not: the secret current when the operator asked
+// may be the one that leaked.
+func (t Trigger) satisfiedBy(rec vault.Record, now time.Time, margin time.Duration) bool {
+	return !rec.StagedAt.IsZero() && !rec.StagedAt.Before(t.Time) && !rec.StagedAt.After(now.Add(margin))
 }
 
 // Outcome is how a call to Rotate ended.
@@ -247,8 +267,13 @@ type Outcome struct {
 	// another process (a replica, the daemon during -once).
 	ByOther bool
 	// RotatedAt is the record's rotated_at when Rotate returned (zero if
-	// unknown): the anchor of the client's schedule.
+	// unknown; a time in the future beyond the clock-skew margin is taken
+	// as now): the anchor of the client's schedule.
 	RotatedAt time.Time
+	// SeededAt anchors the schedule of a record with no rotated_at (seeded
+	// by hand): the record's seeded_at, or the created_time of the version
+	// read. Zero if unknown.
+	SeededAt time.Time
 }
 
 // ErrAborted wraps the reason a rotation was aborted (Affix definitely

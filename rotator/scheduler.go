@@ -24,11 +24,16 @@ func (r *Rotator) Run(ctx context.Context, clients []*Client) {
 const idleRereads = 10
 
 // due returns when a stable client is next due for rotation (NextDue); a
-// record with no rotated_at and no max_age is anchored at the daemon's
-// start. Zero: never.
-func due(c *Client, rotatedAt, started, now time.Time) time.Time {
-	if at, ok := NextDue(c.Schedule, c.MaxAge, rotatedAt, now); ok || !rotatedAt.IsZero() {
+// record with no rotated_at and no max_age is anchored where it was seeded
+// (its seeded_at, or the created_time of its version: a fact that survives
+// restarts), or, when even that is unknown, at the daemon's start. Zero:
+// never.
+func due(c *Client, out Outcome, started, now time.Time) time.Time {
+	if at, ok := NextDue(c.Schedule, c.MaxAge, out.RotatedAt, now); ok || !out.RotatedAt.IsZero() {
 		return at
+	}
+	if !out.SeededAt.IsZero() {
+		return c.Schedule.Next(out.SeededAt)
 	}
 	return c.Schedule.Next(started)
 }
@@ -50,7 +55,7 @@ func (r *Rotator) loop(ctx context.Context, c *Client) {
 		if out.Result == ResultSuccess || trig.Reason == ReasonReconcile {
 			asserted = now
 		}
-		next := due(c, out.RotatedAt, started, now)
+		next := due(c, out, started, now)
 		if next.IsZero() {
 			r.log.Error("schedule has no next run; the client is only reconciled", zap.String("client", c.Name))
 		}

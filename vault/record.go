@@ -36,6 +36,12 @@ const (
 	FieldLastError            = "last_error"
 	FieldRetryNotBefore       = "retry_not_before"
 	FieldLastAction           = "last_action"
+	FieldStagedAt             = "staged_at"
+	FieldGracePeriod          = "grace_period"
+	FieldGraceBy              = "grace_by"
+	FieldStepError            = "step_error"
+	FieldFailingSince         = "failing_since"
+	FieldSeededAt             = "seeded_at"
 )
 
 var ownFields = map[string]bool{
@@ -43,6 +49,8 @@ var ownFields = map[string]bool{
 	FieldPhase: true, FieldRotationID: true, FieldGraceUntil: true, FieldRotatedAt: true,
 	FieldClientID: true, FieldLeaseOwner: true, FieldLeaseUntil: true, FieldLastError: true,
 	FieldRetryNotBefore: true, FieldLastAction: true,
+	FieldStagedAt: true, FieldGracePeriod: true, FieldGraceBy: true, FieldStepError: true,
+	FieldFailingSince: true, FieldSeededAt: true,
 }
 
 // Record is one Affix client's KV v2 secret: the consumers' current secret and
@@ -65,6 +73,32 @@ type Record struct {
 	// LastAction is the last operator action on this client (nil: none),
 	// stored as compact JSON in the field last_action.
 	LastAction *Action
+	// StagedAt is when the rotation in rotation_id was staged: a -once is
+	// satisfied only by a rotation staged at or after it, and a rotated_at
+	// later than it says that rotation completed once already.
+	StagedAt time.Time
+	// GracePeriod is the grace of the rotation in flight, written when it
+	// is staged (an operator's -once -grace travels with it): whoever
+	// confirms the rotation sets grace_until from it. Zero: the client's
+	// configured grace_period (records written before this field).
+	GracePeriod time.Duration
+	// GraceBy is the instance id of the process that wrote grace_until: a
+	// process with another id (another clock) drops the old secret only
+	// after grace_until plus the clock-skew margin.
+	GraceBy string
+	// StepError and FailingSince say why the current step of rotation_id
+	// has been failing, and since when. They are cleared by every
+	// transition, so they always belong to the rotation and phase they are
+	// written with.
+	StepError    string
+	FailingSince time.Time
+	// SeededAt anchors the schedule of a record that has no rotated_at
+	// (seeded by hand): the created_time of the version first seen without
+	// one, carried over by every write until the first rotation completes.
+	SeededAt time.Time
+	// VersionTime is Vault's created_time of the version read (metadata,
+	// never written as a field); zero when unknown.
+	VersionTime time.Time
 	// Extra keeps fields the rotator does not own (an operator's annotations),
 	// so that writing the record back loses nothing.
 	Extra map[string]any
@@ -108,6 +142,14 @@ func (r Record) Encode() map[string]any {
 	if r.LastAction != nil {
 		m[FieldLastAction] = r.LastAction.encode()
 	}
+	putTime(FieldStagedAt, r.StagedAt)
+	if r.GracePeriod > 0 {
+		m[FieldGracePeriod] = r.GracePeriod.String()
+	}
+	put(FieldGraceBy, r.GraceBy)
+	put(FieldStepError, r.StepError)
+	putTime(FieldFailingSince, r.FailingSince)
+	putTime(FieldSeededAt, r.SeededAt)
 	return m
 }
 
@@ -165,6 +207,7 @@ func Decode(data map[string]any) (Record, error) {
 		{FieldClientSecret, &cur}, {FieldPreviousClientSecret, &prev}, {FieldPendingClientSecret, &pend},
 		{FieldPhase, &phase}, {FieldRotationID, &r.RotationID}, {FieldClientID, &r.ClientID},
 		{FieldLeaseOwner, &r.LeaseOwner}, {FieldLastError, &r.LastError},
+		{FieldGraceBy, &r.GraceBy}, {FieldStepError, &r.StepError},
 	} {
 		if *f.p, err = str(f.k); err != nil {
 			return Record{}, err
@@ -173,10 +216,22 @@ func Decode(data map[string]any) (Record, error) {
 	for _, f := range []struct {
 		k string
 		p *time.Time
-	}{{FieldGraceUntil, &r.GraceUntil}, {FieldRotatedAt, &r.RotatedAt}, {FieldLeaseUntil, &r.LeaseUntil}, {FieldRetryNotBefore, &r.RetryNotBefore}} {
+	}{{FieldGraceUntil, &r.GraceUntil}, {FieldRotatedAt, &r.RotatedAt}, {FieldLeaseUntil, &r.LeaseUntil}, {FieldRetryNotBefore, &r.RetryNotBefore},
+		{FieldStagedAt, &r.StagedAt}, {FieldFailingSince, &r.FailingSince}, {FieldSeededAt, &r.SeededAt}} {
 		if *f.p, err = tm(f.k); err != nil {
 			return Record{}, err
 		}
+	}
+	gp, err := str(FieldGracePeriod)
+	if err != nil {
+		return Record{}, err
+	}
+	if gp != "" {
+		d, perr := time.ParseDuration(gp)
+		if perr != nil || d <= 0 {
+			return Record{}, &MalformedError{Field: FieldGracePeriod, Problem: "must be a positive Go duration such as 24h or 30m"}
+		}
+		r.GracePeriod = d
 	}
 	la, err := str(FieldLastAction)
 	if err != nil {

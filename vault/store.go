@@ -76,6 +76,9 @@ func (s *Store) Read(ctx context.Context, path string) (Record, int, error) {
 		}
 		return Record{}, version, err
 	}
+	if kvs.VersionMetadata != nil {
+		rec.VersionTime = kvs.VersionMetadata.CreatedTime
+	}
 	return rec, version, nil
 }
 

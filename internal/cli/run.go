@@ -222,7 +222,7 @@ func runOnce(ctx context.Context, rot *rotator.Rotator, clients []*rotator.Clien
 			defer wg.Done()
 			trig := rotator.Trigger{Reason: rotator.ReasonOnce, Time: now}
 			if audit != nil {
-				trig.Audit = audit
+				trig.Audit, trig.Grace = audit, c.GracePeriod
 			}
 			out, err := rot.Rotate(ctx, c, trig)
 			switch {

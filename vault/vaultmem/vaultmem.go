@@ -12,12 +12,14 @@ import (
 	"fmt"
 	"maps"
 	"sync"
+	"time"
 
 	"github.com/affix-rotator/affix-rotator/vault"
 )
 
 type entry struct {
 	versions    []map[string]any // index v-1; nil data = deleted, destroyed or pruned
+	created     []time.Time      // index v-1: created_time of each version
 	destroyed   map[int]bool
 	pruned      int // versions 1..pruned are no longer kept (max versions)
 	maxVersions int // 0: keep every version
@@ -34,6 +36,9 @@ type Store struct {
 	Fail func(op, path string) error
 	// Identity is what WhoAmI returns ("" gives "vaultmem").
 	Identity string
+	// Now, if set, is the clock that stamps each version's created_time
+	// (Vault's metadata; vault.Record.VersionTime). Nil: time.Now.
+	Now func() time.Time
 }
 
 // New returns an empty store for mount (e.g. "secret").
@@ -48,9 +53,11 @@ func (s *Store) Read(ctx context.Context, path string) (vault.Record, int, error
 	e, ok := s.data[path]
 	var data map[string]any
 	v := 0
+	var created time.Time
 	if ok && len(e.versions) > 0 {
 		v = len(e.versions)
 		data = maps.Clone(e.versions[v-1])
+		created = e.created[v-1]
 	}
 	s.mu.Unlock()
 	if data == nil {
@@ -64,6 +71,7 @@ func (s *Store) Read(ctx context.Context, path string) (vault.Record, int, error
 		}
 		return vault.Record{}, v, err
 	}
+	rec.VersionTime = created
 	return rec, v, nil
 }
 
@@ -93,6 +101,11 @@ func (s *Store) Put(path string, data map[string]any, cas int) (int, error) {
 		s.data[path] = e
 	}
 	e.versions = append(e.versions, maps.Clone(data))
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	e.created = append(e.created, now().UTC().Round(0))
 	e.prune()
 	return len(e.versions), nil
 }

@@ -1,0 +1,114 @@
+package rotator
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/affix-rotator/affix-rotator/vault"
+)
+
+// This file holds the facts a decision reads from the record, and the
+// small pure rules over them, so that a restarted process, a replica or an
+// operator's command decides the same as the process that wrote them.
+
+// graceOf is the grace of the rotation in rec: the one written when it was
+// staged (an operator's -once -grace travels with the rotation), or the
+// client's configured grace for a record written before that field.
+func graceOf(rec vault.Record, c *Client) time.Duration {
+	if rec.GracePeriod > 0 {
+		return rec.GracePeriod
+	}
+	return c.GracePeriod
+}
+
+// completedBefore reports whether the overlap in rec belongs to a rotation
+// that was completed once already (an operator reopened its grace with
+// -reaccept-previous): its rotated_at, later than its staged_at, anchors
+// the schedule and must survive the end of the reopened grace, whatever
+// operator action came in between.
+func completedBefore(rec vault.Record) bool {
+	if !rec.StagedAt.IsZero() {
+		return rec.RotatedAt.After(rec.StagedAt)
+	}
+	// A record written before staged_at existed: the last action says it.
+	a := rec.LastAction
+	return a != nil && a.Action == ActionReacceptPrevious && a.RotationID == rec.RotationID
+}
+
+// incident reports whether this run is the leaked-secret incident (-once
+// with an operator's grace) facing the grace of a rotation staged before
+// it: that grace is ended at once, so that a new rotation can make the
+// secret current at the incident's start stop working within the
+// operator's grace.
+func (st *run) incident(rec vault.Record, now time.Time, margin time.Duration) bool {
+	t := st.trig
+	return t.Reason == ReasonOnce && t.Grace > 0 && t.Audit != nil &&
+		!t.satisfiedBy(rec, now, margin) && now.Before(rec.GraceUntil) && rec.GraceBy != st.token
+}
+
+// endGraceForIncident ends the grace in flight now, recording the
+// operator's action, and takes the lease to drop the previous secret (as
+// -end-grace does). The step after it drops; the stable record then
+// starts the incident's own rotation with the operator's grace.
+func (r *Rotator) endGraceForIncident(ctx context.Context, st *run, rec vault.Record, ver int, now time.Time) decision {
+	next := rec
+	next.GraceUntil, next.GraceBy = now, st.token
+	next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, now.Add(r.leaseSpan())
+	a := st.trig.Audit
+	next.LastAction = &vault.Action{Action: ActionRotate, By: a.By, Reason: a.Reason, At: now, RotationID: rec.RotationID}
+	return r.transition(ctx, st, rec, next, ver, func() decision {
+		r.log.Warn("leaked-secret rotation: the grace of the rotation in flight is ended now, then a new rotation runs with the operator's grace",
+			append(fields(st.c, rec), zap.Time("grace_until_was", rec.GraceUntil), zap.Duration("grace_period", st.trig.Grace), zap.String("by", a.By), zap.String("reason", a.Reason))...)
+		return again
+	})
+}
+
+// carry puts into next the facts a write must not lose: the anchor of a
+// record seeded by hand, until its first rotation completes.
+func (st *run) carry(next *vault.Record) {
+	if next.RotatedAt.IsZero() && next.SeededAt.IsZero() && !st.seedAnchor.IsZero() && !next.ClientSecret.IsZero() {
+		next.SeededAt = st.seedAnchor
+	}
+}
+
+// stepErrorText is what the record keeps of a step's failure: the error's
+// text, which the affix and vault packages never let hold a secret, cut
+// to a bounded length.
+func stepErrorText(err error) string {
+	const maxLen = 512
+	s := keyNote(err) + err.Error()
+	if len(s) > maxLen {
+		s = s[:maxLen] + "…"
+	}
+	return s
+}
+
+// trusted is a time read from a record as a decision may use it: one later
+// than now plus the clock-skew margin was written by a clock running ahead
+// and is taken as now (for max_age, -once and the alerts).
+func (r *Rotator) trusted(t, now time.Time) time.Time {
+	if t.After(now.Add(r.opt.ClockSkewMargin)) {
+		return now
+	}
+	return t
+}
+
+// checkFuture logs and counts the record's times that lie in the future
+// beyond the clock-skew margin (a host whose clock runs ahead wrote them).
+func (r *Rotator) checkFuture(c *Client, rec vault.Record) {
+	now := r.clock.Now()
+	for _, f := range []struct {
+		name string
+		t    time.Time
+	}{{vault.FieldRotatedAt, rec.RotatedAt}, {vault.FieldStagedAt, rec.StagedAt}, {vault.FieldSeededAt, rec.SeededAt}} {
+		if f.t.After(now.Add(r.opt.ClockSkewMargin)) {
+			r.log.Warn("a time in the record lies in the future beyond the clock-skew margin (written by a clock running ahead); it is taken as now",
+				append(fields(c, rec), zap.String("field", f.name), zap.Time("value", f.t), zap.Duration("ahead_by", f.t.Sub(now)))...)
+			if r.opt.Metrics != nil {
+				r.opt.Metrics.FutureTime(c.Name, f.name)
+			}
+		}
+	}
+}
