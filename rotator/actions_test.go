@@ -11,6 +11,9 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/robfig/cron/v3"
 
+	"github.com/affix-rotator/affix-rotator/affix"
+	"github.com/affix-rotator/affix-rotator/affix/affixtest"
+	"github.com/affix-rotator/affix-rotator/internal/secret"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
 	"github.com/affix-rotator/affix-rotator/vault/vaultmem"
@@ -29,9 +32,31 @@ func (s *racingStore) Write(ctx context.Context, path string, r vault.Record, ca
 	return s.Store.Write(ctx, path, r, cas)
 }
 
+// The secrets of overlapRecord, in Affix's shape.
+const (
+	overlapNew = "aaaaaaaa-aaaaaaaa-aaaaaaaa-aaaaaaa1"
+	overlapOld = "bbbbbbbb-bbbbbbbb-bbbbbbbb-bbbbbbb0"
+)
+
+// withAffix gives c an Affix of its own: the fake, accepting overlapRecord's
+// two secrets, so that an operator action can tell Affix the set.
+func withAffix(t *testing.T, c *rotator.Client) *rotator.Client {
+	t.Helper()
+	fake := affixtest.NewServer()
+	t.Cleanup(fake.Close)
+	fake.AddClient("key-actions", "client-id-1", overlapNew, overlapOld)
+	api, err := affix.New(fake.URL, secret.New("key-actions"), affix.WithTimeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := *c
+	cc.Affix = api
+	return &cc
+}
+
 func overlapRecord(t *testing.T, st *vaultmem.Store, graceUntil time.Time) {
 	t.Helper()
-	if _, err := st.Put("affix/p", map[string]any{"client_secret": "new-secret-value-1", "previous_client_secret": "old-secret-value-0",
+	if _, err := st.Put("affix/p", map[string]any{"client_secret": overlapNew, "previous_client_secret": overlapOld,
 		"phase": "overlap", "rotation_id": "r1", "grace_until": graceUntil.Format(time.RFC3339Nano)}, -1); err != nil {
 		t.Fatal(err)
 	}
@@ -48,6 +73,7 @@ func TestActionsRace(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("another operator wins", func(t *testing.T) {
+		c := withAffix(t, c)
 		mem := vaultmem.New("secret")
 		overlapRecord(t, mem, clock.Now().Add(time.Hour))
 		bob := rotator.New(rotator.Options{InstanceID: "bob", Store: mem, Clock: clock})
@@ -68,6 +94,7 @@ func TestActionsRace(t *testing.T) {
 		}
 	})
 	t.Run("the rotator writes in between", func(t *testing.T) {
+		c := withAffix(t, c)
 		mem := vaultmem.New("secret")
 		overlapRecord(t, mem, clock.Now().Add(time.Hour))
 		st := &racingStore{Store: mem, before: func() {
@@ -83,8 +110,10 @@ func TestActionsRace(t *testing.T) {
 			t.Fatalf("alice: %v, until %s", err, until)
 		}
 		rec, _, _ := mem.Read(ctx, "affix/p")
-		if rec.LeaseOwner != "pod-a" || rec.LastAction.By != "alice" {
-			t.Fatalf("lease %s, last action by %s: the action lost the daemon's write or its own", rec.LeaseOwner, rec.LastAction.By)
+		// The action took the waiting daemon's lease to tell Affix the set,
+		// then released it for the daemon to go on.
+		if rec.LeaseOwner != "" || rec.LastAction.By != "alice" || !rec.GraceUntil.Equal(clock.Now().Add(2*time.Hour)) {
+			t.Fatalf("lease %q, last action by %s, grace_until %s: the action lost the daemon's write or its own, or kept the lease", rec.LeaseOwner, rec.LastAction.By, rec.GraceUntil)
 		}
 	})
 }

@@ -294,7 +294,7 @@ func TestEventFailed(t *testing.T) {
 func TestEventOperatorAction(t *testing.T) {
 	clock := clockwork.NewFakeClockAt(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
 	sched, _ := cron.ParseStandard("@every 720h")
-	c := &rotator.Client{Name: "p", VaultPath: "affix/p", Schedule: sched, GracePeriod: time.Hour}
+	c := withAffix(t, &rotator.Client{Name: "p", VaultPath: "affix/p", Schedule: sched, GracePeriod: time.Hour})
 	mem := vaultmem.New("secret")
 	ctx := context.Background()
 	// The daemon starts before the action (it reports actions taken since).

@@ -343,6 +343,12 @@ func (e *fenceEnv) once() rotator.Trigger {
 	return rotator.Trigger{Reason: rotator.ReasonOnce, Time: e.clock.Now()}
 }
 
+// resume is a daemon's start: it drives the rotation in flight to its end
+// and starts none (a -once would go on with a rotation of its own).
+func (e *fenceEnv) resume() rotator.Trigger {
+	return rotator.Trigger{Reason: rotator.ReasonStartup, Time: e.clock.Now()}
+}
+
 func (e *fenceEnv) begin() { e.inflight.Add(1); e.ios.Add(1) }
 func (e *fenceEnv) end()   { e.inflight.Add(-1); e.ios.Add(1) }
 
@@ -718,7 +724,7 @@ func staleSetup(t *testing.T, answerLost bool, modA func(*rotator.Options)) (e *
 	hold.await()
 	e.advance(2 * time.Minute)
 	b = e.proc("pod-b")
-	runB := e.rotate(b, b.rotator(nil), b.client(), e.once())
+	runB := e.rotate(b, b.rotator(nil), b.client(), e.resume())
 	e.drive(time.Second, 10*time.Minute, runB.finished)
 	if runB.err != nil || runB.out.Result != rotator.ResultSuccess {
 		t.Fatalf("setup: B's rotation: %+v %v", runB.out, runB.err)

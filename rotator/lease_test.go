@@ -35,7 +35,7 @@ func TestForeignLeaseIsWaitedOut(t *testing.T) {
 	ctx := ctxT(t)
 	pending := h.stageByOther("other", 2*time.Minute)
 	p := h.process("d1", nil)
-	done := h.start(ctx, p.rotator(nil), p, h.once())
+	done := h.start(ctx, p.rotator(nil), p, rotator.Trigger{Reason: rotator.ReasonStartup, Time: h.clock.Now()})
 	h.asleep(ctx)
 	h.clock.Advance(2*time.Minute - time.Second)
 	h.asleep(ctx)

@@ -178,7 +178,7 @@ func (r *Rotator) drive(ctx context.Context, st *run) (Outcome, error) {
 				if seeded.IsZero() {
 					seeded = st.seedAnchor
 				}
-				d.outcome.SeededAt = r.trusted(seeded, now)
+				d.outcome.SeededAt = seeded
 			}
 			r.status.result(c.Name, d.outcome.Result, d.err, r.clock.Now())
 			return d.outcome, d.err

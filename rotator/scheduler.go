@@ -33,9 +33,18 @@ func due(c *Client, out Outcome, started, now time.Time) time.Time {
 		return at
 	}
 	if !out.SeededAt.IsZero() {
-		return c.Schedule.Next(out.SeededAt)
+		// Never later than this process's start: a created_time after it
+		// comes from a clock that disagrees with ours.
+		return c.Schedule.Next(earlierOf(out.SeededAt, started))
 	}
 	return c.Schedule.Next(started)
+}
+
+func earlierOf(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 func (r *Rotator) loop(ctx context.Context, c *Client) {

@@ -1149,7 +1149,11 @@ func (w *world) landedWrite(p *proc, before, after map[string]any, v int, lost b
 		p.abortLanded, p.lostAbort, p.abortVer = true, lost, v
 		w.event("aborted", p)
 	case bp == "overlap" && ap == "stable":
-		p.finalLanded, p.lostFinal, p.finalVer = true, lost, v
+		// A -once is satisfied only by a rotation staged at or after it:
+		// ending an older one's grace, it goes on with a rotation of its own.
+		if p.kind != "once" || !tm(after, "staged_at").Before(p.trig) {
+			p.finalLanded, p.lostFinal, p.finalVer = true, lost, v
+		}
 		w.lastDone = now
 		w.event("completed", p)
 	}
