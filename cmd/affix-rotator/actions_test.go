@@ -90,8 +90,10 @@ func TestEndGraceWhileDaemonRuns(t *testing.T) {
 	t.Logf("-end-grace: record stable and Affix accepting only the current secret %s after the command started", took.Round(time.Millisecond))
 }
 
-// TestExtendGraceHonoured: -extend-grace moves grace_until later and the
-// running daemon drops the old secret only after the new time.
+// TestExtendGraceHonoured: -extend-grace moves grace_until later, tells
+// Affix [current, previous] (the driving process may have sent its drop
+// already), and the running daemon drops the old secret only after the
+// new time.
 func TestExtendGraceHonoured(t *testing.T) {
 	s, cfg := actionStack(t, "4s")
 	s.start("-config", cfg)
@@ -107,10 +109,10 @@ func TestExtendGraceHonoured(t *testing.T) {
 	}
 	s.waitFor("stable", 30*time.Second, func(r map[string]any) bool { return r["phase"] == "stable" })
 	reqs := s.fake.Requests()
-	if got := strings.Join(s.requests(), " "); got != "200[N1,S0] 200[N1]" {
-		t.Fatalf("requests %s", got)
+	if got := strings.Join(s.requests(), " "); got != "200[N1,S0] 200[N1,S0] 200[N1]" {
+		t.Fatalf("requests %s, want the rotation's, extend-grace's [N1,S0] and the drop", got)
 	}
-	if drop := reqs[1].Time; drop.Before(moved) {
+	if drop := reqs[2].Time; drop.Before(moved) {
 		t.Fatalf("I3 violated: old secret dropped at %s, before the extended grace_until %s", drop, moved)
 	}
 }
