@@ -12,8 +12,10 @@ import (
 // ClientStatus is one client's entry in /status. It never holds a secret.
 type ClientStatus struct {
 	Client string `json:"client"`
-	// State is the phase as last read from Vault, or "unknown" before the
-	// record could be read; StateReason then says why.
+	// State is "ok" once the record has been read (Phase then says where
+	// the rotation stands), or "unknown" before it could be read;
+	// StateReason then says why. -status uses the same words (and adds
+	// missing, deleted, malformed and error, which it reads itself).
 	State        string     `json:"state"`
 	StateReason  string     `json:"state_reason,omitempty"`
 	Phase        string     `json:"phase,omitempty"`
@@ -28,6 +30,12 @@ type ClientStatus struct {
 	LastResultAt *time.Time `json:"last_result_at,omitempty"`
 	LastError    string     `json:"last_error,omitempty"`
 	LastErrorAt  *time.Time `json:"last_error_at,omitempty"`
+	// From the record: when the rotation in flight was staged and its
+	// grace, and why its current step fails and since when (any process).
+	StagedAt     *time.Time `json:"staged_at,omitempty"`
+	GracePeriod  string     `json:"grace_period,omitempty"`
+	StepError    string     `json:"step_error,omitempty"`
+	FailingSince *time.Time `json:"failing_since,omitempty"`
 }
 
 type statusBoard struct {
@@ -38,8 +46,13 @@ type statusBoard struct {
 	denied  map[string]error     // per client, Vault's refusal of its last request, if it was refused
 }
 
-// StateUnknown is a client's state before its record could be read.
-const StateUnknown = "unknown"
+// States of a client in /status and -status.
+const (
+	// StateUnknown is a client's state before its record could be read.
+	StateUnknown = "unknown"
+	// StateOK: the record was read; its phase says the rest.
+	StateOK = "ok"
+)
 
 func newStatusBoard(started time.Time) *statusBoard {
 	return &statusBoard{m: map[string]*ClientStatus{}, started: started, actions: map[string]time.Time{}, denied: map[string]error{}}
@@ -81,7 +94,13 @@ func (b *statusBoard) record(name string, rec vault.Record) {
 	s.Phase, s.RotationID, s.LeaseOwner = string(rec.Phase), rec.RotationID, rec.LeaseOwner
 	s.GraceUntil, s.RotatedAt, s.LeaseUntil = tp(rec.GraceUntil), tp(rec.RotatedAt), tp(rec.LeaseUntil)
 	s.Waiting = ""
-	s.State, s.StateReason = string(phaseOr(rec.Phase)), ""
+	s.State, s.StateReason = StateOK, ""
+	s.Phase = string(phaseOr(rec.Phase))
+	s.StagedAt, s.StepError, s.FailingSince = tp(rec.StagedAt), rec.StepError, tp(rec.FailingSince)
+	s.GracePeriod = ""
+	if rec.GracePeriod > 0 {
+		s.GracePeriod = rec.GracePeriod.String()
+	}
 	delete(b.denied, name)
 	if rec.LastError != "" {
 		s.LastError = rec.LastError

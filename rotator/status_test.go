@@ -66,3 +66,18 @@ func TestStatusLastErrorClearedOnSuccess(t *testing.T) {
 		t.Fatalf("last_error still shown after a success: %q", st[0].LastError)
 	}
 }
+
+// TestStatusStateIsOneVocabulary: /status says state "ok" once the record
+// is read, with the phase apart, as -status does (on bf7ad79 it said the
+// phase in state, "stable", where -status said "ok").
+func TestStatusStateIsOneVocabulary(t *testing.T) {
+	e := newFenceEnv(t)
+	p := e.proc("pod-a")
+	r := p.rotator(nil)
+	run := e.rotate(p, r, p.client(), e.resume())
+	e.wait(run)
+	st := r.Status()
+	if len(st) != 1 || st[0].State != rotator.StateOK || st[0].Phase != "stable" {
+		t.Fatalf("/status after a read: %+v, want state ok, phase stable", st)
+	}
+}

@@ -49,7 +49,7 @@ func checkStatusFlags(f flags) error {
 
 // Record states in -status.
 const (
-	stateOK        = "ok"
+	stateOK        = rotator.StateOK
 	stateMissing   = "missing"   // no record at the path (it never held a version)
 	stateDeleted   = "deleted"   // the latest version is deleted or destroyed
 	stateMalformed = "malformed" // the record cannot be interpreted
@@ -94,6 +94,13 @@ type ClientRecord struct {
 	LeaseActive      bool       `json:"lease_active,omitempty"`
 	// RetryNotBefore is shown only while it is in the future.
 	RetryNotBefore *time.Time    `json:"retry_not_before,omitempty"`
+	// StagedAt and GracePeriod describe the rotation in flight (or the
+	// last one); StepError and FailingSince why its current step fails
+	// and since when. LastError is why the last rotation was aborted.
+	StagedAt       *time.Time    `json:"staged_at,omitempty"`
+	GracePeriod    string        `json:"grace_period,omitempty"`
+	StepError      string        `json:"step_error,omitempty"`
+	FailingSince   *time.Time    `json:"failing_since,omitempty"`
 	LastError      string        `json:"last_error,omitempty"`
 	LastAction     *ActionRecord `json:"last_action,omitempty"`
 }
@@ -259,7 +266,19 @@ func fillStatus(c *ClientRecord, cc config.Client, rec vault.Record, now time.Ti
 			break
 		}
 		next, ok := rotator.NextDue(sched, cc.MaxAge.D(), rec.RotatedAt, now)
+		anchor := rec.SeededAt
+		if anchor.IsZero() {
+			anchor = rec.VersionTime
+		}
 		switch {
+		case !ok && rec.RotatedAt.IsZero() && !anchor.IsZero():
+			// The daemon anchors a seeded record where it was seeded.
+			if at := sched.Next(anchor); !at.IsZero() {
+				c.NextRun = utc(at)
+				c.NextRunNote = fmt.Sprintf("no rotated_at: the schedule counts from when the record was seeded (%s)", stamp(anchor))
+			} else {
+				c.NextRunNote = "never: the schedule does not fire again"
+			}
 		case !ok && rec.RotatedAt.IsZero():
 			c.NextRunNote = "no rotated_at: at the daemon's next start + schedule"
 		case !ok:
@@ -285,6 +304,10 @@ func fillStatus(c *ClientRecord, cc config.Client, rec vault.Record, now time.Ti
 		c.RetryNotBefore = utc(rec.RetryNotBefore)
 	}
 	c.LastError = rec.LastError
+	c.StagedAt, c.StepError, c.FailingSince = utc(rec.StagedAt), rec.StepError, utc(rec.FailingSince)
+	if rec.GracePeriod > 0 {
+		c.GracePeriod = rec.GracePeriod.String()
+	}
 	if a := rec.LastAction; a != nil {
 		c.LastAction = &ActionRecord{Action: a.Action, By: a.By, Reason: a.Reason, RotationID: a.RotationID}
 		if !a.At.IsZero() {
@@ -360,6 +383,16 @@ func writeStatusTable(w io.Writer, rep StatusReport) error {
 		}
 		if c.RetryNotBefore != nil {
 			notes = append(notes, fmt.Sprintf("%s: retry not before %s (in %s): Affix asked to wait (429)", c.Client, stamp(*c.RetryNotBefore), human(c.RetryNotBefore.Sub(now))))
+		}
+		if c.StepError != "" {
+			s := fmt.Sprintf("%s: step failing", c.Client)
+			if c.FailingSince != nil {
+				s += fmt.Sprintf(" since %s (%s)", stamp(*c.FailingSince), human(now.Sub(*c.FailingSince)))
+			}
+			notes = append(notes, fmt.Sprintf("%s on rotation %s: %s", s, dash(c.RotationID), c.StepError))
+		}
+		if c.GracePeriod != "" && c.Phase != string(vault.PhaseStable) {
+			notes = append(notes, fmt.Sprintf("%s: grace of this rotation: %s", c.Client, c.GracePeriod))
 		}
 		if c.LastError != "" {
 			notes = append(notes, fmt.Sprintf("%s: last error: %s", c.Client, c.LastError))

@@ -84,3 +84,39 @@ func TestStatusNextRun(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusSpeaksTheRecord: -status reads the facts the rotator keeps in
+// the record: a seeded record's next run is a date counted from when it was
+// seeded (on bf7ad79: "at the daemon's next start"), and a rotation stuck
+// in flight shows its own step error, its grace and since when it fails,
+// in the same words /status uses (state ok, phase apart).
+func TestStatusSpeaksTheRecord(t *testing.T) {
+	now := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	seeded := now.Add(-30 * time.Minute)
+	r := fakeReader{
+		"a/seeded": vault.Record{Phase: vault.PhaseStable, ClientSecret: secret.New("TOPSECRET"), VersionTime: seeded},
+		"a/stuck": vault.Record{Phase: vault.PhaseStaged, ClientSecret: secret.New("TOPSECRET"), PendingClientSecret: secret.New("NEWSECRET"),
+			RotationID: "r2", StagedAt: now.Add(-time.Hour), GracePeriod: 5 * time.Minute, StepError: "affix: 500 Internal Server Error", FailingSince: now.Add(-50 * time.Minute),
+			LastError: ""},
+	}
+	clients := []config.Client{
+		{Name: "seeded", VaultPath: "a/seeded", Schedule: "@every 1h"},
+		{Name: "stuck", VaultPath: "a/stuck", Schedule: "@every 1h"},
+	}
+	out := readStatus(context.Background(), r, nil, &config.Config{}, clients, now)
+	if got := out[0].NextRun; got == nil || !got.Equal(seeded.Add(time.Hour)) || out[0].State != "ok" || out[0].Phase != "stable" {
+		t.Fatalf("seeded: state %s phase %s next run %v (%q), want ok, stable, %s", out[0].State, out[0].Phase, got, out[0].NextRunNote, seeded.Add(time.Hour))
+	}
+	var b strings.Builder
+	if err := writeStatusTable(&b, StatusReport{GeneratedAt: now, Clients: out}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"stuck: step failing since 2026-11-23T08:10:00Z (50m00s) on rotation r2: affix: 500", "stuck: grace of this rotation: 5m0s"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status table lacks %q:\n%s", want, b.String())
+		}
+	}
+	if strings.Contains(b.String(), "SECRET") {
+		t.Fatalf("a secret in -status:\n%s", b.String())
+	}
+}
