@@ -96,7 +96,9 @@ func (r *Rotator) act(ctx context.Context, c *Client, action string, audit Audit
 		if derr != nil {
 			return vault.Record{}, 0, derr
 		}
+		r.actionPerformed(c, action)
 		r.actionSeen(c, stored)
+		r.bumpChanges(ctx, c, action)
 		return stored, v, nil
 	}
 }

@@ -79,17 +79,21 @@ func eventID(e Event) string {
 	return "msg_" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// actionSeen counts, logs and reports an operator action recorded in rec,
-// once per process (the one that took it, or a daemon that reads it).
+// actionSeen logs and reports an operator action recorded in rec, once per
+// process (the one that took it, or a daemon that reads it; a notification
+// has one id whichever process sends it), and mirrors the record's last
+// action into last_operator_action_timestamp_seconds. It counts nothing:
+// an action is counted once, by the process that performs it
+// (actionPerformed), not by whoever happens to read it.
 func (r *Rotator) actionSeen(c *Client, rec vault.Record) {
 	a := rec.LastAction
+	if a != nil && r.opt.Metrics != nil {
+		r.opt.Metrics.LastAction(c.Name, a.Action, a.At)
+	}
 	if a == nil || !r.status.newAction(c.Name, a.At) {
 		return
 	}
 	r.log.Info("operator action seen in the record", append(fields(c, rec), zap.String("action", a.Action), zap.String("by", a.By), zap.String("reason", a.Reason), zap.Time("at", a.At))...)
-	if r.opt.Metrics != nil {
-		r.opt.Metrics.OperatorAction(c.Name, a.Action)
-	}
 	r.emit(notify.EventOperatorAction, c, rec, func(e *Event) {
 		e.At = a.At.UTC()
 		if a.RotationID != "" {
@@ -110,4 +114,11 @@ func errorText(err error) string {
 // Message is the event as a notification to send (notify.Notifier.Send).
 func (e Event) Message() notify.Message {
 	return notify.Message{ID: e.ID, Type: e.Type, Time: e.At, Data: e}
+}
+
+// actionPerformed counts an operator action this process performed.
+func (r *Rotator) actionPerformed(c *Client, action string) {
+	if r.opt.Metrics != nil {
+		r.opt.Metrics.OperatorAction(c.Name, action)
+	}
 }

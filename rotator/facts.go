@@ -59,6 +59,7 @@ func (r *Rotator) endGraceForIncident(ctx context.Context, st *run, rec vault.Re
 	a := st.trig.Audit
 	next.LastAction = &vault.Action{Action: ActionRotate, By: a.By, Reason: a.Reason, At: now, RotationID: rec.RotationID}
 	return r.transition(ctx, st, rec, next, ver, func() decision {
+		r.actionPerformed(st.c, ActionRotate)
 		r.log.Warn("leaked-secret rotation: the grace of the rotation in flight is ended now, then a new rotation runs with the operator's grace",
 			append(fields(st.c, rec), zap.Time("grace_until_was", rec.GraceUntil), zap.Duration("grace_period", st.trig.Grace), zap.String("by", a.By), zap.String("reason", a.Reason))...)
 		return again

@@ -492,6 +492,12 @@ func (r *Rotator) stage(ctx context.Context, st *run, rec vault.Record, ver int,
 		r.log.Info("operator action", append(fields(st.c, next), zap.String("action", ActionRotate), zap.String("by", a.By), zap.String("reason", a.Reason), zap.Duration("grace_period", next.GracePeriod))...)
 	}
 	return r.transition(ctx, st, rec, next, ver, func() decision {
+		if st.trig.Audit != nil {
+			r.actionPerformed(st.c, ActionRotate)
+		}
+		if st.trig.Reason == ReasonOnce {
+			r.bumpChanges(ctx, st.c, "staged")
+		}
 		st.stagedHere = next.RotationID
 		r.progressed(st)
 		reason := st.trig.Reason

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/robfig/cron/v3"
 
 	"github.com/affix-rotator/affix-rotator/internal/version"
@@ -48,6 +49,7 @@ type Metrics struct {
 	reasserts        *prometheus.CounterVec
 	actions          *prometheus.CounterVec
 	futureTimes      *prometheus.CounterVec
+	lastAction       *prometheus.GaugeVec
 	now              func() time.Time // the clock of lastFailure
 }
 
@@ -143,12 +145,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"client", "reason"}),
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "operator_actions_total",
-			Help: "Operator actions (rotate, end-grace, extend-grace, reaccept-previous) taken by this process or seen in a record by the daemon, by client and action.",
+			Help: "Operator actions (rotate, end-grace, extend-grace, reaccept-previous) performed by this process, by client and action; each action is counted once, by the process that performs it (last_operator_action_timestamp_seconds reflects the record, whoever acted).",
 		}, []string{"client", "action"}),
 		futureTimes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "record_future_times_total",
 			Help: "Record versions read whose time field (rotated_at, staged_at, seeded_at) lay in the future beyond rotation.clock_skew_margin (a clock running ahead wrote it; it is taken as now), by client and field.",
 		}, []string{"client", "field"}),
+		lastAction: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "last_operator_action_timestamp_seconds",
+			Help: "When the record's last operator action (last_action) was taken, by client and action, whichever process took it: it reflects the record.",
+		}, []string{"client", "action"}),
 		now: time.Now,
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -159,7 +165,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.rotations, m.rotationDuration, m.lastDuration, m.endToEnd, m.lastEndToEnd,
 		m.lastFailure, m.expectedInterval, m.lastSuccess, m.nextRotation, m.phase,
 		m.graceDeadline, m.stepErrors, m.affixRequests, m.affixDuration, m.vaultRequests,
-		m.vaultDuration, m.vaultUp, m.reasserts, m.actions, m.futureTimes, buildInfo)
+		m.vaultDuration, m.vaultUp, m.reasserts, m.actions, m.futureTimes, m.lastAction, buildInfo)
 	return m
 }
 
@@ -302,6 +308,29 @@ func (m *Metrics) Reassert(client, reason string) {
 // OperatorAction counts one operator action.
 func (m *Metrics) OperatorAction(client, action string) {
 	m.actions.WithLabelValues(client, action).Inc()
+}
+
+// LastAction shows the record's last operator action (one series per
+// client: a new action replaces the previous one's).
+func (m *Metrics) LastAction(client, action string, at time.Time) {
+	if at.IsZero() {
+		return
+	}
+	v := float64(at.UnixNano()) / 1e9
+	if g, err := m.lastAction.GetMetricWithLabelValues(client, action); err == nil && testGauge(g) == v {
+		return
+	}
+	m.lastAction.DeletePartialMatch(prometheus.Labels{"client": client})
+	m.lastAction.WithLabelValues(client, action).Set(v)
+}
+
+// testGauge reads a gauge's value.
+func testGauge(g prometheus.Gauge) float64 {
+	var pb dto.Metric
+	if err := g.Write(&pb); err != nil {
+		return 0
+	}
+	return pb.GetGauge().GetValue()
 }
 
 // FutureTime counts one record version read whose field lay in the future

@@ -296,3 +296,108 @@ func TestSeededRecordRotatesDespiteRestarts(t *testing.T) {
 		t.Fatalf("a seeded record with @every 1m and a daemon restarted every 40s: %d rotations in %s", e.stagedCount(), e.clock.Now().Sub(e.start0))
 	}
 }
+
+// fenceMarked is a process's store with the change marker (ChangeMarker):
+// a daemon on it runs one more goroutine, the marker's watcher.
+type fenceMarked struct{ *fenceStore }
+
+func (s fenceMarked) ChangesVersion(ctx context.Context) (int, error) {
+	return s.e.store.ChangesVersion(ctx)
+}
+
+func (s fenceMarked) BumpChanges(ctx context.Context, client, what string) error {
+	return s.e.store.BumpChanges(ctx, client, what)
+}
+
+// An operator's change reaches a daemon within reread_interval in every
+// phase, stable included, through the change marker; the action is
+// counted once, by the process that performed it, and the daemon's gauge
+// reflects the record. (On bf7ad79 a stable record was read every
+// 10 × reread_interval: -reaccept-previous 1m kept the previous secret
+// accepted minutes past grace_until, and the daemon counted what it
+// happened to see.)
+func TestOperatorChangeReachesTheDaemonWithinRereadInterval(t *testing.T) {
+	e := newFenceEnv(t)
+	a := e.proc("pod-a")
+	first := e.rotate(a, a.rotator(nil), a.client(), e.once())
+	e.drive(time.Second, 5*time.Minute, first.finished)
+	if phaseOf(e.record()) != "stable" || e.stagedCount() != 1 {
+		t.Fatalf("setup: %s", first)
+	}
+	const reread, margin = 30 * time.Second, 30 * time.Second
+	marked := func(p *fenceProc, reg *prometheus.Registry) *rotator.Rotator {
+		return p.rotator(func(o *rotator.Options) {
+			o.Changes, o.RereadInterval, o.ClockSkewMargin, o.Metrics = fenceMarked{(*fenceStore)(p)}, reread, margin, rotator.NewMetrics(reg)
+		})
+	}
+	regD, regOp := prometheus.NewRegistry(), prometheus.NewRegistry()
+	d := e.proc("pod-d")
+	rd := marked(d, regD)
+	e.spawn(d, 2, func(ctx context.Context, _ *fenceRun) { rd.Run(ctx, []*rotator.Client{d.client()}) })
+	e.drive(time.Second, time.Minute, func() bool { return false })
+
+	op := e.proc("host/op-1")
+	rop := marked(op, regOp)
+	var until time.Time
+	act := e.spawn(op, 1, func(ctx context.Context, run *fenceRun) {
+		until, run.err = rop.ReacceptPrevious(ctx, op.client(), time.Minute, rotator.Audit{By: "bob", Reason: "partner broke"})
+	})
+	e.drive(time.Second, time.Minute, act.finished)
+	if act.err != nil {
+		t.Fatalf("reaccept-previous: %v", act.err)
+	}
+	prev := str(e.store.History(e.path)[len(e.store.History(e.path))-1], "previous_client_secret")
+	acted := e.clock.Now()
+	seen := time.Time{}
+	dropped := e.drive(time.Second, 10*time.Minute, func() bool {
+		if st := rd.Status(); seen.IsZero() && len(st) == 1 && st[0].Phase == "overlap" {
+			seen = e.clock.Now()
+		}
+		return !e.fake.Accepts(e.key, prev)
+	})
+	if seen.IsZero() || seen.Sub(acted) > reread+time.Second {
+		t.Errorf("the daemon's /status showed the reopened grace %s after the action, want within reread_interval %s", seen.Sub(acted), reread)
+	}
+	if bound := until.Add(reread + margin + time.Second); !dropped || e.clock.Now().After(bound) {
+		t.Fatalf("-reaccept-previous 1m: the previous secret was dropped at %s (dropped %v), want by grace_until + reread_interval + clock_skew_margin = %s",
+			e.clock.Now(), dropped, bound)
+	}
+	if n := counterValue(t, regOp, "affix_rotator_operator_actions_total", map[string]string{"action": "reaccept-previous"}); n != 1 {
+		t.Errorf("the acting process counted %v reaccept-previous actions, want 1", n)
+	}
+	if n := counterValue(t, regD, "affix_rotator_operator_actions_total", map[string]string{"action": "reaccept-previous"}); n != 0 {
+		t.Errorf("the daemon counted %v reaccept-previous actions it only read, want 0 (counted once, by the process that acts)", n)
+	}
+	if g := gaugeValue(t, regD, "affix_rotator_last_operator_action_timestamp_seconds", map[string]string{"action": "reaccept-previous"}); g == 0 {
+		t.Errorf("the daemon's last_operator_action_timestamp_seconds{action=reaccept-previous} is unset: its metrics do not reflect the record")
+	}
+}
+
+// gaugeValue returns a gauge's value for the labels given (0 if the series
+// does not exist).
+func gaugeValue(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			for k, v := range labels {
+				found := false
+				for _, lp := range m.GetLabel() {
+					found = found || lp.GetName() == k && lp.GetValue() == v
+				}
+				if !found {
+					continue series
+				}
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
+}

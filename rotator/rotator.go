@@ -103,6 +103,11 @@ type Options struct {
 	// it did not start waits until grace_until plus this margin, since its
 	// clock may run ahead of the one that wrote grace_until.
 	ClockSkewMargin time.Duration
+	// Changes, if set, is the change marker (changes.go): operator actions
+	// and -once write it after they change a record, and the daemon (Run,
+	// Serve) reads it every RereadInterval, in a goroutine of its own on
+	// Clock, to read its stable records again at once when it moved.
+	Changes ChangeMarker
 	// Events, if set, is told what happens to rotations (started, new
 	// secret current, completed, aborted, failed, operator actions; see
 	// Event), for webhook notifications. It is called on the rotation's
@@ -131,6 +136,8 @@ type Rotator struct {
 
 	assertMu sync.Mutex
 	asserted map[string]time.Time // by client name
+
+	changes changeSignal // the change marker moved (changes.go)
 }
 
 // assertedSince returns when this process last saw Affix confirm the set

@@ -40,6 +40,21 @@ func due(c *Client, out Outcome, started, now time.Time) time.Time {
 	return c.Schedule.Next(started)
 }
 
+// sleepOrChange waits d on the injected clock, or until changed is
+// closed (woken true), or ctx ends.
+func (r *Rotator) sleepOrChange(ctx context.Context, d time.Duration, changed <-chan struct{}) (woken bool, err error) {
+	t := r.clock.NewTimer(max(d, 0))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-t.Chan():
+		return false, nil
+	case <-changed:
+		return true, nil
+	}
+}
+
 func earlierOf(a, b time.Time) time.Time {
 	if b.Before(a) {
 		return b
@@ -56,6 +71,7 @@ func (r *Rotator) loop(ctx context.Context, c *Client) {
 	var hold time.Time                // no new rotation before this, after a failed one
 	first := true                     // log the client's schedule once
 	for {
+		changed := r.changes.wait() // a change during the run wakes the sleep below
 		out, err := r.Rotate(ctx, c, trig)
 		if ctx.Err() != nil {
 			return
@@ -114,9 +130,14 @@ func (r *Rotator) loop(ctx context.Context, c *Client) {
 			at, nextTrig = check, Trigger{Reason: ReasonStartup, Time: check}
 		}
 		r.log.Debug("next run scheduled", zap.String("client", c.Name), zap.Time("at", at), zap.String("reason", nextTrig.Reason))
-		if err := r.sleep(ctx, at.Sub(now), nil); err != nil {
+		woken, err := r.sleepOrChange(ctx, at.Sub(now), changed)
+		if err != nil {
 			return
 		}
 		trig = nextTrig
+		if woken {
+			// Another process changed a record: read this one again now.
+			trig = Trigger{Reason: ReasonStartup, Time: r.clock.Now()}
+		}
 	}
 }

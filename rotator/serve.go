@@ -49,6 +49,9 @@ func (r *Rotator) Serve(ctx context.Context, clients []*Client, updates <-chan [
 	for _, c := range clients {
 		start(c)
 	}
+	if r.opt.Changes != nil {
+		go r.watchChanges(ctx, r.opt.Changes)
+	}
 	for {
 		select {
 		case <-ctx.Done():

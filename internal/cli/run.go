@@ -170,6 +170,7 @@ func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, env Env, 
 	opt := rotator.Options{
 		InstanceID:     instanceID,
 		Store:          store.Load(),
+		Changes:        store.Load(),
 		Metrics:        metrics,
 		Logger:         log,
 		LeaseDuration:  cfg.Rotation.LeaseDuration.D(),

@@ -93,16 +93,16 @@ type ClientRecord struct {
 	LeaseUntil       *time.Time `json:"lease_until,omitempty"`
 	LeaseActive      bool       `json:"lease_active,omitempty"`
 	// RetryNotBefore is shown only while it is in the future.
-	RetryNotBefore *time.Time    `json:"retry_not_before,omitempty"`
+	RetryNotBefore *time.Time `json:"retry_not_before,omitempty"`
 	// StagedAt and GracePeriod describe the rotation in flight (or the
 	// last one); StepError and FailingSince why its current step fails
 	// and since when. LastError is why the last rotation was aborted.
-	StagedAt       *time.Time    `json:"staged_at,omitempty"`
-	GracePeriod    string        `json:"grace_period,omitempty"`
-	StepError      string        `json:"step_error,omitempty"`
-	FailingSince   *time.Time    `json:"failing_since,omitempty"`
-	LastError      string        `json:"last_error,omitempty"`
-	LastAction     *ActionRecord `json:"last_action,omitempty"`
+	StagedAt     *time.Time    `json:"staged_at,omitempty"`
+	GracePeriod  string        `json:"grace_period,omitempty"`
+	StepError    string        `json:"step_error,omitempty"`
+	FailingSince *time.Time    `json:"failing_since,omitempty"`
+	LastError    string        `json:"last_error,omitempty"`
+	LastAction   *ActionRecord `json:"last_action,omitempty"`
 }
 
 // ActionRecord is a record's last operator action.

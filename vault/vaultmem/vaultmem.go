@@ -288,3 +288,27 @@ func (s *Store) Latest(path string) (data map[string]any, version int, deleted b
 	d := e.versions[v-1]
 	return maps.Clone(d), v, d == nil
 }
+
+// ChangesVersion returns the change marker's version, like
+// vault.Store.ChangesVersion.
+func (s *Store) ChangesVersion(ctx context.Context) (int, error) {
+	if err := s.fail(ctx, "read", vault.ChangesPath); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.data[vault.ChangesPath]; ok {
+		return len(e.versions), nil
+	}
+	return 0, nil
+}
+
+// BumpChanges writes a version of the change marker, like
+// vault.Store.BumpChanges.
+func (s *Store) BumpChanges(ctx context.Context, client, what string) error {
+	if err := s.fail(ctx, "write", vault.ChangesPath); err != nil {
+		return err
+	}
+	_, err := s.Put(vault.ChangesPath, map[string]any{"client": client, "change": what}, -1)
+	return err
+}

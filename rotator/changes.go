@@ -1,0 +1,86 @@
+package rotator
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/affix-rotator/affix-rotator/vault"
+)
+
+// ChangeMarker is the part of a Store that carries the change marker: one
+// record that every operator command and -once writes after it changed a
+// client's record, and that every daemon reads once per RereadInterval,
+// so that a daemon notices such a change within RereadInterval in every
+// phase (docs/design.md, "The change marker"). A Store without it, or a
+// marker Vault refuses, leaves the daemon with its periodic re-reads.
+type ChangeMarker interface {
+	ChangesVersion(ctx context.Context) (int, error)
+	BumpChanges(ctx context.Context, client, what string) error
+}
+
+// changeSignal wakes every idle client loop when the marker moves.
+type changeSignal struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+// wait returns a channel closed at the next change.
+func (s *changeSignal) wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+func (s *changeSignal) fire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch != nil {
+		close(s.ch)
+	}
+	s.ch = make(chan struct{})
+}
+
+// bumpChanges tells daemons that this process changed c's record (best
+// effort: they notice it within 10 × RereadInterval anyway).
+func (r *Rotator) bumpChanges(ctx context.Context, c *Client, what string) {
+	cm := r.opt.Changes
+	if cm == nil {
+		return
+	}
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := cm.BumpChanges(bctx, c.Name, what); err != nil {
+		r.log.Warn("could not write the change marker; running daemons notice this change at their next periodic read of the record (grant update on the marker's path, see the README's policy)",
+			zap.String("client", c.Name), zap.String("marker", vault.ChangesPath), zap.Error(err))
+	}
+}
+
+// watchChanges reads the change marker every RereadInterval and wakes the
+// idle client loops when it moved.
+func (r *Rotator) watchChanges(ctx context.Context, cm ChangeMarker) {
+	last, err := cm.ChangesVersion(ctx)
+	warned := false
+	for {
+		if err != nil && !warned {
+			warned = true
+			r.log.Warn("cannot read the change marker; an operator's change to a stable client is noticed at the next periodic read of its record (10 × rotation.reread_interval) instead of within rotation.reread_interval (grant read on the marker's path, see the README's policy)",
+				zap.String("marker", vault.ChangesPath), zap.Error(err))
+		}
+		if err := r.sleep(ctx, r.opt.RereadInterval, nil); err != nil {
+			return
+		}
+		var v int
+		v, err = cm.ChangesVersion(ctx)
+		if err == nil && v != last {
+			last = v
+			r.log.Debug("change marker moved: reading the records again", zap.Int("version", v))
+			r.changes.fire()
+		}
+	}
+}
