@@ -122,7 +122,7 @@ func (r *Rotator) EndGrace(ctx context.Context, c *Client, audit Audit) (Outcome
 			return rec, phaseHint(ActionEndGrace, rec.Phase)
 		}
 		next := rec
-		next.GraceUntil, next.GraceBy = now, st.token // grace_until is this action's own
+		next.GraceUntil, next.GraceBy = now, st.stamp(now) // grace_until is this action's own
 		next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, now.Add(r.leaseSpan())
 		return next, nil
 	})
@@ -149,7 +149,8 @@ func (r *Rotator) ExtendGrace(ctx context.Context, c *Client, d time.Duration, a
 			return rec, phaseHint(ActionExtendGrace, rec.Phase)
 		}
 		next := rec
-		next.GraceUntil, next.GraceBy = laterOf(rec.GraceUntil, now).Add(d), st.token
+		next.GraceUntil = laterOf(rec.GraceUntil, now).Add(d)
+		next.GraceBy = st.stamp(next.GraceUntil)
 		next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, now.Add(r.leaseSpan())
 		return next, nil
 	})
@@ -187,7 +188,8 @@ func (r *Rotator) ReacceptPrevious(ctx context.Context, c *Client, d time.Durati
 		next := rec
 		next.Phase = vault.PhaseOverlap
 		next.PreviousClientSecret = prev
-		next.GraceUntil, next.GraceBy = now.Add(d), st.token
+		next.GraceUntil = now.Add(d)
+		next.GraceBy = st.stamp(next.GraceUntil)
 		next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, now.Add(r.leaseSpan())
 		return next, nil
 	})

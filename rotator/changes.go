@@ -2,6 +2,7 @@ package rotator
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -56,7 +57,7 @@ func (r *Rotator) bumpChanges(ctx context.Context, c *Client, what string) {
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := cm.BumpChanges(bctx, c.Name, what); err != nil {
-		r.log.Warn("could not write the change marker; running daemons notice this change at their next periodic read of the record (grant update on the marker's path, see the README's policy)",
+		r.logAt(err)("could not write the change marker; running daemons notice this change at their next periodic read of the record (grant update on the marker's path, see the README's policy)",
 			zap.String("client", c.Name), zap.String("marker", vault.ChangesPath), zap.Error(err))
 	}
 }
@@ -69,7 +70,7 @@ func (r *Rotator) watchChanges(ctx context.Context, cm ChangeMarker) {
 	for {
 		if err != nil && !warned {
 			warned = true
-			r.log.Warn("cannot read the change marker; an operator's change to a stable client is noticed at the next periodic read of its record (10 × rotation.reread_interval) instead of within rotation.reread_interval (grant read on the marker's path, see the README's policy)",
+			r.logAt(err)("cannot read the change marker; an operator's change to a stable client is noticed at the next periodic read of its record (10 × rotation.reread_interval) instead of within rotation.reread_interval (grant read on the marker's path, see the README's policy)",
 				zap.String("marker", vault.ChangesPath), zap.Error(err))
 		}
 		if err := r.sleep(ctx, r.opt.RereadInterval, nil); err != nil {
@@ -83,4 +84,13 @@ func (r *Rotator) watchChanges(ctx context.Context, cm ChangeMarker) {
 			r.changes.fire()
 		}
 	}
+}
+
+// logAt is the level of a line about a failed marker request: ERROR when
+// Vault denied it (a policy to fix, like every denial), WARN otherwise.
+func (r *Rotator) logAt(err error) func(string, ...zap.Field) {
+	if errors.Is(err, vault.ErrDenied) {
+		return r.log.Error
+	}
+	return r.log.Warn
 }

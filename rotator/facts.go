@@ -37,15 +37,29 @@ func completedBefore(rec vault.Record) bool {
 	return a != nil && a.Action == ActionReacceptPrevious && a.RotationID == rec.RotationID
 }
 
+// satisfied reports whether a stable rec ends a -once: it holds a
+// completed rotation other than the one this run first saw. That one's
+// current secret (or, if it was staged, the secret before it) is what the
+// operator wanted gone, and any later completed rotation dropped it. No
+// clock is read: a staged_at written by a clock running ahead cannot make
+// an older rotation look new.
+func (st *run) satisfied(rec vault.Record) bool {
+	// An aborted rotation is no rotation: abort clears staged_at.
+	return rec.Phase == vault.PhaseStable && st.firstSeen && rec.RotationID != "" && rec.RotationID != st.firstID && !rec.StagedAt.IsZero()
+}
+
 // incident reports whether this run is the leaked-secret incident (-once
-// with an operator's grace) facing the grace of a rotation staged before
-// it: that grace is ended at once, so that a new rotation can make the
-// secret current at the incident's start stop working within the
-// operator's grace.
-func (st *run) incident(rec vault.Record, now time.Time, margin time.Duration) bool {
+// with an operator's grace) facing a grace it must cut: the grace of the
+// rotation it first saw (whose current secret is the leaked one: a new
+// rotation must start at once), or any grace, not its own, that would keep
+// the leaked secret accepted past the operator's deadline (its start plus
+// its grace).
+func (st *run) incident(rec vault.Record, now time.Time) bool {
 	t := st.trig
-	return t.Reason == ReasonOnce && t.Grace > 0 && t.Audit != nil &&
-		!t.satisfiedBy(rec, now, margin) && now.Before(rec.GraceUntil) && rec.GraceBy != st.token
+	if t.Reason != ReasonOnce || t.Grace <= 0 || t.Audit == nil || st.graceMine(rec) || !now.Before(rec.GraceUntil) {
+		return false
+	}
+	return rec.RotationID == st.firstID || rec.GraceUntil.After(t.Time.Add(t.Grace))
 }
 
 // endGraceForIncident ends the grace in flight now, recording the
@@ -54,7 +68,7 @@ func (st *run) incident(rec vault.Record, now time.Time, margin time.Duration) b
 // starts the incident's own rotation with the operator's grace.
 func (r *Rotator) endGraceForIncident(ctx context.Context, st *run, rec vault.Record, ver int, now time.Time) decision {
 	next := rec
-	next.GraceUntil, next.GraceBy = now, st.token
+	next.GraceUntil, next.GraceBy = now, st.stamp(now)
 	next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, now.Add(r.leaseSpan())
 	a := st.trig.Audit
 	next.LastAction = &vault.Action{Action: ActionRotate, By: a.By, Reason: a.Reason, At: now, RotationID: rec.RotationID}
@@ -112,4 +126,19 @@ func (r *Rotator) checkFuture(c *Client, rec vault.Record) {
 			}
 		}
 	}
+}
+
+// stamp is the grace_by this run writes with a grace_until of t: its
+// token and the very time it vouches for, so that a grace_until moved by
+// anyone else afterwards (an operator's `vault kv patch`, which leaves
+// grace_by alone) is no longer this run's.
+func (st *run) stamp(t time.Time) string {
+	return st.token + "@" + t.UTC().Format(time.RFC3339Nano)
+}
+
+// graceMine reports whether rec's grace_until was written by this run (and
+// not moved since): it is read against this run's own clock, with no
+// clock-skew margin.
+func (st *run) graceMine(rec vault.Record) bool {
+	return rec.GraceBy != "" && rec.GraceBy == st.stamp(rec.GraceUntil)
 }

@@ -54,6 +54,12 @@ type run struct {
 	// with no rotated_at and no seeded_at; the next write records it as
 	// seeded_at (a fact from Vault's metadata, carried into the record).
 	seedAnchor time.Time
+	// firstID is the rotation_id of the first record this run saw
+	// (firstSeen): an input of a -once, like its trigger time. The secret
+	// current then is the one the operator wants gone: the -once is
+	// satisfied only by a completed rotation with another id.
+	firstID   string
+	firstSeen bool
 	// reassert, when set, is why the set the record implies must be sent
 	// to Affix again before anything else (ReassertStale or
 	// ReassertReconcile); steal allows taking a live lease for it.
@@ -296,7 +302,7 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 	}
 	r.observe(st, rec, ver)
 
-	if rec.Phase == vault.PhaseOverlap && st.incident(rec, now, r.opt.ClockSkewMargin) {
+	if rec.Phase == vault.PhaseOverlap && st.incident(rec, now) {
 		return r.endGraceForIncident(ctx, st, rec, ver, now)
 	}
 	if rec.LeaseOwner != "" && rec.LeaseOwner != r.opt.InstanceID && now.Before(rec.LeaseUntil) && rec.Phase == vault.PhaseOverlap &&
@@ -335,7 +341,7 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 	switch rec.Phase {
 	case vault.PhaseStable:
 		rotatedAt := r.trusted(rec.RotatedAt, now)
-		if st.trig.wantsNew(rec, rotatedAt, now, r.opt.ClockSkewMargin) {
+		if st.trig.Reason == ReasonOnce && !st.satisfied(rec) || st.trig.Reason != ReasonOnce && st.trig.wantsNew(rotatedAt, now) {
 			return r.stage(ctx, st, rec, ver, now)
 		}
 		if st.trig.Reason == ReasonOnce || (st.trig.Reason == ReasonSchedule || st.trig.Reason == ReasonAction) && !rotatedAt.Before(st.trig.Time) {
@@ -348,7 +354,7 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 		return r.confirm(ctx, st, rec, ver, now)
 	case vault.PhaseOverlap:
 		dropAt := rec.GraceUntil
-		if rec.GraceBy != st.token {
+		if !st.graceMine(rec) {
 			dropAt = dropAt.Add(r.opt.ClockSkewMargin)
 		}
 		if now.Before(dropAt) || st.lateID == rec.RotationID {
@@ -596,7 +602,7 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 		next.Phase = vault.PhaseOverlap
 		next.PreviousClientSecret = rec.ClientSecret
 		next.GraceUntil = now.Add(graceOf(rec, c))
-		next.GraceBy = st.token
+		next.GraceBy = st.stamp(next.GraceUntil)
 		next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, next.GraceUntil.Add(r.leaseSpan())
 		msg = "affix accepts [new, old]: new secret is current; grace period started"
 	}
@@ -638,7 +644,7 @@ func (r *Rotator) awaitGrace(ctx context.Context, st *run, rec vault.Record, ver
 		next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, want
 		moved := graceUntil != rec.GraceUntil
 		if moved {
-			next.GraceBy = st.token
+			next.GraceBy = st.stamp(graceUntil)
 		}
 		return r.transition(ctx, st, rec, next, ver, func() decision {
 			if moved {
@@ -693,7 +699,7 @@ func (r *Rotator) finish(ctx context.Context, st *run, rec vault.Record, ver int
 		r.log.Info("rotation complete: old secret dropped", fields(c, next)...)
 		r.progress(c, next, "")
 		d := r.succeeded(st, next)
-		if st.trig.Reason == ReasonOnce && !st.trig.satisfiedBy(next, r.clock.Now(), r.opt.ClockSkewMargin) {
+		if st.trig.Reason == ReasonOnce && !st.satisfied(next) {
 			// A rotation staged before the -once: the -once runs its own.
 			return again
 		}
@@ -1045,6 +1051,9 @@ func (r *Rotator) progressed(st *run) {
 
 // observe mirrors the record into metrics and /status, and remembers it.
 func (r *Rotator) observe(st *run, rec vault.Record, ver int) {
+	if !st.firstSeen {
+		st.firstSeen, st.firstID = true, rec.RotationID
+	}
 	if rec.RotatedAt.IsZero() && rec.SeededAt.IsZero() && st.seedAnchor.IsZero() && !rec.VersionTime.IsZero() {
 		st.seedAnchor = rec.VersionTime.UTC().Round(0)
 	}

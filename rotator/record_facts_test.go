@@ -401,3 +401,26 @@ func gaugeValue(t *testing.T, g prometheus.Gatherer, name string, labels map[str
 	}
 	return 0
 }
+
+// grace_by vouches for one grace_until: moved by hand (`vault kv patch`,
+// which leaves grace_by alone), it is no longer the driver's own, and the
+// driver waits the clock-skew margin too: the operator's clock wrote it.
+// (Found by the simulation, seed 832, with grace_by holding a token only.)
+func TestGraceUntilMovedByHandGetsTheMargin(t *testing.T) {
+	e := newFenceEnv(t)
+	a := e.proc("pod-a")
+	c := a.client()
+	c.GracePeriod = time.Hour
+	const margin = 30 * time.Second
+	e.rotate(a, a.rotator(func(o *rotator.Options) { o.ClockSkewMargin, o.RereadInterval = margin, 5 * time.Second }), c, e.once())
+	e.drive(time.Second, time.Minute, func() bool { return phaseOf(e.record()) == "overlap" })
+	rec := e.record()
+	moved := e.clock.Now().Add(time.Minute)
+	rec["grace_until"] = moved.UTC().Format(time.RFC3339Nano)
+	e.put(rec)
+	prev := str(rec, "previous_client_secret")
+	e.drive(time.Second, 5*time.Minute, func() bool { return !e.fake.Accepts(e.key, prev) })
+	if reqs := e.fake.Requests(); len(reqs) < 2 || reqs[len(reqs)-1].Time.Before(moved.Add(margin)) {
+		t.Fatalf("the driver dropped at %v, want no earlier than the hand-moved grace_until + margin %s; requests %v", reqs[len(reqs)-1].Time, moved.Add(margin), e.requests())
+	}
+}

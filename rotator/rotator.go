@@ -242,28 +242,18 @@ const (
 	ReasonAction = "action"
 )
 
-// wantsNew reports whether a stable record needs a new rotation for t.
-// rotatedAt is the record's rotated_at as trusted (trustedTime).
-func (t Trigger) wantsNew(rec vault.Record, rotatedAt, now time.Time, margin time.Duration) bool {
+// wantsNew reports whether a stable record needs a new rotation for t
+// (not a -once: see run.satisfied). rotatedAt is the record's rotated_at
+// as trusted (Rotator.trusted).
+func (t Trigger) wantsNew(rotatedAt, now time.Time) bool {
 	switch t.Reason {
 	case ReasonReconcile, ReasonAction:
 		return false
 	case ReasonStartup:
 		return t.MaxAge > 0 && (rotatedAt.IsZero() || now.Sub(rotatedAt) > t.MaxAge)
-	case ReasonOnce:
-		return !t.satisfiedBy(rec, now, margin)
 	default:
 		return rotatedAt.Before(t.Time)
 	}
-}
-
-// satisfiedBy reports whether rec holds a rotation staged at or after a
-// -once's Time (and not in the future beyond margin: a time written by a
-// clock running ahead is not trusted). A rotation staged before it, even
-// one completed since, is not: the secret current when the operator asked
-// may be the one that leaked.
-func (t Trigger) satisfiedBy(rec vault.Record, now time.Time, margin time.Duration) bool {
-	return !rec.StagedAt.IsZero() && !rec.StagedAt.Before(t.Time) && !rec.StagedAt.After(now.Add(margin))
 }
 
 // Outcome is how a call to Rotate ended.

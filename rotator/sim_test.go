@@ -467,6 +467,13 @@ func (w *world) violate(class, format string, args ...any) {
 	if w.viol != nil {
 		return
 	}
+	if os.Getenv("SIM_HISTORY") != "" { // the last record versions, for a replay
+		h := w.store.History(simPath)
+		for v := max(0, len(h)-8); v < len(h); v++ {
+			d := h[v]
+			fmt.Printf("v%d writer=%d phase=%s rid=%s grace_until=%s grace_by=%s lease=%s last_action=%s\n", v+1, w.verWriter[v+1], str(d, "phase"), str(d, "rotation_id"), str(d, "grace_until"), str(d, "grace_by"), str(d, "lease_owner"), str(d, "last_action"))
+		}
+	}
 	if w.skip[class] {
 		if !w.skipped[class] {
 			w.skipped[class] = true
@@ -615,12 +622,21 @@ type proc struct {
 	seen       *observed // the last record this process read or wrote
 
 	wroteAfterStop bool
-	abortLanded    bool
-	finalLanded    bool
-	lostFinal      bool
-	lostAbort      bool
-	abortVer       int
-	finalVer       int
+	// incident is the grace of a leaked-secret -once (-once -grace), 0 for
+	// a plain one; leaked is the secret current when it started.
+	incident time.Duration
+	leaked   string
+	// firstRID is the rotation_id of the first record this process read
+	// (firstRead): a -once is satisfied only by a completed rotation with
+	// another id.
+	firstRID    string
+	firstRead   bool
+	abortLanded bool
+	finalLanded bool
+	lostFinal   bool
+	lostAbort   bool
+	abortVer    int
+	finalVer    int
 }
 
 func (p *proc) String() string { return fmt.Sprintf("%s#%d(%s)", p.id, p.pid, p.kind) }
@@ -666,7 +682,19 @@ func (w *world) startProc(kind, id string) *proc {
 	}
 	c := &rotator.Client{Name: "sim", VaultPath: simPath, Schedule: w.cfg.sched, GracePeriod: w.cfg.grace,
 		Jitter: w.cfg.jitter, MaxAge: w.cfg.maxAge, Affix: api}
+	trig := rotator.Trigger{Reason: rotator.ReasonOnce}
+	if kind == "once" && w.rng.IntN(4) == 0 {
+		// The leaked-secret incident: -once -grace D, D up to the grace.
+		p.incident = time.Duration(1+w.rng.IntN(max(1, int(w.cfg.grace/time.Minute)))) * time.Minute
+		c.GracePeriod = p.incident
+		trig.Grace, trig.Audit = p.incident, &rotator.Audit{By: "sim-operator", Reason: "simulated leak"}
+		if d, _, deleted := w.store.Latest(simPath); !deleted {
+			p.leaked = str(d, "client_secret")
+		}
+		w.event("incident", p)
+	}
 	p.trig = p.clock.Now()
+	trig.Time = p.trig
 	w.procs = append(w.procs, p)
 	w.event("start-"+kind, p)
 	go func() {
@@ -679,7 +707,7 @@ func (w *world) startProc(kind, id string) *proc {
 			p.runAction(r, c)
 			return
 		}
-		p.out, p.err = r.Rotate(p.ctx, c, rotator.Trigger{Reason: rotator.ReasonOnce, Time: p.trig})
+		p.out, p.err = r.Rotate(p.ctx, c, trig)
 	}()
 	return p
 }
@@ -893,6 +921,9 @@ func (w *world) deliver(c *call, err error, note string) {
 	p := c.p
 	if err == nil && c.obs != nil {
 		p.seen = c.obs
+		if !p.firstRead {
+			p.firstRead, p.firstRID = true, c.obs.str("rotation_id")
+		}
 	}
 	if err != nil && c.state != "waiting" {
 		w.event("answer-lost-"+c.op, p)
@@ -1142,7 +1173,7 @@ func (w *world) landedWrite(p *proc, before, after map[string]any, v int, lost b
 	switch {
 	case bp == "staged" && ap == "overlap":
 		skew := time.Duration(p.host.skew.Load())
-		from := tm(after, "grace_until").Add(-w.cfg.grace - p.host.initial)
+		from := tm(after, "grace_until").Add(-w.graceOf(after) - p.host.initial)
 		w.overlapAt[rid] = overlapInfo{at: now, id: p.id, pid: p.pid, skew: skew, late: now.Sub(from), lost: lost}
 		w.event("overlap", p)
 	case bp == "staged" && ap == "stable":
@@ -1151,7 +1182,7 @@ func (w *world) landedWrite(p *proc, before, after map[string]any, v int, lost b
 	case bp == "overlap" && ap == "stable":
 		// A -once is satisfied only by a rotation staged at or after it:
 		// ending an older one's grace, it goes on with a rotation of its own.
-		if p.kind != "once" || !tm(after, "staged_at").Before(p.trig) {
+		if p.kind != "once" || p.firstRead && str(after, "rotation_id") != p.firstRID {
 			p.finalLanded, p.lostFinal, p.finalVer = true, lost, v
 		}
 		w.lastDone = now
@@ -1358,15 +1389,17 @@ func (w *world) landed(c *call, p *proc, outOfBand, late bool) string {
 			need := tm(c.basis.data, "grace_until")
 			// -end-grace drops at the grace_until it set itself: no other
 			// clock to allow for, and a shorter grace is its purpose.
+			// So does a leaked-secret -once ending an older rotation's grace.
 			endGrace := p.action == rotator.ActionEndGrace ||
-				strings.Contains(c.basis.str("last_action"), `"action":"end-grace"`) && strings.Contains(c.basis.str("last_action"), rid)
+				strings.Contains(c.basis.str("last_action"), `"action":"end-grace"`) && strings.Contains(c.basis.str("last_action"), rid) ||
+				incidentEnded(c.basis.data, rid)
 			takeover := ov.id != "" && ov.id != p.id && !endGrace
 			if takeover {
 				need = need.Add(w.margin)
 			}
 			if skewAt.Before(need) {
-				w.violate("grace", "I3: %s dropped the old secret at %s by its clock, before grace_until%s %s (takeover: %v)",
-					p, skewAt.Format(time.RFC3339), map[bool]string{true: "+clock_skew_margin", false: ""}[takeover], need.Format(time.RFC3339), takeover)
+				w.violate("grace", "I3: %s dropped the old secret at %s by its clock, before grace_until%s %s (takeover: %v; last_action %s, grace_by %q)",
+					p, skewAt.Format(time.RFC3339), map[bool]string{true: "+clock_skew_margin", false: ""}[takeover], need.Format(time.RFC3339), takeover, c.basis.str("last_action"), c.basis.str("grace_by"))
 			}
 			// -reaccept-previous reopens a grace of the length the
 			// operator chose, from its own write: the grace_until check
@@ -1377,9 +1410,10 @@ func (w *world) landed(c *call, p *proc, outOfBand, late bool) string {
 				// its write returned (the rotator tolerates 1s); another
 				// cannot know how late that write landed, nor beat a
 				// clock skew beyond the margin.
-				allow := w.cfg.grace - time.Second
+				grace := w.graceOf(c.basis.data)
+				allow := grace - time.Second
 				if p.pid != ov.pid {
-					allow = w.cfg.grace - max(time.Second, ov.late) - max(0, c.skew-ov.skew-w.margin)
+					allow = grace - max(time.Second, ov.late) - max(0, c.skew-ov.skew-w.margin)
 				}
 				if got := now.Sub(ov.at); got < allow {
 					w.violate("grace", "I3: consumers got %s of grace (true time from the overlap write by %s to the drop by %s), want at least %s (grace %s, skew %s vs %s; the overlap write landed %s after the clock reading grace_until counts from, its answer lost: %v)",
@@ -1391,6 +1425,30 @@ func (w *world) landed(c *call, p *proc, outOfBand, late bool) string {
 		}
 	}
 	return cause
+}
+
+// incidentEnded reports whether d's grace was ended by a leaked-secret
+// -once: its last_action is a rotate on this rotation, taken at the very
+// grace_until it set.
+func incidentEnded(d map[string]any, rid string) bool {
+	var a struct {
+		Action     string    `json:"action"`
+		At         time.Time `json:"at"`
+		RotationID string    `json:"rotation_id"`
+	}
+	if json.Unmarshal([]byte(str(d, "last_action")), &a) != nil {
+		return false
+	}
+	return a.Action == rotator.ActionRotate && a.RotationID == rid && a.At.Equal(tm(d, "grace_until"))
+}
+
+// graceOf is the grace of the rotation in d: its grace_period (an
+// operator's -once -grace travels with the rotation), else the config's.
+func (w *world) graceOf(d map[string]any) time.Duration {
+	if g, err := time.ParseDuration(str(d, "grace_period")); err == nil && g > 0 {
+		return g
+	}
+	return w.cfg.grace
 }
 
 func simPhase(d map[string]any) string {
@@ -1887,6 +1945,13 @@ func (w *world) checkExit(p *proc, now time.Time) {
 		return
 	}
 	w.event("once-exit-"+p.out.Result, p, " byOther=", p.out.ByOther)
+	if p.incident > 0 && p.out.Result == rotator.ResultSuccess && p.leaked != "" {
+		// The leaked-secret command never reports success while the secret
+		// current when it started is still current.
+		if d, _, deleted := w.store.Latest(simPath); !deleted && str(d, "client_secret") == p.leaked {
+			w.violate("incident", "%s (-once -grace %s) reported success while the secret current when it started (%s) is still current", p, p.incident, w.label(p.leaked))
+		}
+	}
 	// A run that gave up while Vault stayed unavailable never saw the
 	// record again: it cannot know its write landed, and says it failed.
 	blind := p.out.Result == rotator.ResultFailed && (errors.Is(p.err, vault.ErrUnavailable) || errors.Is(p.err, vault.ErrNotFound))

@@ -98,7 +98,7 @@ func TestStatusTable(t *testing.T) {
 		t.Fatalf("header: %q", lines[0])
 	}
 	for name, wants := range map[string][]string{
-		"prod":    {"stable", "at the daemon's next start + schedule"},
+		"prod":    {"stable", "(in 30d0h)"},
 		"done":    {"stable", "r-done", "1h00m", "(in 29d", "pod-a (expired"},
 		"staged":  {"staged", "r-staged", "after the rotation in flight", "pod-a (", "left)"},
 		"overlap": {"overlap", "r-overlap", "30d0h", "after the rotation in flight", " (until ", "pod-b (2h0"},
@@ -148,7 +148,10 @@ func TestStatusJSON(t *testing.T) {
 		}
 		by[c.Client] = c
 	}
-	if c := by["prod"]; c.Phase != "stable" || c.NextRun != nil || !strings.Contains(c.NextRunNote, "daemon's next start") || c.Path != "secret/"+s.path || c.Version != 1 {
+	// A seeded record (no rotated_at) is scheduled from when it was seeded
+	// (the created_time of its version), as the daemon does.
+	if c := by["prod"]; c.Phase != "stable" || c.NextRun == nil || c.NextRun.Sub(time.Now().Add(720*time.Hour)).Abs() > time.Minute ||
+		!strings.Contains(c.NextRunNote, "counts from when the record was seeded") || c.Path != "secret/"+s.path || c.Version != 1 {
 		t.Fatalf("prod: %+v", c)
 	}
 	done := by["done"]
