@@ -412,7 +412,7 @@ func TestGraceUntilMovedByHandGetsTheMargin(t *testing.T) {
 	c := a.client()
 	c.GracePeriod = time.Hour
 	const margin = 30 * time.Second
-	e.rotate(a, a.rotator(func(o *rotator.Options) { o.ClockSkewMargin, o.RereadInterval = margin, 5 * time.Second }), c, e.once())
+	e.rotate(a, a.rotator(func(o *rotator.Options) { o.ClockSkewMargin, o.RereadInterval = margin, 5*time.Second }), c, e.once())
 	e.drive(time.Second, time.Minute, func() bool { return phaseOf(e.record()) == "overlap" })
 	rec := e.record()
 	moved := e.clock.Now().Add(time.Minute)
