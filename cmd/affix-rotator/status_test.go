@@ -201,7 +201,7 @@ func TestStatusUnreadable(t *testing.T) {
 		t.Logf("-status -o %s:\n%s", format, out)
 		s.noSecret(out)
 		for _, w := range []string{
-			"vault kv put secret/" + s.path + "-missing client_secret=",
+			"vault kv put -cas=0 secret/" + s.path + "-missing client_secret=-`",
 			"field \\\"phase\\\"", "vault kv undelete -versions=1 secret/" + s.path + "-deleted",
 			"bootstrap is on", "3 of 5 records could not be read",
 		} {
