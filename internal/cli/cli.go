@@ -114,11 +114,12 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if f.validate {
 		return runValidate(ctx, f, env)
 	}
-	cfg, err := config.Load(f.config)
+	file, err := config.LoadFile(f.config)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "affix-rotator: invalid config %s:\n%v\n", f.config, err)
 		return ExitUsage
 	}
+	cfg := file.Config
 	if f.client != "" && !hasClient(cfg, f.client) {
 		fmt.Fprintf(env.Stderr, "affix-rotator: -client: no client named %q in %s\n", f.client, f.config)
 		return ExitUsage
@@ -126,7 +127,11 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if f.st.status {
 		return runStatus(ctx, cfg, f, env)
 	}
-	return run(ctx, cfg, f, env)
+	code, warnings := startCheck(file, f, env)
+	if code != ExitOK {
+		return code
+	}
+	return run(ctx, cfg, f, env, warnings)
 }
 
 func hasClient(cfg *config.Config, name string) bool {

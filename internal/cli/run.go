@@ -21,7 +21,9 @@ import (
 	"github.com/affix-rotator/affix-rotator/vault"
 )
 
-func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
+// run is the daemon, -once or an operator action; warnings (from
+// startCheck) are logged at start.
+func run(ctx context.Context, cfg *config.Config, f flags, env Env, warnings []*config.Error) int {
 	log, err := newLogger(cfg.Log, env.Stderr)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "affix-rotator: log: %v\n", err)
@@ -63,6 +65,7 @@ func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 	log = log.With(zap.String("instance_id", instanceID))
 
 	logStart(log, cfg, f, env.Getenv, clients)
+	logWarnings(log, warnings)
 	notifier, err := buildNotifier(cfg, env.Getenv, reg, log)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "affix-rotator: invalid config %s:\n%v\n", f.config, err)
