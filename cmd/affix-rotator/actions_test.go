@@ -200,15 +200,19 @@ func TestActionRefusals(t *testing.T) {
 		code int
 		want string
 	}{
-		{"unknown client", []string{"-end-grace", "-client", "nope"}, 2, `no client named "nope"`},
+		{"unknown client", []string{"-end-grace", "-client", "nope", "-reason", "r"}, 2, `no client named "nope"`},
 		{"no client", []string{"-end-grace"}, 2, "needs -client"},
 		{"zero duration", []string{"-extend-grace", "0s", "-client", "prod"}, 2, "must be positive"},
 		{"negative duration", []string{"-reaccept-previous", "-1h", "-client", "prod"}, 2, "must be positive"},
 		{"two actions", []string{"-end-grace", "-extend-grace", "1h", "-client", "prod"}, 2, "exclusive"},
 		{"grace without once", []string{"-grace", "1m", "-client", "prod"}, 2, "only meaningful with -once"},
-		{"end-grace in stable", []string{"-end-grace", "-client", "prod"}, 1, "phase stable"},
-		{"extend-grace in stable", []string{"-extend-grace", "1h", "-client", "prod"}, 1, "-reaccept-previous"},
-		{"reaccept with no rotation", []string{"-reaccept-previous", "1h", "-client", "prod"}, 1, "no completed rotation"},
+		{"end-grace without a reason", []string{"-end-grace", "-client", "prod"}, 2, `needs -reason "why"`},
+		{"extend-grace with an empty reason", []string{"-extend-grace", "1h", "-client", "prod", "-reason", " "}, 2, `needs -reason "why"`},
+		{"reaccept-previous without a reason", []string{"-reaccept-previous", "1h", "-client", "prod"}, 2, `needs -reason "why"`},
+		{"once -grace without a reason", []string{"-once", "-grace", "1m", "-client", "prod"}, 2, `needs -reason "why"`},
+		{"end-grace in stable", []string{"-end-grace", "-client", "prod", "-reason", "r"}, 1, "phase stable"},
+		{"extend-grace in stable", []string{"-extend-grace", "1h", "-client", "prod", "-reason", "r"}, 1, "-reaccept-previous"},
+		{"reaccept with no rotation", []string{"-reaccept-previous", "1h", "-client", "prod", "-reason", "r"}, 1, "no completed rotation"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := s.start(append([]string{"-config", cfg}, tc.args...)...)

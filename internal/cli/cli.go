@@ -65,12 +65,12 @@ func Main(ctx context.Context, args []string, env Env) int {
 	fs.StringVar(&f.client, "client", "", "with -once or -status: only this client (default: all)")
 	fs.BoolVar(&f.validate, "validate", false, "check the config and exit")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
-	fs.DurationVar(&f.retryTimeout, "retry-timeout", 15*time.Minute, "with -once: give up when one step has failed for this long (the rotation stays resumable); 0 retries for ever")
+	fs.DurationVar(&f.retryTimeout, "retry-timeout", 15*time.Minute, "with -once or an incident command: give up when Vault or one step has failed for this long (the rotation stays resumable); 0 retries for ever. Default 15m for -once, "+incidentRetryTimeout.String()+" for the incident commands (-end-grace, -extend-grace, -reaccept-previous, -once -grace)")
 	fs.DurationVar(&f.grace, "grace", 0, "with -once: the grace period of this rotation only, shorter than the configured one when the current secret leaked")
 	fs.BoolVar(&f.endGrace, "end-grace", false, "with -client, in overlap: drop the previous secret now (it leaked)")
 	fs.DurationVar(&f.extendGrace, "extend-grace", 0, "with -client, in overlap: keep both secrets accepted this much longer")
 	fs.DurationVar(&f.reacceptPrevious, "reaccept-previous", 0, "with -client, after a completed rotation: make Affix accept the previous secret again for this long")
-	fs.StringVar(&f.reason, "reason", "", "why (an operator action's audit line and the record's last_action)")
+	fs.StringVar(&f.reason, "reason", "", "why (an operator action's audit line and the record's last_action); required by -end-grace, -extend-grace, -reaccept-previous and -once -grace")
 	registerStatusFlags(fs, &f.st)
 	registerValidateFlags(fs, &f)
 	if err := fs.Parse(args); err != nil {
@@ -94,6 +94,9 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if msg := f.checkAction(fs); msg != "" {
 		fmt.Fprintln(env.Stderr, "affix-rotator: "+msg)
 		return ExitUsage
+	}
+	if f.incident() && !isSet(fs, "retry-timeout") {
+		f.retryTimeout = incidentRetryTimeout
 	}
 	if f.client != "" && !f.once && !f.st.status && f.action() == "" {
 		fmt.Fprintln(env.Stderr, "affix-rotator: -client is only meaningful with -once, -status or an operator action")
