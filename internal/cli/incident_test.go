@@ -88,7 +88,9 @@ func TestIncidentCommandsAreBounded(t *testing.T) {
 		out := &vaulttest.SyncBuffer{}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan int)
-		go func() { done <- Main(ctx, append([]string{"-config", path}, args...), Env{Stdout: out, Stderr: out, Getenv: getenv}) }()
+		go func() {
+			done <- Main(ctx, append([]string{"-config", path}, args...), Env{Stdout: out, Stderr: out, Getenv: getenv})
+		}()
 		deadline := time.After(30 * time.Second)
 		for !strings.Contains(out.String(), "cannot connect to vault; retrying until") {
 			select {
