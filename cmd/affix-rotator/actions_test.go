@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -244,5 +245,31 @@ path "secret/metadata/*" { capabilities = ["read"] }`); err != nil {
 	}
 	if after := s.record(); after["last_action"] != before["last_action"] || after["phase"] != before["phase"] {
 		t.Fatal("a refused action changed the record")
+	}
+}
+
+// TestOnceInterrupted: SIGINT during -once's grace says the rotation stays
+// resumable and how to go on (not "FAILED: context canceled"); the record
+// keeps its phase; the grace prints no line every few seconds.
+func TestOnceInterrupted(t *testing.T) {
+	s := newStack(t)
+	cfg := s.config("c.yaml", "host-a", "    schedule: \"@every 720h\"\n    grace_period: 1h\n")
+	p := s.start("-config", cfg, "-once", "-client", "prod")
+	eventually(t, "the grace", 60*time.Second, func() bool { return strings.Contains(p.out.String(), "prod: phase=overlap") })
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t, 30*time.Second); code != 1 {
+		t.Fatalf("exit %d after SIGINT, want 1", code)
+	}
+	want := "prod: interrupted: the rotation stays resumable; run `affix-rotator -config " + cfg + " -once -client prod` to go on"
+	if out := p.out.String(); !strings.Contains(out, want) || strings.Contains(out, "context canceled") {
+		t.Fatalf("output lacks %q (or says context canceled):\n%s", want, out)
+	}
+	if n := strings.Count(p.out.String(), "prod: phase=overlap"); n > 2 {
+		t.Fatalf("%d progress lines in overlap within seconds, want at most 2 (one a minute)", n)
+	}
+	if ph := str(s.record(), "phase"); ph != "overlap" {
+		t.Fatalf("phase %q after the interrupt, want overlap", ph)
 	}
 }
