@@ -19,7 +19,8 @@ import (
 	"github.com/affix-rotator/affix-rotator/vault"
 )
 
-// newLogger builds the zap logger: JSON (or console) lines on w.
+// newLogger builds the zap logger: JSON (or console) lines on w, durations
+// as Go duration strings.
 func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 	level, err := zapcore.ParseLevel(c.Level)
 	if err != nil {
@@ -27,6 +28,9 @@ func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 	}
 	ec := zap.NewProductionEncoderConfig()
 	ec.TimeKey, ec.EncodeTime = "ts", zapcore.ISO8601TimeEncoder
+	// Durations as Go duration strings ("24h0m0s", "1.5s"), not bare
+	// seconds: a log line says what it means without the unit in the key.
+	ec.EncodeDuration = zapcore.StringDurationEncoder
 	var enc zapcore.Encoder
 	if c.Format == "console" {
 		ec.EncodeLevel = zapcore.CapitalLevelEncoder
