@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"strings"
 	"time"
@@ -36,18 +35,9 @@ const incidentRetryTimeout = time.Minute
 // operator action, or -once with an operator grace.
 func (f flags) incident() bool { return f.action() != "" || (f.once && f.grace > 0) }
 
-// isSet reports whether the flag name was given on the command line.
-func isSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(fl *flag.Flag) { set = set || fl.Name == name })
-	return set
-}
-
-// checkAction checks the operator-action flags; it returns what is wrong
-// ("" if nothing).
-func (f flags) checkAction(fs *flag.FlagSet) string {
-	set := map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+// checkAction checks the operator-action flags (set: the flags given); it
+// returns what is wrong ("" if nothing).
+func (f flags) checkAction(set map[string]bool) string {
 	n := 0
 	for _, a := range []string{"end-grace", "extend-grace", "reaccept-previous"} {
 		if set[a] {

@@ -53,10 +53,24 @@ type flags struct {
 
 // Main runs the command with args (without the program name) and returns
 // the exit code. ctx ends on SIGINT/SIGTERM.
+//
+// args are either a subcommand (run, once, status, validate, end-grace,
+// extend-grace, reaccept-previous, version, completion; commands.go) or,
+// deprecated, the flat flag form of earlier versions (-config c.yaml
+// -once …), which keeps working and prints a one-line notice on stderr with
+// the subcommand to use instead.
 func Main(ctx context.Context, args []string, env Env) int {
 	if env.Getenv == nil {
 		env.Getenv = os.Getenv
 	}
+	if !legacyForm(args) {
+		return runCommand(ctx, args, env)
+	}
+	return legacyMain(ctx, args, env)
+}
+
+// legacyMain parses the flat flag form and runs it.
+func legacyMain(ctx context.Context, args []string, env Env) int {
 	var f flags
 	fs := flag.NewFlagSet("affix-rotator", flag.ContinueOnError)
 	fs.SetOutput(env.Stderr)
@@ -83,6 +97,14 @@ func Main(ctx context.Context, args []string, env Env) int {
 		fmt.Fprintf(env.Stderr, "affix-rotator: unexpected argument %q\n", fs.Arg(0))
 		return ExitUsage
 	}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	fmt.Fprintln(env.Stderr, deprecationNotice(f, set))
+	return execute(ctx, f, set, env)
+}
+
+// execute checks the flags (set: those given) and runs what they ask for.
+func execute(ctx context.Context, f flags, set map[string]bool, env Env) int {
 	if f.version {
 		fmt.Fprintf(env.Stdout, "affix-rotator %s (%s)\n", version.Version, version.GoVersion())
 		return ExitOK
@@ -91,11 +113,11 @@ func Main(ctx context.Context, args []string, env Env) int {
 		fmt.Fprintln(env.Stderr, "affix-rotator: -config is required")
 		return ExitUsage
 	}
-	if msg := f.checkAction(fs); msg != "" {
+	if msg := f.checkAction(set); msg != "" {
 		fmt.Fprintln(env.Stderr, "affix-rotator: "+msg)
 		return ExitUsage
 	}
-	if f.incident() && !isSet(fs, "retry-timeout") {
+	if f.incident() && !set["retry-timeout"] {
 		f.retryTimeout = incidentRetryTimeout
 	}
 	if f.client != "" && !f.once && !f.st.status && f.action() == "" {
