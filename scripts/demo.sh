@@ -134,7 +134,7 @@ clients:
     grace_period: 10s
     max_age: 2m        # a freshly seeded record has no rotated_at: the first rotation starts at once
 YAML
-"$work/affix-rotator" -config "$work/config.yaml" -validate
+"$work/affix-rotator" validate --config "$work/config.yaml"
 
 echo
 echo "demo: affix-rotator is starting on 127.0.0.1:$LISTEN_PORT (LISTEN_PORT moves it). Watch the log lines below; also try:"
@@ -144,7 +144,7 @@ echo "  curl -s http://127.0.0.1:$AFFIX_PORT/_affixtest/state     # what the fak
 echo "Every 10 s a 'demo:' line checks that the secret in Vault is one Affix accepts (fingerprints only)."
 echo
 start=$SECONDS
-"$work/affix-rotator" -config "$work/config.yaml" 2> >(tee "$work/rotator.log" >&2) &
+"$work/affix-rotator" run --config "$work/config.yaml" 2> >(tee "$work/rotator.log" >&2) &
 rot_pid=$!
 # Our daemon's /status names its instance id; another program on the port
 # (or a daemon that could not listen and exited) fails it.

@@ -262,7 +262,7 @@ func TestOnceInterrupted(t *testing.T) {
 	if code := p.wait(t, 30*time.Second); code != 1 {
 		t.Fatalf("exit %d after SIGINT, want 1", code)
 	}
-	want := "prod: interrupted: the rotation stays resumable; run `affix-rotator -config " + cfg + " -once -client prod` to go on"
+	want := "prod: interrupted: the rotation stays resumable; run `affix-rotator once --config " + cfg + " --client prod` to go on"
 	if out := p.out.String(); !strings.Contains(out, want) || strings.Contains(out, "context canceled") {
 		t.Fatalf("output lacks %q (or says context canceled):\n%s", want, out)
 	}

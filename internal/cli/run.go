@@ -276,10 +276,10 @@ func runOnce(ctx context.Context, rot *rotator.Rotator, clients []*rotator.Clien
 // interrupted is what -once or an operator action prints when SIGINT or
 // SIGTERM stops it: the record keeps its phase, and the command to go on.
 func interrupted(f flags, client string) string {
-	resume := fmt.Sprintf("affix-rotator -config %s -once -client %s", f.config, client)
+	resume := fmt.Sprintf("affix-rotator once --config %s --client %s", f.config, client)
 	switch f.action() {
 	case rotator.ActionExtendGrace, rotator.ActionReacceptPrevious:
-		return fmt.Sprintf("interrupted: the rotation stays resumable; run `affix-rotator -config %s -status -client %s` to see where it stands, then %s again (or let a daemon go on)", f.config, client, f.action())
+		return fmt.Sprintf("interrupted: the rotation stays resumable; run `affix-rotator status --config %s --client %s` to see where it stands, then %s again (or let a daemon go on)", f.config, client, f.action())
 	}
 	return fmt.Sprintf("interrupted: the rotation stays resumable; run `%s` to go on (or let a daemon go on)", resume)
 }
