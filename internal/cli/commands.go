@@ -9,6 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/affix-rotator/affix-rotator/internal/config"
 )
 
 // The command line is one subcommand per task, built on spf13/cobra: the
@@ -182,6 +184,18 @@ still works and prints the command to use instead.`,
 	}
 	clientFlag := func(c *cobra.Command, f *flags, what string) {
 		c.Flags().StringVar(&f.client, "client", "", what)
+		// Completion offers the clients of the --config given.
+		_ = c.RegisterFlagCompletionFunc("client", func(cmd *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
+			file, _ := config.LoadFile(f.config) // a file with problems still names its clients
+			if file == nil {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			names := make([]string, 0, len(file.Clients))
+			for _, cl := range file.Clients {
+				names = append(names, cl.Name)
+			}
+			return names, cobra.ShellCompDirectiveNoFileComp
+		})
 	}
 	reasonFlag := func(c *cobra.Command, f *flags) {
 		c.Flags().StringVar(&f.reason, "reason", "", "why (required): the audit log line and the record's last_action")

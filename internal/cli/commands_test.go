@@ -35,6 +35,17 @@ func TestSubcommandHelp(t *testing.T) {
 	if code := Main(context.Background(), []string{"completion", "bash"}, Env{Stdout: &out, Stderr: &out}); code != ExitOK || !strings.Contains(out.String(), "bash completion") {
 		t.Fatalf("completion bash: exit %d:\n%.300s", code, out.String())
 	}
+	// --client completes to the config's clients.
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	y := "clients:\n  - {name: prod, vault_path: affix/prod, schedule: \"@daily\", grace_period: 1h}\n  - {name: staging, vault_path: affix/staging, schedule: \"@daily\", grace_period: 1h}\n"
+	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	Main(context.Background(), []string{"__complete", "end-grace", "--config", path, "--client", ""}, Env{Stdout: &out, Stderr: &out})
+	if !strings.Contains(out.String(), "prod\nstaging\n") {
+		t.Fatalf("--client completion: %q", out.String())
+	}
 }
 
 // TestFlatFormStillWorks: the flat flag form of earlier versions runs the
