@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"net/http"
 	"os"
 	"strings"
 	"syscall"
@@ -271,5 +272,56 @@ func TestOnceInterrupted(t *testing.T) {
 	}
 	if ph := str(s.record(), "phase"); ph != "overlap" {
 		t.Fatalf("phase %q after the interrupt, want overlap", ph)
+	}
+}
+
+// TestIncidentCommandBoundedWhenAffixIsDown: with Affix answering 503, an
+// incident command retries for -retry-timeout (1m by default), each retry
+// line saying when it gives up, then exits 1 leaving the rotation
+// resumable; interrupted, it says how to go on.
+func TestIncidentCommandBoundedWhenAffixIsDown(t *testing.T) {
+	s := newStack(t)
+	cfg := s.config("c.yaml", "host-a", "    schedule: \"@every 720h\"\n    grace_period: 24h\n")
+	faults := make([]affixtest.Fault, 200)
+	for i := range faults {
+		faults[i] = affixtest.Fault{Status: http.StatusServiceUnavailable}
+	}
+	s.fake.Inject(faults...)
+
+	// The default bound: 1m, named on the retry lines; then an interrupt.
+	p := s.start("once", "--config", cfg, "--client", "prod", "--grace", "5m", "--reason", "INC-1: current secret leaked")
+	eventually(t, "a retry line", 60*time.Second, func() bool {
+		return strings.Contains(p.out.String(), "-retry-timeout 1m0s; the rotation stays resumable)")
+	})
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t, 30*time.Second); code != 1 || !strings.Contains(p.out.String(), "prod: interrupted: the rotation stays resumable") {
+		t.Fatalf("interrupted: exit %d:\n%s", code, p.out.String())
+	}
+
+	// A shorter bound: it gives up on time, every retry line naming when.
+	start := time.Now()
+	p = s.start("once", "--config", cfg, "--client", "prod", "--grace", "5m", "--reason", "INC-1: current secret leaked", "--retry-timeout", "3s")
+	code := p.wait(t, 60*time.Second)
+	took := time.Since(start)
+	out := p.out.String()
+	if code != 1 || took > 30*time.Second || !strings.Contains(out, "prod: FAILED: ") || !strings.Contains(out, "giving up after 3s") {
+		t.Fatalf("exit %d after %s:\n%s", code, took, out)
+	}
+	n := 0
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "waiting: retrying in") {
+			n++
+			if !strings.Contains(l, "(gives up at ") || !strings.Contains(l, "-retry-timeout 3s; the rotation stays resumable)") {
+				t.Errorf("a retry line does not say when it stops: %q", l)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatalf("no retry line:\n%s", out)
+	}
+	if ph := str(s.record(), "phase"); ph != "staged" {
+		t.Fatalf("phase %q after giving up, want staged (resumable)", ph)
 	}
 }
