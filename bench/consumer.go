@@ -92,7 +92,7 @@ clients:
 		return err
 	}
 	var out vaulttest.SyncBuffer
-	d := exec.Command(bin, "-config", cfg)
+	d := exec.Command(bin, "run", "--config", cfg)
 	d.Env = append(os.Environ(), "VAULT_TOKEN="+e.vault.Token, "AFFIX_API_KEY="+key, "VAULT_ADDR=", "VAULT_NAMESPACE=")
 	d.Stdout, d.Stderr = &out, &out
 	if err := d.Start(); err != nil {

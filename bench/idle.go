@@ -95,7 +95,7 @@ clients:
 		return nil, err
 	}
 	d := &daemon{listen: listen, done: make(chan struct{})}
-	d.cmd = exec.Command(bin, "-config", cfg)
+	d.cmd = exec.Command(bin, "run", "--config", cfg)
 	d.cmd.Env = env
 	d.cmd.Stdout, d.cmd.Stderr = &d.out, &d.out
 	if err := d.cmd.Start(); err != nil {

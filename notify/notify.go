@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -140,6 +141,7 @@ type worker struct {
 	n     *Notifier
 	ep    Endpoint
 	host  string // scheme://host, for logs
+	label string // the URL's host, the metrics' webhook label
 	want  map[string]bool
 	queue chan item
 	bo    *backoff.Backoff
@@ -186,13 +188,16 @@ func New(opt Options) *Notifier {
 		if ep.QueueSize <= 0 {
 			ep.QueueSize = DefaultQueueSize
 		}
-		w := &worker{n: n, ep: ep, host: hostOf(ep.URL), queue: make(chan item, ep.QueueSize),
+		w := &worker{n: n, ep: ep, host: hostOf(ep.URL), label: WebhookLabel(ep.URL), queue: make(chan item, ep.QueueSize),
 			bo: backoff.New(opt.RetryInitial, opt.RetryMax, mrand.New(mrand.NewPCG(opt.Rand.Uint64(), opt.Rand.Uint64())))}
 		if len(ep.Events) > 0 {
 			w.want = map[string]bool{}
 			for _, e := range ep.Events {
 				w.want[e] = true
 			}
+		}
+		if opt.Metrics != nil {
+			opt.Metrics.initWebhook(w.label)
 		}
 		n.workers = append(n.workers, w)
 		wg.Add(1)
@@ -220,7 +225,7 @@ func (n *Notifier) Send(m Message) {
 	}{m.Type, m.Time.UTC(), m.Data})
 	if err != nil {
 		n.log.Error("notification not sent: cannot encode it", zap.String("event", m.Type), zap.Error(err))
-		n.count(m.Type, ResultDropped)
+		n.count(nil, m.Type, ResultDropped)
 		return
 	}
 	it := item{id: m.ID, typ: m.Type, body: body, queued: n.clock.Now()}
@@ -231,7 +236,7 @@ func (n *Notifier) Send(m Message) {
 			continue
 		}
 		if n.closed {
-			n.count(m.Type, ResultDropped)
+			n.count(w, m.Type, ResultDropped)
 			continue
 		}
 		select {
@@ -239,7 +244,7 @@ func (n *Notifier) Send(m Message) {
 		default:
 			n.log.Warn("notification dropped: the webhook's queue is full (its receiver is slow or down)",
 				zap.String("webhook", w.ep.Name), zap.String("host", w.host), zap.String("event", m.Type), zap.String("webhook_id", m.ID), zap.Int("queue_size", cap(w.queue)))
-			n.count(m.Type, ResultDropped)
+			n.count(w, m.Type, ResultDropped)
 		}
 	}
 }
@@ -278,9 +283,14 @@ func (n *Notifier) Pending() int {
 	return total
 }
 
-func (n *Notifier) count(typ, result string) {
+// count records an outcome of one event for the worker's webhook (nil: an
+// event no webhook was given, counted once without a webhook).
+func (n *Notifier) count(w *worker, typ, result string) {
 	if n.opt.Metrics != nil {
 		n.opt.Metrics.outcome(typ, result)
+		if w != nil {
+			n.opt.Metrics.webhookOutcome(w.label, result)
+		}
 	}
 }
 
@@ -288,7 +298,7 @@ func (n *Notifier) count(typ, result string) {
 func (w *worker) run(ctx context.Context) {
 	for it := range w.queue {
 		if ctx.Err() != nil {
-			w.n.count(it.typ, ResultDropped)
+			w.n.count(w, it.typ, ResultDropped)
 			continue
 		}
 		w.deliver(ctx, it)
@@ -306,16 +316,16 @@ func (w *worker) deliver(ctx context.Context, it item) {
 	for attempt := 1; ; attempt++ {
 		status, retryAfter, err := w.post(ctx, it)
 		if err == nil {
-			n.count(it.typ, ResultDelivered)
+			n.count(w, it.typ, ResultDelivered)
 			if n.opt.Metrics != nil {
-				n.opt.Metrics.latency.Observe(n.clock.Since(it.queued).Seconds())
+				n.opt.Metrics.latency.WithLabelValues(w.label).Observe(n.clock.Since(it.queued).Seconds())
 			}
 			n.log.Debug("notification delivered", fields(zap.Int("attempt", attempt), zap.Int("status", status))...)
 			return
 		}
 		if ctx.Err() != nil {
 			n.log.Warn("notification not delivered: shutting down", fields(zap.Int("attempts", attempt), zap.Error(err))...)
-			n.count(it.typ, ResultFailed)
+			n.count(w, it.typ, ResultFailed)
 			return
 		}
 		var perm *permanentError
@@ -326,11 +336,11 @@ func (w *worker) deliver(ctx context.Context, it item) {
 		switch {
 		case errors.As(err, &perm):
 			n.log.Warn("notification not delivered: the receiver's answer is final; not retried", fields(zap.Int("attempts", attempt), zap.Error(err))...)
-			n.count(it.typ, ResultFailed)
+			n.count(w, it.typ, ResultFailed)
 			return
 		case next.Sub(first) > w.ep.MaxElapsed:
 			n.log.Warn("notification not delivered: giving up (max_elapsed)", fields(zap.Int("attempts", attempt), zap.Duration("max_elapsed", w.ep.MaxElapsed), zap.Error(err))...)
-			n.count(it.typ, ResultFailed)
+			n.count(w, it.typ, ResultFailed)
 			return
 		}
 		n.log.Info("notification attempt failed; will retry", fields(zap.Int("attempt", attempt), zap.Duration("retry_in", wait), zap.Error(err))...)
@@ -339,7 +349,7 @@ func (w *worker) deliver(ctx context.Context, it item) {
 		case <-ctx.Done():
 			t.Stop()
 			n.log.Warn("notification not delivered: shutting down", fields(zap.Int("attempts", attempt))...)
-			n.count(it.typ, ResultFailed)
+			n.count(w, it.typ, ResultFailed)
 			return
 		case <-t.Chan():
 		}
@@ -391,11 +401,37 @@ func (w *worker) post(ctx context.Context, it item) (status int, retryAfter time
 	case c == http.StatusGone:
 		return c, 0, &permanentError{"answered 410 Gone: the receiver wants no more notifications"}
 	default:
-		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
-			retryAfter = min(time.Duration(s)*time.Second, time.Hour)
-		}
+		retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), n.clock.Now())
 		return c, retryAfter, fmt.Errorf("answered %d", c)
 	}
+}
+
+// maxRetryAfter caps how long a receiver's Retry-After may hold its queue.
+const maxRetryAfter = time.Hour
+
+// parseRetryAfter reads a Retry-After header in either form RFC 9110
+// allows: delay-seconds ("120") or an HTTP date ("Wed, 21 Oct 2026
+// 07:28:00 GMT", or the obsolete RFC 850 and asctime forms), as a wait from
+// now, capped at maxRetryAfter. 0 when absent, malformed or in the past.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil {
+		if s <= 0 {
+			return 0
+		}
+		return min(time.Duration(s)*time.Second, maxRetryAfter)
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0
+	}
+	if d := t.Sub(now); d > 0 {
+		return min(d, maxRetryAfter)
+	}
+	return 0
 }
 
 // RandomID returns a new webhook-id: "msg_" and 32 hex digits.
@@ -403,6 +439,16 @@ func RandomID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return "msg_" + hex.EncodeToString(b[:])
+}
+
+// WebhookLabel is a webhook's `webhook` label in the metrics: its URL's
+// host (and port), never its path or query, which may carry a token.
+func WebhookLabel(u string) string {
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" {
+		return "(invalid url)"
+	}
+	return strings.ToLower(p.Host)
 }
 
 // hostOf returns the scheme and host of u, what logs say of a webhook.

@@ -168,8 +168,8 @@ func TestDeliversSignedInOrder(t *testing.T) {
 	if c := count(t, reg, notify.EventRotationOverlap, notify.ResultDelivered); c != 2 {
 		t.Fatalf("overlap delivered %d times, want 2 (one per webhook)", c)
 	}
-	if c := testutil.CollectAndCount(reg, "affix_rotator_notification_delivery_seconds"); c != 1 {
-		t.Fatalf("latency histogram: %d series", c)
+	if c := testutil.CollectAndCount(reg, "affix_rotator_notification_delivery_seconds"); c != 2 {
+		t.Fatalf("latency histogram: %d series, want 2 (one per webhook)", c)
 	}
 }
 
@@ -413,23 +413,80 @@ func TestRetriesBackOffWithinMaxElapsed(t *testing.T) {
 	}
 }
 
-// TestRetryAfterIsAFloor: a 429's Retry-After delays the next attempt at
-// least that long, beyond the backoff's cap.
+// TestRetryAfterIsAFloor: a 429's Retry-After, in seconds or as an HTTP
+// date, delays the next attempt at least that long, beyond the backoff's
+// cap.
 func TestRetryAfterIsAFloor(t *testing.T) {
-	clock := clockwork.NewFakeClock()
-	f := &fakeReceiver{clock: clock, answer: func(n int) *http.Response {
-		if n == 1 {
-			return &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{"Retry-After": {"20"}}}
-		}
-		return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}}
-	}}
+	for _, form := range []string{"seconds", "http-date"} {
+		t.Run(form, func(t *testing.T) {
+			clock := clockwork.NewFakeClock()
+			f := &fakeReceiver{clock: clock, answer: func(n int) *http.Response {
+				if n == 1 {
+					v := "20"
+					if form == "http-date" {
+						v = clock.Now().Add(20 * time.Second).UTC().Format(http.TimeFormat)
+					}
+					return &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{"Retry-After": {v}}}
+				}
+				return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}}
+			}}
+			reg := prometheus.NewRegistry()
+			n := newNotifier(t, reg, notify.Options{Clock: clock, RetryInitial: time.Second, RetryMax: 2 * time.Second, Client: &http.Client{Transport: f},
+				Endpoints: []notify.Endpoint{{Name: "n", URL: "https://hooks.example/x", Keys: keys(t), Timeout: time.Hour, MaxElapsed: time.Minute}}})
+			n.Send(notify.Message{Type: notify.EventRotationStarted, Time: clock.Now(), Data: struct{}{}})
+			f.drive(t, time.Second, func() bool { return count(t, reg, notify.EventRotationStarted, notify.ResultDelivered) > 0 })
+			times := f.attempts()
+			// An HTTP date has whole seconds: up to 1 s less.
+			if len(times) != 2 || times[1].Sub(times[0]) < 19*time.Second {
+				t.Fatalf("attempts at %v", times)
+			}
+		})
+	}
+}
+
+// TestWebhookLabel: the outcomes and the delivery latency carry a
+// `webhook` label, the URL's host and port, never its path or query.
+func TestWebhookLabel(t *testing.T) {
+	good := newReceiver(t, nil)
+	bad := newReceiver(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusGone) })
 	reg := prometheus.NewRegistry()
-	n := newNotifier(t, reg, notify.Options{Clock: clock, RetryInitial: time.Second, RetryMax: 2 * time.Second, Client: &http.Client{Transport: f},
-		Endpoints: []notify.Endpoint{{Name: "n", URL: "https://hooks.example/x", Keys: keys(t), Timeout: time.Hour, MaxElapsed: time.Minute}}})
-	n.Send(notify.Message{Type: notify.EventRotationStarted, Time: clock.Now(), Data: struct{}{}})
-	f.drive(t, time.Second, func() bool { return count(t, reg, notify.EventRotationStarted, notify.ResultDelivered) > 0 })
-	times := f.attempts()
-	if len(times) != 2 || times[1].Sub(times[0]) < 20*time.Second {
-		t.Fatalf("attempts at %v", times)
+	n := newNotifier(t, reg, notify.Options{Endpoints: []notify.Endpoint{
+		{Name: "good", URL: good.srv.URL + "/hooks/tok-SECRETPATH?token=SECRETQUERY", Keys: keys(t)},
+		{Name: "bad", URL: bad.srv.URL + "/gone", Keys: keys(t)},
+	}})
+	n.Send(notify.Message{Type: notify.EventRotationStarted, Time: time.Now(), Data: struct{}{}})
+	if err := flush(t, n, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+				if strings.Contains(p.GetValue(), "SECRET") || strings.Contains(p.GetValue(), "/") {
+					t.Errorf("%s: label %s=%q holds a path or query", mf.GetName(), p.GetName(), p.GetValue())
+				}
+			}
+			switch mf.GetName() {
+			case "affix_rotator_notifications_by_webhook_total":
+				got[l["webhook"]+" "+l["result"]] = m.GetCounter().GetValue()
+			case "affix_rotator_notification_delivery_seconds":
+				got[l["webhook"]+" latency"] = float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	gh, bh := strings.TrimPrefix(good.srv.URL, "http://"), strings.TrimPrefix(bad.srv.URL, "http://")
+	for k, want := range map[string]float64{gh + " delivered": 1, gh + " failed": 0, bh + " failed": 1, bh + " delivered": 0, gh + " latency": 1} {
+		if got[k] != want {
+			t.Errorf("%s = %v, want %v (all: %v)", k, got[k], want, got)
+		}
+	}
+	if notify.WebhookLabel("https://Hooks.Example:8443/x/y?z=1") != "hooks.example:8443" {
+		t.Errorf("WebhookLabel: %q", notify.WebhookLabel("https://Hooks.Example:8443/x/y?z=1"))
 	}
 }

@@ -11,7 +11,9 @@ import (
 )
 
 // deniedHint says what to check when Vault refuses a request on a client's
-// record: the token's validity and the policy on the record's KV v2 paths.
+// record: the token's validity and the policy on the record's KV v2 paths,
+// in the README's least privilege: read and update, plus create only for a
+// client that bootstrap: true has not created yet.
 func (r *Rotator) deniedHint(c *Client) string {
 	full := c.VaultPath
 	mount := "<mount>"
@@ -19,8 +21,12 @@ func (r *Rotator) deniedHint(c *Client) string {
 		full = p.Path(c.VaultPath)
 		mount = full[:len(full)-len(c.VaultPath)-1]
 	}
-	return fmt.Sprintf("vault denied the request on %s: check that the token is valid (`vault token lookup`: not expired or revoked) and that its policy grants read, create and update on %s/data/%s (`vault token capabilities %s/data/%s`)",
-		full, mount, c.VaultPath, mount, c.VaultPath)
+	grants := "read and update"
+	if c.Bootstrap {
+		grants = "read and update, and create while bootstrap: true has not made the record yet,"
+	}
+	return fmt.Sprintf("vault denied the request on %s: check that the token is valid (`vault token lookup`: not expired or revoked) and that its policy grants %s on %s/data/%s (`vault token capabilities %s/data/%s`)",
+		full, grants, mount, c.VaultPath, mount, c.VaultPath)
 }
 
 // denied handles a request Vault refused (vault.ErrDenied). It is not an

@@ -137,7 +137,7 @@ func TestMissingRecord(t *testing.T) {
 	}
 	p := h.process("d1", nil)
 	out, err := h.rotate(ctx, p, p.rotator(nil), h.once())
-	if err == nil || out.Result != rotator.ResultFailed || !strings.Contains(err.Error(), "vault kv put secret/"+h.path+" client_secret=") {
+	if err == nil || out.Result != rotator.ResultFailed || !strings.Contains(err.Error(), "vault kv put -cas=0 secret/"+h.path+" client_secret=-") {
 		t.Fatalf("missing record: %+v %v", out, err)
 	}
 	if len(h.fake.Requests()) != 0 {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -109,6 +110,45 @@ type authenticator struct {
 	log    *zap.Logger
 	obs    Observer
 	kickCh chan struct{}
+	// freshCh hands the background loop a token that cure logged in for,
+	// so that it renews that one instead of logging in again.
+	freshCh chan *api.Secret
+	// mu serialises logins (cure's and the background loop's).
+	mu sync.Mutex
+}
+
+// cure is called after Vault refused (401/403) a request sent with the
+// token used. It reports whether to send the request once more:
+//
+//   - another login replaced the token since: yes, with the new one;
+//   - the token is no longer valid (lookup-self is refused too: revoked or
+//     expired) and the method can log in (AppRole, Kubernetes): it logs in
+//     now, hands the new token to the background loop, and says yes;
+//   - the token is valid (lookup-self answers): the refusal comes from its
+//     policy, which a new login would get again: no login, no;
+//   - a static token that is no longer valid cannot be replaced: no.
+func (a *authenticator) cure(ctx context.Context, used string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.client.Token() != used {
+		return true
+	}
+	if _, err := a.client.Auth().Token().LookupSelfWithContext(ctx); err == nil || !isDeniedResponse(err) || a.auth.Login == nil {
+		return false
+	}
+	sec, err := a.login(ctx)
+	if err != nil {
+		a.log.Warn("vault: the token is no longer valid (revoked or expired) and logging in again failed; retrying in the background", zap.String("auth_method", a.auth.Method), zap.Error(err))
+		a.kick()
+		return false
+	}
+	a.log.Info("vault: authenticated", zap.String("auth_method", a.auth.Method), zap.String("why", "the token was no longer valid (revoked or expired): logged in again; the refused request is sent once more"))
+	select {
+	case <-a.freshCh: // an older hand-off the loop has not taken yet
+	default:
+	}
+	a.freshCh <- sec
+	return true
 }
 
 func (a *authenticator) kick() {
@@ -185,16 +225,21 @@ func (a *authenticator) doLogin(ctx context.Context) (*api.Secret, error) {
 // when the token reaches its max TTL, or when Vault denies a request.
 func (a *authenticator) run(ctx context.Context, sec *api.Secret) {
 	for {
-		a.watch(ctx, sec)
+		fresh := a.watch(ctx, sec)
 		if ctx.Err() != nil {
 			return
+		}
+		if fresh != nil {
+			sec = fresh // cure logged in already
+			continue
 		}
 		sec = a.relogin(ctx)
 	}
 }
 
-// watch returns when the token needs replacing or ctx ends.
-func (a *authenticator) watch(ctx context.Context, sec *api.Secret) {
+// watch returns when the token needs replacing or ctx ends; it returns the
+// token cure logged in for, if that is why.
+func (a *authenticator) watch(ctx context.Context, sec *api.Secret) *api.Secret {
 	if sec == nil || sec.Auth == nil || !sec.Auth.Renewable {
 		// Nothing to renew: a static token (re-checked when Vault denies a
 		// request) or a login token that lives until its TTL.
@@ -208,34 +253,38 @@ func (a *authenticator) watch(ctx context.Context, sec *api.Secret) {
 		case <-ctx.Done():
 		case <-a.kickCh:
 		case <-expiry:
+		case fresh := <-a.freshCh:
+			return fresh
 		}
-		return
+		return nil
 	}
 	w, err := a.client.NewLifetimeWatcher(&api.LifetimeWatcherInput{Secret: sec})
 	if err != nil {
 		a.log.Warn("vault: cannot watch the token; logging in again", zap.Error(err))
-		return
+		return nil
 	}
 	go w.Start()
 	defer w.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case err := <-w.DoneCh():
 			if err != nil {
 				a.log.Warn("vault: token renewal stopped; logging in again", zap.Error(err))
 			} else {
 				a.log.Info("vault: token reached its max TTL; logging in again")
 			}
-			return
+			return nil
 		case <-w.RenewCh():
 			if a.obs != nil {
 				a.obs.VaultRequest("renew", "ok", 0, true)
 			}
 			a.log.Debug("vault: token renewed")
 		case <-a.kickCh:
-			return
+			return nil
+		case fresh := <-a.freshCh:
+			return fresh
 		}
 	}
 }
@@ -244,7 +293,9 @@ func (a *authenticator) watch(ctx context.Context, sec *api.Secret) {
 func (a *authenticator) relogin(ctx context.Context) *api.Secret {
 	b := backoff.New(time.Second, time.Minute, nil)
 	for {
+		a.mu.Lock()
 		sec, err := a.login(ctx)
+		a.mu.Unlock()
 		if err == nil {
 			a.log.Info("vault: authenticated", zap.String("auth_method", a.auth.Method))
 			return sec

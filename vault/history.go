@@ -54,7 +54,8 @@ func (s *Store) ReadVersion(ctx context.Context, path string, version int) (Reco
 		return Record{}, fmt.Errorf("vault: read %s version %d: versions start at 1", s.Path(path), version)
 	}
 	start := time.Now()
-	kvs, err := s.kv.GetVersion(ctx, path, version)
+	var kvs *api.KVSecret
+	err := s.once(ctx, "read_version", func() (err error) { kvs, err = s.kv.GetVersion(ctx, path, version); return err })
 	if err != nil {
 		if errors.Is(err, api.ErrSecretNotFound) {
 			s.observe("read_version", "not_found", start, true)
@@ -95,7 +96,8 @@ func (s *Store) ReadVersion(ctx context.Context, path string, version int) (Reco
 // metadata was deleted) is ErrNotFound.
 func (s *Store) Versions(ctx context.Context, path string) (current, oldest int, err error) {
 	start := time.Now()
-	md, err := s.kv.GetMetadata(ctx, path)
+	var md *api.KVMetadata
+	err = s.once(ctx, "metadata", func() (err error) { md, err = s.kv.GetMetadata(ctx, path); return err })
 	if err != nil {
 		if errors.Is(err, api.ErrSecretNotFound) {
 			s.observe("metadata", "not_found", start, true)

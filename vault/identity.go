@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/hashicorp/vault/api"
 )
 
 // WhoAmI says who the store's Vault token is, for audit lines: the token's
@@ -16,7 +18,8 @@ import (
 // "root (root token)". It never returns the token or its accessor.
 func (s *Store) WhoAmI(ctx context.Context) (string, error) {
 	start := time.Now()
-	sec, err := s.client.Auth().Token().LookupSelfWithContext(ctx)
+	var sec *api.Secret
+	err := s.once(ctx, "whoami", func() (err error) { sec, err = s.client.Auth().Token().LookupSelfWithContext(ctx); return err })
 	if err != nil {
 		return "", s.classifyAt("whoami", "auth/token/lookup-self", err, start)
 	}
@@ -57,7 +60,11 @@ func (s *Store) Capabilities(ctx context.Context, paths ...string) (map[string][
 		full[i] = s.DataPath(p)
 	}
 	start := time.Now()
-	sec, err := s.client.Logical().WriteWithContext(ctx, "sys/capabilities-self", map[string]any{"paths": full})
+	var sec *api.Secret
+	err := s.once(ctx, "capabilities", func() (err error) {
+		sec, err = s.client.Logical().WriteWithContext(ctx, "sys/capabilities-self", map[string]any{"paths": full})
+		return err
+	})
 	if err != nil {
 		return nil, s.classifyAt("capabilities", "sys/capabilities-self", err, start)
 	}

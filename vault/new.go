@@ -61,7 +61,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	a := &authenticator{client: client, auth: cfg.Auth, log: log, obs: cfg.Observer, kickCh: make(chan struct{}, 1)}
+	a := &authenticator{client: client, auth: cfg.Auth, log: log, obs: cfg.Observer, kickCh: make(chan struct{}, 1), freshCh: make(chan *api.Secret, 1)}
 	sec, err := a.login(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w (address %s)", err, ac.Address)

@@ -49,7 +49,8 @@ type Store struct {
 // to check-and-set against, or 0 when the path never held a secret.
 func (s *Store) Read(ctx context.Context, path string) (Record, int, error) {
 	start := time.Now()
-	kvs, err := s.kv.Get(ctx, path)
+	var kvs *api.KVSecret
+	err := s.once(ctx, "read", func() (err error) { kvs, err = s.kv.Get(ctx, path); return err })
 	if err != nil {
 		if errors.Is(err, api.ErrSecretNotFound) {
 			s.observe("read", "not_found", start, true)
@@ -87,7 +88,10 @@ func (s *Store) Read(ctx context.Context, path string) (Record, int, error) {
 // is ErrConflict: re-read and decide again, never overwrite.
 func (s *Store) Write(ctx context.Context, path string, r Record, cas int) (int, error) {
 	start := time.Now()
-	kvs, err := s.kv.Put(ctx, path, r.Encode(), api.WithCheckAndSet(cas))
+	var kvs *api.KVSecret
+	// A refused write changed nothing: sending it once more after a new
+	// login is the same check-and-set write.
+	err := s.once(ctx, "write", func() (err error) { kvs, err = s.kv.Put(ctx, path, r.Encode(), api.WithCheckAndSet(cas)); return err })
 	if err != nil {
 		return 0, s.classify("write", path, err, start)
 	}
@@ -101,7 +105,7 @@ func (s *Store) Write(ctx context.Context, path string, r Record, cas int) (int,
 // Ready checks that Vault is reachable, unsealed and accepts the token.
 func (s *Store) Ready(ctx context.Context) error {
 	start := time.Now()
-	if _, err := s.client.Auth().Token().LookupSelfWithContext(ctx); err != nil {
+	if err := s.once(ctx, "health", func() error { _, err := s.client.Auth().Token().LookupSelfWithContext(ctx); return err }); err != nil {
 		return s.classifyAt("health", "auth/token/lookup-self", err, start)
 	}
 	s.observe("health", "ok", start, true)
@@ -112,8 +116,28 @@ func (s *Store) Ready(ctx context.Context) error {
 func (s *Store) Path(path string) string { return s.mount + "/" + path }
 
 func (s *Store) notFound(path string) error {
-	return fmt.Errorf("vault: %w at %s/%s: seed it with `vault kv put %s/%s client_secret=<the secret Affix accepts now>`, or set bootstrap: true for a brand-new Affix client",
+	return fmt.Errorf("vault: %w at %s/%s: seed it once with the secret Affix accepts now, from stdin and only if no record exists: `vault kv put -cas=0 %s/%s client_secret=-` (runbook: Seed a client), or set bootstrap: true for a brand-new Affix client",
 		ErrNotFound, s.mount, path, s.mount, path)
+}
+
+// once sends a request (req) and, when Vault refuses it (401/403) because
+// the token is no longer valid and a new login replaced it (cure), sends it
+// once more, so that a revoked or expired token costs no failed request. A
+// refusal by the token's policy is returned as it is, without a login: a
+// new token would carry the same policy. The refused first attempt is
+// counted (vault_requests_total{result="denied"}).
+func (s *Store) once(ctx context.Context, op string, req func() error) error {
+	used := s.client.Token()
+	start := time.Now()
+	err := req()
+	if err == nil || s.auth == nil || !isDeniedResponse(err) {
+		return err
+	}
+	if !s.auth.cure(ctx, used) {
+		return err
+	}
+	s.observe(op, "denied", start, true)
+	return req()
 }
 
 func (s *Store) observe(op, result string, start time.Time, up bool) {
@@ -138,10 +162,8 @@ func (s *Store) classifyAt(op, full string, err error, start time.Time) error {
 		s.observe(op, "cas_conflict", start, true)
 		return fmt.Errorf("vault: %s %s: %w", op, full, ErrConflict)
 	case errors.As(err, &re) && (re.StatusCode == http.StatusForbidden || re.StatusCode == http.StatusUnauthorized):
+		// once has already logged in again if a login could cure it.
 		s.observe(op, "denied", start, true)
-		if s.auth != nil {
-			s.auth.kick() // the token may have expired: log in again in the background
-		}
 		return fmt.Errorf("vault: %s %s: %w (%s)", op, full, ErrDenied, strings.Join(re.Errors, "; "))
 	case errors.As(err, &re) && re.StatusCode >= 500, errors.As(err, &re) && re.StatusCode == http.StatusTooManyRequests:
 		s.observe(op, "error", start, false)

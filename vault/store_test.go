@@ -58,7 +58,7 @@ func TestReadWriteCAS(t *testing.T) {
 	if !errors.Is(err, vault.ErrNotFound) || v != 0 {
 		t.Fatalf("missing record: got version %d err %v", v, err)
 	}
-	if !strings.Contains(err.Error(), "vault kv put secret/"+path+" client_secret=") {
+	if !strings.Contains(err.Error(), "vault kv put -cas=0 secret/"+path+" client_secret=-`") {
 		t.Fatalf("not-found error does not show the seed command: %v", err)
 	}
 

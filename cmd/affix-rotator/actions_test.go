@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -202,15 +204,19 @@ func TestActionRefusals(t *testing.T) {
 		code int
 		want string
 	}{
-		{"unknown client", []string{"-end-grace", "-client", "nope"}, 2, `no client named "nope"`},
+		{"unknown client", []string{"-end-grace", "-client", "nope", "-reason", "r"}, 2, `no client named "nope"`},
 		{"no client", []string{"-end-grace"}, 2, "needs -client"},
 		{"zero duration", []string{"-extend-grace", "0s", "-client", "prod"}, 2, "must be positive"},
 		{"negative duration", []string{"-reaccept-previous", "-1h", "-client", "prod"}, 2, "must be positive"},
 		{"two actions", []string{"-end-grace", "-extend-grace", "1h", "-client", "prod"}, 2, "exclusive"},
 		{"grace without once", []string{"-grace", "1m", "-client", "prod"}, 2, "only meaningful with -once"},
-		{"end-grace in stable", []string{"-end-grace", "-client", "prod"}, 1, "phase stable"},
-		{"extend-grace in stable", []string{"-extend-grace", "1h", "-client", "prod"}, 1, "-reaccept-previous"},
-		{"reaccept with no rotation", []string{"-reaccept-previous", "1h", "-client", "prod"}, 1, "no completed rotation"},
+		{"end-grace without a reason", []string{"-end-grace", "-client", "prod"}, 2, `needs -reason "why"`},
+		{"extend-grace with an empty reason", []string{"-extend-grace", "1h", "-client", "prod", "-reason", " "}, 2, `needs -reason "why"`},
+		{"reaccept-previous without a reason", []string{"-reaccept-previous", "1h", "-client", "prod"}, 2, `needs -reason "why"`},
+		{"once -grace without a reason", []string{"-once", "-grace", "1m", "-client", "prod"}, 2, `needs -reason "why"`},
+		{"end-grace in stable", []string{"-end-grace", "-client", "prod", "-reason", "r"}, 1, "phase stable"},
+		{"extend-grace in stable", []string{"-extend-grace", "1h", "-client", "prod", "-reason", "r"}, 1, "-reaccept-previous"},
+		{"reaccept with no rotation", []string{"-reaccept-previous", "1h", "-client", "prod", "-reason", "r"}, 1, "no completed rotation"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := s.start(append([]string{"-config", cfg}, tc.args...)...)
@@ -242,5 +248,82 @@ path "secret/metadata/*" { capabilities = ["read"] }`); err != nil {
 	}
 	if after := s.record(); after["last_action"] != before["last_action"] || after["phase"] != before["phase"] {
 		t.Fatal("a refused action changed the record")
+	}
+}
+
+// TestOnceInterrupted: SIGINT during -once's grace says the rotation stays
+// resumable and how to go on (not "FAILED: context canceled"); the record
+// keeps its phase; the grace prints no line every few seconds.
+func TestOnceInterrupted(t *testing.T) {
+	s := newStack(t)
+	cfg := s.config("c.yaml", "host-a", "    schedule: \"@every 720h\"\n    grace_period: 1h\n")
+	p := s.start("-config", cfg, "-once", "-client", "prod")
+	eventually(t, "the grace", 60*time.Second, func() bool { return strings.Contains(p.out.String(), "prod: phase=overlap") })
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t, 30*time.Second); code != 1 {
+		t.Fatalf("exit %d after SIGINT, want 1", code)
+	}
+	want := "prod: interrupted: the rotation stays resumable; run `affix-rotator once --config " + cfg + " --client prod` to go on"
+	if out := p.out.String(); !strings.Contains(out, want) || strings.Contains(out, "context canceled") {
+		t.Fatalf("output lacks %q (or says context canceled):\n%s", want, out)
+	}
+	if n := strings.Count(p.out.String(), "prod: phase=overlap"); n > 2 {
+		t.Fatalf("%d progress lines in overlap within seconds, want at most 2 (one a minute)", n)
+	}
+	if ph := str(s.record(), "phase"); ph != "overlap" {
+		t.Fatalf("phase %q after the interrupt, want overlap", ph)
+	}
+}
+
+// TestIncidentCommandBoundedWhenAffixIsDown: with Affix answering 503, an
+// incident command retries for -retry-timeout (1m by default), each retry
+// line saying when it gives up, then exits 1 leaving the rotation
+// resumable; interrupted, it says how to go on.
+func TestIncidentCommandBoundedWhenAffixIsDown(t *testing.T) {
+	s := newStack(t)
+	cfg := s.config("c.yaml", "host-a", "    schedule: \"@every 720h\"\n    grace_period: 24h\n")
+	faults := make([]affixtest.Fault, 200)
+	for i := range faults {
+		faults[i] = affixtest.Fault{Status: http.StatusServiceUnavailable}
+	}
+	s.fake.Inject(faults...)
+
+	// The default bound: 1m, named on the retry lines; then an interrupt.
+	p := s.start("once", "--config", cfg, "--client", "prod", "--grace", "5m", "--reason", "INC-1: current secret leaked")
+	eventually(t, "a retry line", 60*time.Second, func() bool {
+		return strings.Contains(p.out.String(), "-retry-timeout 1m0s; the rotation stays resumable)")
+	})
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t, 30*time.Second); code != 1 || !strings.Contains(p.out.String(), "prod: interrupted: the rotation stays resumable") {
+		t.Fatalf("interrupted: exit %d:\n%s", code, p.out.String())
+	}
+
+	// A shorter bound: it gives up on time, every retry line naming when.
+	start := time.Now()
+	p = s.start("once", "--config", cfg, "--client", "prod", "--grace", "5m", "--reason", "INC-1: current secret leaked", "--retry-timeout", "3s")
+	code := p.wait(t, 60*time.Second)
+	took := time.Since(start)
+	out := p.out.String()
+	if code != 1 || took > 30*time.Second || !strings.Contains(out, "prod: FAILED: ") || !strings.Contains(out, "giving up after 3s") {
+		t.Fatalf("exit %d after %s:\n%s", code, took, out)
+	}
+	n := 0
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "waiting: retrying in") {
+			n++
+			if !strings.Contains(l, "(gives up at ") || !strings.Contains(l, "-retry-timeout 3s; the rotation stays resumable)") {
+				t.Errorf("a retry line does not say when it stops: %q", l)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatalf("no retry line:\n%s", out)
+	}
+	if ph := str(s.record(), "phase"); ph != "staged" {
+		t.Fatalf("phase %q after giving up, want staged (resumable)", ph)
 	}
 }

@@ -188,6 +188,16 @@ func TestVaultDenied(t *testing.T) {
 	if m := get(t, base+"/metrics"); !regexp.MustCompile(`affix_rotator_vault_requests_total\{op="read",result="denied"\} [1-9]`).MatchString(m) {
 		t.Fatalf("/metrics lacks vault_requests_total{op=read,result=denied}")
 	}
+	// vault_up shows the denial (AffixRotatorVaultNotReady fires on it),
+	// also after the /readyz check's lookup-self, which Vault answers.
+	if m := get(t, base+"/metrics"); !regexp.MustCompile(`(?m)^affix_rotator_vault_up 0$`).MatchString(m) {
+		t.Fatalf("vault_up is not 0 while Vault denies the reads:\n%s", m)
+	}
+	// The hint is the README's least privilege: no "create" for a seeded
+	// record.
+	if out := d.out.String() + once.out.String(); strings.Contains(out, "read, create") || !strings.Contains(d.out.String(), "its policy grants read and update on secret/data/"+s.path) {
+		t.Fatalf("the denial hint is not read and update:\n%s", d.out.String())
+	}
 	st := readStatus(t, base)
 	if len(st.Clients) != 1 || st.Clients[0].State != "unknown" || !strings.Contains(st.Clients[0].StateReason, "permission denied") {
 		t.Fatalf("/status %+v", st.Clients)

@@ -77,7 +77,7 @@ func (s *statusStack) noSecret(out string) {
 func TestStatusTable(t *testing.T) {
 	s := newStatusStack(t)
 	cfg := s.writeRecords()
-	p := s.start("-config", cfg, "-status")
+	p := s.start("status", "--config", cfg)
 	if code := p.wait(t, 30*time.Second); code != 0 {
 		t.Fatalf("exit %d, want 0:\n%s", code, p.out.String())
 	}
@@ -129,7 +129,7 @@ func TestStatusTable(t *testing.T) {
 func TestStatusJSON(t *testing.T) {
 	s := newStatusStack(t)
 	cfg := s.writeRecords()
-	p := s.start("-config", cfg, "-status", "-o", "json")
+	p := s.start("status", "--config", cfg, "-o", "json")
 	if code := p.wait(t, 30*time.Second); code != 0 {
 		t.Fatalf("exit %d, want 0:\n%s", code, p.out.String())
 	}
@@ -171,7 +171,7 @@ func TestStatusJSON(t *testing.T) {
 		t.Fatalf("overlap last_action: %+v", a)
 	}
 
-	p = s.start("-config", cfg, "-status", "-o", "json", "-client", "overlap")
+	p = s.start("status", "--config", cfg, "-o", "json", "--client", "overlap")
 	if code := p.wait(t, 30*time.Second); code != 0 {
 		t.Fatalf("-client: exit %d:\n%s", code, p.out.String())
 	}
@@ -196,7 +196,7 @@ func TestStatusUnreadable(t *testing.T) {
 		client("missing", s.path+"-missing")+client("broken", s.path+"-broken")+client("deleted", s.path+"-deleted")+
 		client("fresh", s.path+"-fresh")+"    bootstrap: true\n")
 	for _, format := range []string{"table", "json"} {
-		p := s.start("-config", cfg, "-status", "-o", format)
+		p := s.start("status", "--config", cfg, "-o", format)
 		if code := p.wait(t, 30*time.Second); code != 1 {
 			t.Fatalf("%s: exit %d, want 1:\n%s", format, code, p.out.String())
 		}
@@ -204,7 +204,7 @@ func TestStatusUnreadable(t *testing.T) {
 		t.Logf("-status -o %s:\n%s", format, out)
 		s.noSecret(out)
 		for _, w := range []string{
-			"vault kv put secret/" + s.path + "-missing client_secret=",
+			"vault kv put -cas=0 secret/" + s.path + "-missing client_secret=-`",
 			"field \\\"phase\\\"", "vault kv undelete -versions=1 secret/" + s.path + "-deleted",
 			"bootstrap is on", "3 of 5 records could not be read",
 		} {
@@ -216,7 +216,7 @@ func TestStatusUnreadable(t *testing.T) {
 			}
 		}
 	}
-	p := s.start("-config", cfg, "-status", "-client", "fresh")
+	p := s.start("status", "--config", cfg, "--client", "fresh")
 	if code := p.wait(t, 30*time.Second); code != 0 {
 		t.Fatalf("bootstrap client with no record: exit %d, want 0:\n%s", code, p.out.String())
 	}

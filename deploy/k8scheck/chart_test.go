@@ -421,7 +421,7 @@ func checkDeployment(t *testing.T, r *rendered, replicas int32) *container {
 	}
 
 	// Config: the ConfigMap mounted at /etc/affix-rotator, named by -config.
-	if !reflect.DeepEqual(c.Args, []string{"-config", "/etc/affix-rotator/config.yaml"}) {
+	if !reflect.DeepEqual(c.Args, []string{"run", "--config", "/etc/affix-rotator/config.yaml"}) {
 		t.Errorf("args %v, want [-config /etc/affix-rotator/config.yaml]", c.Args)
 	}
 	vol := volumeAt(pod, c, "/etc/affix-rotator")
@@ -480,9 +480,9 @@ func checkConfig(t *testing.T, r *rendered, c *container) *config.Config {
 		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		out, err := exec.Command(bin, "-validate", "-offline", "-config", path).CombinedOutput()
+		out, err := exec.Command(bin, "validate", "--offline", "--config", path).CombinedOutput()
 		if err != nil {
-			t.Fatalf("affix-rotator -validate rejects the rendered config: %v\n%s", err, out)
+			t.Fatalf("affix-rotator validate rejects the rendered config: %v\n%s", err, out)
 		}
 	}
 	_, port, _ := strings.Cut(cfg.Listen, ":")

@@ -147,7 +147,7 @@ func TestDockerfile(t *testing.T) {
 	if !reflect.DeepEqual(entrypoint, []string{"/affix-rotator"}) {
 		t.Errorf("ENTRYPOINT %q, want [\"/affix-rotator\"]", entrypoint)
 	}
-	if !reflect.DeepEqual(cmd, []string{"-config", "/etc/affix-rotator/config.yaml"}) {
+	if !reflect.DeepEqual(cmd, []string{"run", "--config", "/etc/affix-rotator/config.yaml"}) {
 		t.Errorf("CMD %q, want [\"-config\", \"/etc/affix-rotator/config.yaml\"]", cmd)
 	}
 	if len(copies) != 1 || copies[0].From != "build" || !slices.Equal(copies[0].SourcePaths, []string{"/out/affix-rotator"}) || copies[0].DestPath != "/affix-rotator" {

@@ -46,7 +46,8 @@ func daemonMetrics(t *testing.T) *exported {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	described := map[string]bool{}
 	m := rotator.NewMetrics(describing{reg, described})
-	notify.NewMetrics(describing{reg, described}) // registered when notifications are configured
+	// Registered when notifications are configured, with a webhook's series.
+	notify.NewMetrics(describing{reg, described}).InitWebhook("https://hooks.example/affix-rotator")
 	m.InitClient("x")
 	ok, _ := cli.ReloadGauges(describing{reg, described})
 	ok.Set(1)

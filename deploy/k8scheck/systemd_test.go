@@ -41,8 +41,8 @@ func TestSystemdUnit(t *testing.T) {
 	want := map[string]string{
 		"Type":                     "exec",
 		"EnvironmentFile":          "/etc/affix-rotator/env",
-		"ExecStartPre":             "/usr/local/bin/affix-rotator -validate -offline -config /etc/affix-rotator/config.yaml",
-		"ExecStart":                "/usr/local/bin/affix-rotator -config /etc/affix-rotator/config.yaml",
+		"ExecStartPre":             "/usr/local/bin/affix-rotator validate --offline --config /etc/affix-rotator/config.yaml",
+		"ExecStart":                "/usr/local/bin/affix-rotator run --config /etc/affix-rotator/config.yaml",
 		"Restart":                  "on-failure",
 		"RestartPreventExitStatus": "2",
 		"DynamicUser":              "yes",

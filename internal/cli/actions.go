@@ -2,8 +2,9 @@ package cli
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -25,11 +26,18 @@ func (f flags) action() string {
 	return ""
 }
 
-// checkAction checks the operator-action flags; it returns what is wrong
-// ("" if nothing).
-func (f flags) checkAction(fs *flag.FlagSet) string {
-	set := map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+// incidentRetryTimeout is the default -retry-timeout of the incident
+// commands: an on-call engineer learns within about a minute that Vault or
+// Affix is down, instead of waiting 15 minutes (docs/runbook.md).
+const incidentRetryTimeout = time.Minute
+
+// incident reports whether the flags ask for an incident command: an
+// operator action, or -once with an operator grace.
+func (f flags) incident() bool { return f.action() != "" || (f.once && f.grace > 0) }
+
+// checkAction checks the operator-action flags (set: the flags given); it
+// returns what is wrong ("" if nothing).
+func (f flags) checkAction(set map[string]bool) string {
 	n := 0
 	for _, a := range []string{"end-grace", "extend-grace", "reaccept-previous"} {
 		if set[a] {
@@ -53,6 +61,8 @@ func (f flags) checkAction(fs *flag.FlagSet) string {
 		return "an operator action needs -client: it acts on one client"
 	case set["grace"] && f.client == "":
 		return "-once -grace needs -client: a shortened grace is for one client"
+	case (n == 1 || set["grace"]) && strings.TrimSpace(f.reason) == "":
+		return "an incident command needs -reason \"why\" (e.g. -reason \"INC-123: previous secret leaked\"): it is recorded in the audit log line and in the record's last_action"
 	}
 	return ""
 }
@@ -64,6 +74,13 @@ func runAction(ctx context.Context, rot *rotator.Rotator, store *vault.Store, c 
 	if code != ExitOK {
 		return code
 	}
+	// Retries (Vault or Affix down) print a line saying when they stop.
+	pr := newProgressPrinter(time.Minute, f.retryTimeout)
+	rot.SetProgress(func(p rotator.Progress) {
+		if line, ok := pr.line(p); ok {
+			fmt.Fprintln(env.Stdout, line)
+		}
+	}, time.Minute)
 	var msg string
 	var err error
 	switch f.action() {
@@ -80,7 +97,11 @@ func runAction(ctx context.Context, rot *rotator.Rotator, store *vault.Store, c 
 		until, err = rot.ReacceptPrevious(ctx, c, f.reacceptPrevious, audit)
 		msg = fmt.Sprintf("%s: Affix accepts the previous secret again, until %s; a running daemon drops it then (the record is back in overlap)", c.Name, until.UTC().Format(time.RFC3339))
 	}
-	if err != nil {
+	switch {
+	case err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		fmt.Fprintf(env.Stdout, "%s: %s\n", c.Name, interrupted(f, c.Name))
+		return ExitFailed
+	case err != nil:
 		fmt.Fprintf(env.Stdout, "%s: %s FAILED: %v\n", c.Name, f.action(), err)
 		return ExitFailed
 	}

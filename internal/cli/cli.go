@@ -53,10 +53,24 @@ type flags struct {
 
 // Main runs the command with args (without the program name) and returns
 // the exit code. ctx ends on SIGINT/SIGTERM.
+//
+// args are either a subcommand (run, once, status, validate, end-grace,
+// extend-grace, reaccept-previous, version, completion; commands.go) or,
+// deprecated, the flat flag form of earlier versions (-config c.yaml
+// -once …), which keeps working and prints a one-line notice on stderr with
+// the subcommand to use instead.
 func Main(ctx context.Context, args []string, env Env) int {
 	if env.Getenv == nil {
 		env.Getenv = os.Getenv
 	}
+	if !legacyForm(args) {
+		return runCommand(ctx, args, env)
+	}
+	return legacyMain(ctx, args, env)
+}
+
+// legacyMain parses the flat flag form and runs it.
+func legacyMain(ctx context.Context, args []string, env Env) int {
 	var f flags
 	fs := flag.NewFlagSet("affix-rotator", flag.ContinueOnError)
 	fs.SetOutput(env.Stderr)
@@ -65,12 +79,12 @@ func Main(ctx context.Context, args []string, env Env) int {
 	fs.StringVar(&f.client, "client", "", "with -once or -status: only this client (default: all)")
 	fs.BoolVar(&f.validate, "validate", false, "check the config and exit")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
-	fs.DurationVar(&f.retryTimeout, "retry-timeout", 15*time.Minute, "with -once: give up when one step has failed for this long (the rotation stays resumable); 0 retries for ever")
+	fs.DurationVar(&f.retryTimeout, "retry-timeout", 15*time.Minute, "with -once or an incident command: give up when Vault or one step has failed for this long (the rotation stays resumable); 0 retries for ever. Default 15m for -once, "+incidentRetryTimeout.String()+" for the incident commands (-end-grace, -extend-grace, -reaccept-previous, -once -grace)")
 	fs.DurationVar(&f.grace, "grace", 0, "with -once: the grace period of this rotation only, shorter than the configured one when the current secret leaked")
 	fs.BoolVar(&f.endGrace, "end-grace", false, "with -client, in overlap: drop the previous secret now (it leaked)")
 	fs.DurationVar(&f.extendGrace, "extend-grace", 0, "with -client, in overlap: keep both secrets accepted this much longer")
 	fs.DurationVar(&f.reacceptPrevious, "reaccept-previous", 0, "with -client, after a completed rotation: make Affix accept the previous secret again for this long")
-	fs.StringVar(&f.reason, "reason", "", "why (an operator action's audit line and the record's last_action)")
+	fs.StringVar(&f.reason, "reason", "", "why (an operator action's audit line and the record's last_action); required by -end-grace, -extend-grace, -reaccept-previous and -once -grace")
 	registerStatusFlags(fs, &f.st)
 	registerValidateFlags(fs, &f)
 	if err := fs.Parse(args); err != nil {
@@ -83,6 +97,14 @@ func Main(ctx context.Context, args []string, env Env) int {
 		fmt.Fprintf(env.Stderr, "affix-rotator: unexpected argument %q\n", fs.Arg(0))
 		return ExitUsage
 	}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	fmt.Fprintln(env.Stderr, deprecationNotice(f, set))
+	return execute(ctx, f, set, env)
+}
+
+// execute checks the flags (set: those given) and runs what they ask for.
+func execute(ctx context.Context, f flags, set map[string]bool, env Env) int {
 	if f.version {
 		fmt.Fprintf(env.Stdout, "affix-rotator %s (%s)\n", version.Version, version.GoVersion())
 		return ExitOK
@@ -91,9 +113,12 @@ func Main(ctx context.Context, args []string, env Env) int {
 		fmt.Fprintln(env.Stderr, "affix-rotator: -config is required")
 		return ExitUsage
 	}
-	if msg := f.checkAction(fs); msg != "" {
+	if msg := f.checkAction(set); msg != "" {
 		fmt.Fprintln(env.Stderr, "affix-rotator: "+msg)
 		return ExitUsage
+	}
+	if f.incident() && !set["retry-timeout"] {
+		f.retryTimeout = incidentRetryTimeout
 	}
 	if f.client != "" && !f.once && !f.st.status && f.action() == "" {
 		fmt.Fprintln(env.Stderr, "affix-rotator: -client is only meaningful with -once, -status or an operator action")
@@ -114,11 +139,12 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if f.validate {
 		return runValidate(ctx, f, env)
 	}
-	cfg, err := config.Load(f.config)
+	file, err := config.LoadFile(f.config)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "affix-rotator: invalid config %s:\n%v\n", f.config, err)
 		return ExitUsage
 	}
+	cfg := file.Config
 	if f.client != "" && !hasClient(cfg, f.client) {
 		fmt.Fprintf(env.Stderr, "affix-rotator: -client: no client named %q in %s\n", f.client, f.config)
 		return ExitUsage
@@ -126,7 +152,11 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if f.st.status {
 		return runStatus(ctx, cfg, f, env)
 	}
-	return run(ctx, cfg, f, env)
+	code, warnings := startCheck(file, f, env)
+	if code != ExitOK {
+		return code
+	}
+	return run(ctx, cfg, f, env, warnings)
 }
 
 func hasClient(cfg *config.Config, name string) bool {

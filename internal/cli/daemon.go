@@ -112,6 +112,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, f flags, env Env, log *z
 		return code
 	}
 	health.setConnected()
+	denied := func() bool { return r.Denied() != nil }
+	health.denied.Store(&denied)
 	rot.Store(r)
 	log.Info("daemon started", zap.Int("clients", len(clients)))
 

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/affix-rotator/affix-rotator/rotator"
@@ -11,10 +12,19 @@ import (
 // vaultHealth is what the daemon knows of Vault, for /status: it sees every
 // request (as the metrics' Observer) and every error of the connection and
 // readiness checks.
+//
+// It also makes affix_rotator_vault_up show a denial: a request Vault
+// refuses (401/403) counts as Vault not usable, and so does every request
+// while the rotator holds a refusal for some client (denied), so that
+// another client's successful reads do not hide it. AffixRotatorVaultNotReady
+// then fires on a policy that does not cover a client's record.
 type vaultHealth struct {
 	obs     vault.Observer
 	address string
 	method  string
+	// denied reports whether the rotator holds Vault's refusal of some
+	// client's last request (nil until the rotator exists).
+	denied atomic.Pointer[func() bool]
 
 	mu            sync.Mutex
 	connected     bool
@@ -45,7 +55,11 @@ type daemonStatus struct {
 
 func (h *vaultHealth) VaultRequest(op, result string, d time.Duration, up bool) {
 	if h.obs != nil {
-		h.obs.VaultRequest(op, result, d, up)
+		usable := up && result != "denied"
+		if f := h.denied.Load(); f != nil && (*f)() {
+			usable = false
+		}
+		h.obs.VaultRequest(op, result, d, usable)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()

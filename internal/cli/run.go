@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,7 +22,9 @@ import (
 	"github.com/affix-rotator/affix-rotator/vault"
 )
 
-func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
+// run is the daemon, -once or an operator action; warnings (from
+// startCheck) are logged at start.
+func run(ctx context.Context, cfg *config.Config, f flags, env Env, warnings []*config.Error) int {
 	log, err := newLogger(cfg.Log, env.Stderr)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "affix-rotator: log: %v\n", err)
@@ -63,6 +66,7 @@ func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 	log = log.With(zap.String("instance_id", instanceID))
 
 	logStart(log, cfg, f, env.Getenv, clients)
+	logWarnings(log, warnings)
 	notifier, err := buildNotifier(cfg, env.Getenv, reg, log)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "affix-rotator: invalid config %s:\n%v\n", f.config, err)
@@ -99,9 +103,9 @@ func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 		}
 		c.GracePeriod = f.grace
 		clients = []*rotator.Client{&c}
-		return runOnce(ctx, r, clients, env, &audit)
+		return runOnce(ctx, r, clients, f, env, &audit)
 	}
-	return runOnce(ctx, r, clients, env, nil)
+	return runOnce(ctx, r, clients, f, env, nil)
 }
 
 // oneShot reports whether the command runs once and exits (no listener).
@@ -134,6 +138,9 @@ func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, env Env, 
 			break
 		}
 		if ctx.Err() != nil {
+			if f.oneShot() {
+				fmt.Fprintln(env.Stdout, "interrupted while waiting for vault: nothing was changed")
+			}
 			return nil, ExitFailed
 		}
 		if health != nil {
@@ -156,13 +163,24 @@ func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, env Env, 
 			continue
 		}
 		if f.oneShot() && f.retryTimeout > 0 && time.Since(start) > f.retryTimeout {
-			log.Error("cannot connect to vault; giving up", zap.Error(err))
+			log.Error("cannot connect to vault; giving up", zap.Error(err), zap.Duration("retry_timeout", f.retryTimeout))
+			fmt.Fprintf(env.Stdout, "FAILED: cannot connect to vault for %s (-retry-timeout); nothing was changed: %v\n", f.retryTimeout, err)
 			return nil, ExitFailed
 		}
 		d := bo.Next()
-		log.Warn("cannot connect to vault; retrying", zap.Error(err), zap.Duration("retry_in", d))
+		if f.oneShot() && f.retryTimeout > 0 {
+			stopAt := start.Add(f.retryTimeout)
+			d = max(time.Millisecond, min(d, time.Until(stopAt)+time.Millisecond))
+			log.Warn(fmt.Sprintf("cannot connect to vault; retrying until %s, then giving up (-retry-timeout %s)", stopAt.UTC().Format(time.RFC3339), f.retryTimeout),
+				zap.Error(err), zap.Duration("retry_in", d), zap.Time("gives_up_at", stopAt))
+		} else {
+			log.Warn("cannot connect to vault; retrying", zap.Error(err), zap.Duration("retry_in", d))
+		}
 		select {
 		case <-ctx.Done():
+			if f.oneShot() {
+				fmt.Fprintln(env.Stdout, "interrupted while waiting for vault: nothing was changed")
+			}
 			return nil, ExitFailed
 		case <-time.After(d):
 		}
@@ -202,7 +220,12 @@ func maxAffixTimeout(cfg *config.Config) time.Duration {
 // runOnce rotates the selected clients now, concurrently, printing progress
 // lines, and exits 0 only if every one of them ended stable with a rotation
 // completed after the run started.
-func runOnce(ctx context.Context, rot *rotator.Rotator, clients []*rotator.Client, env Env, audit *rotator.Audit) int {
+//
+// Progress: a line on every change of phase (or rotation), on every retry
+// (saying when -once gives up), and otherwise at most once a minute per
+// client (a 24h grace prints about 1,440 lines, not one every few seconds).
+// An interrupt (SIGINT, SIGTERM) says how to go on.
+func runOnce(ctx context.Context, rot *rotator.Rotator, clients []*rotator.Client, f flags, env Env, audit *rotator.Audit) int {
 	var mu sync.Mutex
 	printf := func(format string, args ...any) {
 		mu.Lock()
@@ -210,11 +233,12 @@ func runOnce(ctx context.Context, rot *rotator.Rotator, clients []*rotator.Clien
 		fmt.Fprintf(env.Stdout, format, args...)
 	}
 	now := time.Now()
-	interval := time.Minute
-	for _, c := range clients {
-		interval = min(interval, max(time.Second, c.GracePeriod/10))
-	}
-	rot.SetProgress(func(p rotator.Progress) { printf("%s\n", formatProgress(p)) }, interval)
+	pr := newProgressPrinter(time.Minute, f.retryTimeout)
+	rot.SetProgress(func(p rotator.Progress) {
+		if line, ok := pr.line(p); ok {
+			printf("%s\n", line)
+		}
+	}, time.Minute)
 	var wg sync.WaitGroup
 	failed := atomic.Bool{}
 	for _, c := range clients {
@@ -227,6 +251,9 @@ func runOnce(ctx context.Context, rot *rotator.Rotator, clients []*rotator.Clien
 			}
 			out, err := rot.Rotate(ctx, c, trig)
 			switch {
+			case err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()):
+				failed.Store(true)
+				printf("%s: %s\n", c.Name, interrupted(f, c.Name))
 			case err != nil:
 				failed.Store(true)
 				printf("%s: FAILED: %v\n", c.Name, err)
@@ -245,6 +272,72 @@ func runOnce(ctx context.Context, rot *rotator.Rotator, clients []*rotator.Clien
 		return ExitFailed
 	}
 	return ExitOK
+}
+
+// interrupted is what -once or an operator action prints when SIGINT or
+// SIGTERM stops it: the record keeps its phase, and the command to go on.
+func interrupted(f flags, client string) string {
+	resume := fmt.Sprintf("affix-rotator once --config %s --client %s", f.config, client)
+	switch f.action() {
+	case rotator.ActionExtendGrace, rotator.ActionReacceptPrevious:
+		return fmt.Sprintf("interrupted: the rotation stays resumable; run `affix-rotator status --config %s --client %s` to see where it stands, then %s again (or let a daemon go on)", f.config, client, f.action())
+	}
+	return fmt.Sprintf("interrupted: the rotation stays resumable; run `%s` to go on (or let a daemon go on)", resume)
+}
+
+// progressPrinter thins out -once's progress lines (see runOnce).
+type progressPrinter struct {
+	mu           sync.Mutex
+	every        time.Duration // at most one line per client this often while nothing changes
+	retryTimeout time.Duration // -retry-timeout: when retries give up (0: never)
+	last         map[string]printed
+}
+
+type printed struct {
+	phase, rotation, kind string
+	at                    time.Time
+	failingSince          time.Time // first retry of the current run of failures
+}
+
+func newProgressPrinter(every, retryTimeout time.Duration) *progressPrinter {
+	return &progressPrinter{every: every, retryTimeout: retryTimeout, last: map[string]printed{}}
+}
+
+// line returns the line to print for p, and whether to print it.
+func (pp *progressPrinter) line(p rotator.Progress) (string, bool) {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	prev, seen := pp.last[p.Client]
+	cur := printed{phase: string(p.Phase), rotation: p.RotationID, kind: waitingKind(p.Waiting), at: p.Now}
+	retrying := strings.HasPrefix(p.Waiting, "retrying in ")
+	if retrying {
+		cur.failingSince = prev.failingSince
+		if cur.failingSince.IsZero() {
+			cur.failingSince = p.Now
+		}
+	}
+	s := formatProgress(p)
+	if retrying && pp.retryTimeout > 0 {
+		s += fmt.Sprintf(" (gives up at %s: -retry-timeout %s; the rotation stays resumable)", cur.failingSince.Add(pp.retryTimeout).UTC().Format(time.RFC3339), pp.retryTimeout)
+	}
+	changed := !seen || prev.phase != cur.phase || prev.rotation != cur.rotation || prev.kind != cur.kind
+	if !changed && !retrying && p.Now.Sub(prev.at) < pp.every {
+		prev.failingSince = cur.failingSince
+		pp.last[p.Client] = prev
+		return s, false
+	}
+	pp.last[p.Client] = cur
+	return s, true
+}
+
+// waitingKind is what a waiting text says without its numbers ("grace
+// period", "rotation driven by x (lease until "): a new kind is printed at
+// once.
+func waitingKind(w string) string {
+	if i := strings.IndexAny(w, "0123456789"); i >= 0 {
+		return w[:i]
+	}
+	return w
 }
 
 func formatProgress(p rotator.Progress) string {

@@ -25,6 +25,9 @@ func registerValidateFlags(fs *flag.FlagSet, f *flags) {
 	fs.BoolVar(&f.offline, "offline", false, "with -validate: check the file only (not the environment, not Vault)")
 }
 
+// affixNotChecked is -validate's one line about Affix: it never calls it.
+const affixNotChecked = "Affix: not checked (-validate never calls Affix: its API has no call that tests the API key without changing which secrets it accepts; a wrong key shows at the first rotation, which aborts with 401 and leaves the current secret in place)"
+
 // Whose fault a -validate problem is; the exit code follows from it.
 type fault string
 
@@ -87,6 +90,7 @@ func runValidate(ctx context.Context, f flags, env Env) int {
 		}
 	}
 	v.clients = len(file.Clients)
+	v.notes = append(v.notes, affixNotChecked)
 	now := time.Now().UTC()
 	errs, warns := file.Lint(env.Getenv)
 	for _, e := range errs {

@@ -22,13 +22,13 @@ func TestValidateInProcess(t *testing.T) {
 		code       int
 		want       []string
 	}{
-		{"offline ok", good, []string{"-offline"}, nil, 0, []string{"OK (1 client)", "next runs (UTC):", "prod: ", "from now: Vault was not read"}},
+		{"offline ok", good, []string{"-offline"}, nil, 0, []string{"OK (1 client)", "next runs (UTC):", "prod: ", "from now: Vault was not read", ": Affix: not checked ("}},
 		{"-validate with -once", good, []string{"-offline", "-once"}, nil, 2, []string{"exclusive"}},
 		{"offline file problem", strings.Replace(good, "24h", "720h", 1), []string{"-offline"}, nil, 2, []string{`error (file): clients[0].grace_period (client "prod"): 720h is not shorter`, "exit 2"}},
 		{"strict errors and lint at once", strings.Replace(strings.Replace(good, "24h", "-1h", 1), "@every 720h", "@every 0s", 1), []string{"-offline"}, nil, 2,
 			[]string{"got -1h (line 6)", `"@every 0s" does not wait`}},
 		{"environment", good, nil, map[string]string{"VAULT_TOKEN": "t"}, 2, []string{"error (environment): affix.api_key_env: environment variable AFFIX_API_KEY", "not the file's fault"}},
-		{"online only", good, nil, map[string]string{"VAULT_TOKEN": "t", "AFFIX_API_KEY": "k"}, 1, []string{"error (vault): vault.address: Vault at http://127.0.0.1:1 is unreachable", "exit 1"}},
+		{"online only", good, nil, map[string]string{"VAULT_TOKEN": "t", "AFFIX_API_KEY": "k"}, 1, []string{"error (vault): vault.address: Vault at http://127.0.0.1:1 is unreachable", "exit 1", ": Affix: not checked ("}},
 		{"not yaml", "clients: [\n", []string{"-offline"}, nil, 2, []string{"error (file)", "not valid YAML"}},
 		{"grace not above consumers.max_refresh", good + "    consumers: {max_refresh: 30h}\n", []string{"-offline"}, nil, 2,
 			[]string{`error (file): clients[0].grace_period (client "prod"): 24h does not exceed consumers.max_refresh (30h): grace_period must exceed the slowest consumer's refresh interval plus its restart time`, "(line 6)"}},

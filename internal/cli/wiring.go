@@ -19,7 +19,8 @@ import (
 	"github.com/affix-rotator/affix-rotator/vault"
 )
 
-// newLogger builds the zap logger: JSON (or console) lines on w.
+// newLogger builds the zap logger: JSON (or console) lines on w, durations
+// as Go duration strings.
 func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 	level, err := zapcore.ParseLevel(c.Level)
 	if err != nil {
@@ -27,6 +28,9 @@ func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 	}
 	ec := zap.NewProductionEncoderConfig()
 	ec.TimeKey, ec.EncodeTime = "ts", zapcore.ISO8601TimeEncoder
+	// Durations as Go duration strings ("24h0m0s", "1.5s"), not bare
+	// seconds: a log line says what it means without the unit in the key.
+	ec.EncodeDuration = zapcore.StringDurationEncoder
 	var enc zapcore.Encoder
 	if c.Format == "console" {
 		ec.EncodeLevel = zapcore.CapitalLevelEncoder
@@ -107,12 +111,23 @@ func buildClients(cfg *config.Config, selected []config.Client, getenv func(stri
 		ac := cfg.AffixFor(cc)
 		key, err := ac.APIKey(getenv)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("clients[%s]: %w", cc.Name, err))
+			// In the one key format of -validate: clients[0].affix.api_key_env
+			// (client "prod") for the client's own key, else the shared one.
+			ce := &config.Error{Key: "affix.api_key_env", Problem: err.Error()}
+			if e := (*config.Error)(nil); errors.As(err, &e) {
+				ce.Key, ce.Problem = e.Key, e.Problem
+			}
+			if cc.Affix.APIKeyEnv != "" || cc.Affix.APIKeyFile != "" {
+				ce.Key, ce.Client = fmt.Sprintf("clients[%d].%s", i, ce.Key), cc.Name
+			} else {
+				ce.Problem += fmt.Sprintf(" (used by client %q)", cc.Name)
+			}
+			errs = append(errs, ce)
 			continue
 		}
 		t := target{strings.TrimSuffix(ac.BaseURL, "/"), key.Reveal()}
 		if other, dup := targets[t]; dup {
-			errs = append(errs, &config.Error{Key: fmt.Sprintf("clients[%d].affix", i), Problem: fmt.Sprintf(
+			errs = append(errs, &config.Error{Key: fmt.Sprintf("clients[%d].affix", i), Client: cc.Name, Problem: fmt.Sprintf(
 				"client %q has the same base_url and API key as client %q: the API key selects the Affix client, so both would rotate one client_secret and lock each other out; give each its own API key (affix.api_key_env or api_key_file under the client)", cc.Name, other)})
 			continue
 		}
@@ -125,12 +140,12 @@ func buildClients(cfg *config.Config, selected []config.Client, getenv func(stri
 		}
 		api, err := affix.New(ac.BaseURL, key, affix.WithTimeout(ac.Timeout.D()), affix.WithLimiter(p))
 		if err != nil {
-			errs = append(errs, &config.Error{Key: fmt.Sprintf("clients[%d].affix", i), Problem: err.Error()})
+			errs = append(errs, &config.Error{Key: fmt.Sprintf("clients[%d].affix", i), Client: cc.Name, Problem: err.Error()})
 			continue
 		}
 		sched, err := config.ParseSchedule(cc.Schedule)
 		if err != nil {
-			errs = append(errs, &config.Error{Key: fmt.Sprintf("clients[%d].schedule", i), Problem: err.Error()})
+			errs = append(errs, &config.Error{Key: fmt.Sprintf("clients[%d].schedule", i), Client: cc.Name, Problem: err.Error()})
 			continue
 		}
 		out = append(out, &rotator.Client{

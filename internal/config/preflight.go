@@ -69,7 +69,8 @@ func ScheduleInterval(spec string) (Interval, error) {
 //     Vault client would silently use https://127.0.0.1:8200).
 //
 // Warnings: `http://` to a host that is not this machine (the API key and
-// every new secret, or the Vault token, cross the network unencrypted).
+// every new secret, or the Vault token, cross the network unencrypted), and
+// vault.tls.insecure_skip_verify (anyone on the path can pose as Vault).
 // getenv reads VAULT_ADDR.
 func (f *File) Lint(getenv func(string) string) (errs, warnings []*Error) {
 	c := f.Config
@@ -82,6 +83,9 @@ func (f *File) Lint(getenv func(string) string) (errs, warnings []*Error) {
 		if a := getenv("VAULT_ADDR"); cleartext(a) != "" {
 			warnings = append(warnings, f.Problem("vault.address", "VAULT_ADDR %q (vault.address is not set): %s: the Vault token and every secret cross the network unencrypted; use https://", a, cleartext(a)))
 		}
+	}
+	if c.Vault.TLS.InsecureSkipVerify {
+		warnings = append(warnings, f.Problem("vault.tls.insecure_skip_verify", "true: Vault's certificate is not verified, so anyone on the network path can pose as Vault and receive the Vault token and every secret; give vault.tls.ca_cert instead (insecure_skip_verify is for tests only)"))
 	}
 	if w := cleartext(c.Affix.BaseURL); w != "" {
 		warnings = append(warnings, f.Problem("affix.base_url", "%q: %s: the API key and every new client_secret cross the network unencrypted; use https://", c.Affix.BaseURL, w))

@@ -40,6 +40,8 @@ func TestLint(t *testing.T) {
 		{"no address", strings.Replace(head, "vault: {address: \"https://vault:8200\"}\n", "", 1) + "    schedule: \"@daily\"\n    grace_period: 1h\n", []string{"vault.address: not set, and VAULT_ADDR is not set either"}, nil},
 		{"http", strings.Replace(head, "https://vault:8200", "http://vault:8200", 1) + "    schedule: \"@daily\"\n    grace_period: 1h\n    affix: {base_url: \"http://10.0.0.1\"}\n",
 			nil, []string{`vault.address: "http://vault:8200": http:// to vault`, `clients[0].affix.base_url (client "prod"): "http://10.0.0.1"`}},
+		{"insecure_skip_verify", strings.Replace(head, "vault: {address: \"https://vault:8200\"}", "vault: {address: \"https://vault:8200\", tls: {insecure_skip_verify: true}}", 1) + "    schedule: \"@daily\"\n    grace_period: 1h\n",
+			nil, []string{"vault.tls.insecure_skip_verify: true: Vault's certificate is not verified"}},
 		{"http loopback", head + "    schedule: \"@daily\"\n    grace_period: 1h\n    affix: {base_url: \"http://127.0.0.1:8080\"}\n", nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

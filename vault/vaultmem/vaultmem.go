@@ -240,7 +240,7 @@ func (s *Store) WhoAmI(ctx context.Context) (string, error) {
 }
 
 func (s *Store) notFound(path string) error {
-	return fmt.Errorf("vault: %w at %s/%s: seed it with `vault kv put %s/%s client_secret=<the secret Affix accepts now>`, or set bootstrap: true for a brand-new Affix client",
+	return fmt.Errorf("vault: %w at %s/%s: seed it once with the secret Affix accepts now, from stdin and only if no record exists: `vault kv put -cas=0 %s/%s client_secret=-` (runbook: Seed a client), or set bootstrap: true for a brand-new Affix client",
 		vault.ErrNotFound, s.mount, path, s.mount, path)
 }
 
