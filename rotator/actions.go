@@ -188,6 +188,12 @@ func (r *Rotator) ReacceptPrevious(ctx context.Context, c *Client, d time.Durati
 		next := rec
 		next.Phase = vault.PhaseOverlap
 		next.PreviousClientSecret = prev
+		if next.RotatedID == "" {
+			// A record from before rotated_id: this stable record's
+			// rotation is the completed one (an aborted one has no overlap
+			// in the history, and previousSecret refused it).
+			next.RotatedID = rec.RotationID
+		}
 		next.GraceUntil = now.Add(d)
 		next.GraceBy = st.stamp(next.GraceUntil)
 		next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, now.Add(r.leaseSpan())

@@ -29,23 +29,33 @@ func graceOf(rec vault.Record, c *Client) time.Duration {
 // the schedule and must survive the end of the reopened grace, whatever
 // operator action came in between.
 func completedBefore(rec vault.Record) bool {
-	if !rec.StagedAt.IsZero() {
-		return rec.RotatedAt.After(rec.StagedAt)
+	if rec.RotatedID != "" {
+		return rec.RotatedID == rec.RotationID
 	}
-	// A record written before staged_at existed: the last action says it.
+	// A record written before rotated_id existed: the last action says it.
 	a := rec.LastAction
 	return a != nil && a.Action == ActionReacceptPrevious && a.RotationID == rec.RotationID
 }
 
 // satisfied reports whether a stable rec ends a -once: it holds a
-// completed rotation other than the one this run first saw. That one's
-// current secret (or, if it was staged, the secret before it) is what the
-// operator wanted gone, and any later completed rotation dropped it. No
-// clock is read: a staged_at written by a clock running ahead cannot make
-// an older rotation look new.
-func (st *run) satisfied(rec vault.Record) bool {
+// completed rotation other than the one this run first saw (that one's
+// current secret, or the one before it if it was staged, is what the
+// operator wants gone, and any later completed rotation dropped it), or,
+// for a plain -once, one staged at or after the -once's trigger time (a
+// -once restarted with the same trigger finishes the rotation it started
+// and makes no other: I6). The leaked-secret -once trusts no clock here: a
+// staged_at written by a clock running ahead must not make an older
+// rotation look new (simulation seed 968).
+func (st *run) satisfied(rec vault.Record, now time.Time, margin time.Duration) bool {
 	// An aborted rotation is no rotation: abort clears staged_at.
-	return rec.Phase == vault.PhaseStable && st.firstSeen && rec.RotationID != "" && rec.RotationID != st.firstID && !rec.StagedAt.IsZero()
+	if rec.Phase != vault.PhaseStable || rec.RotationID == "" || rec.StagedAt.IsZero() {
+		return false
+	}
+	if st.firstSeen && rec.RotationID != st.firstID {
+		return true
+	}
+	t := st.trig
+	return t.Grace == 0 && !rec.StagedAt.Before(t.Time) && !rec.StagedAt.After(now.Add(margin))
 }
 
 // incident reports whether this run is the leaked-secret incident (-once

@@ -68,6 +68,9 @@ type run struct {
 	// stopAfterAssert ends the run once the set is re-asserted (an
 	// operator action that hands the rotation back to the daemon).
 	stopAfterAssert bool
+	// verify: the action's request was confirmed; the next read decides
+	// whether another process wrote after it (re-assert) or not (stop).
+	verify bool
 	// effect is the record version a request of this run was sent from
 	// whose effect on Affix no write of this run has yet built on (a 200,
 	// or no answer); -1 when none. If another process writes the record
@@ -302,6 +305,9 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 	}
 	r.observe(st, rec, ver)
 
+	if st.verify && st.reassert == "" && rec.Phase != vault.PhaseStaged {
+		return decision{done: true} // an action's request, checked by a read after it
+	}
 	if rec.Phase == vault.PhaseOverlap && st.incident(rec, now) {
 		return r.endGraceForIncident(ctx, st, rec, ver, now)
 	}
@@ -341,7 +347,7 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 	switch rec.Phase {
 	case vault.PhaseStable:
 		rotatedAt := r.trusted(rec.RotatedAt, now)
-		if st.trig.Reason == ReasonOnce && !st.satisfied(rec) || st.trig.Reason != ReasonOnce && st.trig.wantsNew(rotatedAt, now) {
+		if st.trig.Reason == ReasonOnce && !st.satisfied(rec, now, r.opt.ClockSkewMargin) || st.trig.Reason != ReasonOnce && st.trig.wantsNew(rotatedAt, now) {
 			return r.stage(ctx, st, rec, ver, now)
 		}
 		if st.trig.Reason == ReasonOnce || (st.trig.Reason == ReasonSchedule || st.trig.Reason == ReasonAction) && !rotatedAt.Before(st.trig.Time) {
@@ -594,14 +600,22 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 	var msg string
 	if rec.ClientSecret.IsZero() { // bootstrap: nothing to overlap with
 		next.Phase = vault.PhaseStable
-		next.RotatedAt = now
+		next.RotatedAt, next.RotatedID = now, rec.RotationID
 		next.GracePeriod = 0
 		next.LeaseOwner, next.LeaseUntil = "", time.Time{}
 		msg = "bootstrap rotation complete: new secret is current"
 	} else {
 		next.Phase = vault.PhaseOverlap
 		next.PreviousClientSecret = rec.ClientSecret
-		next.GraceUntil = now.Add(graceOf(rec, c))
+		grace := graceOf(rec, c)
+		if g := st.trig.Grace; g > 0 && g < grace && st.trig.Reason == ReasonOnce {
+			// The leaked-secret -once caps the grace of any rotation it
+			// confirms, its own or one it found staged (and the record
+			// says so).
+			grace = g
+			next.GracePeriod = g
+		}
+		next.GraceUntil = now.Add(grace)
 		next.GraceBy = st.stamp(next.GraceUntil)
 		next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, next.GraceUntil.Add(r.leaseSpan())
 		msg = "affix accepts [new, old]: new secret is current; grace period started"
@@ -690,7 +704,7 @@ func (r *Rotator) finish(ctx context.Context, st *run, rec vault.Record, ver int
 	if !completedBefore(rec) {
 		// Not the end of a grace an operator reopened: that rotation was
 		// completed before, and its rotated_at anchors the schedule.
-		next.RotatedAt = now
+		next.RotatedAt, next.RotatedID = now, rec.RotationID
 	}
 	next.LeaseOwner, next.LeaseUntil = "", time.Time{}
 	next.LastError, next.StepError, next.FailingSince = "", "", time.Time{}
@@ -699,7 +713,7 @@ func (r *Rotator) finish(ctx context.Context, st *run, rec vault.Record, ver int
 		r.log.Info("rotation complete: old secret dropped", fields(c, next)...)
 		r.progress(c, next, "")
 		d := r.succeeded(st, next)
-		if st.trig.Reason == ReasonOnce && !st.satisfied(next) {
+		if st.trig.Reason == ReasonOnce && !st.satisfied(next, r.clock.Now(), r.opt.ClockSkewMargin) {
 			// A rotation staged before the -once: the -once runs its own.
 			return again
 		}
@@ -728,7 +742,12 @@ func (r *Rotator) reassertSet(ctx context.Context, st *run, rec vault.Record, ve
 		st.reassert, st.steal = "", false
 	}
 	if st.stopAfterAssert {
-		return decision{done: true}
+		// An action's own request may land after another process moved
+		// on (held on the way, answered late): read the record once more
+		// before stopping, and if someone wrote meanwhile, send the set it
+		// implies (otherVersion); stop on a read that shows no one did.
+		st.verify = true
+		return again
 	}
 	if r.opt.Metrics != nil && reason != ReassertAction {
 		r.opt.Metrics.Reassert(st.c.Name, reason)

@@ -1428,8 +1428,11 @@ func (w *world) landed(c *call, p *proc, outOfBand, late bool) string {
 }
 
 // incidentEnded reports whether d's grace was ended by a leaked-secret
-// -once: its last_action is a rotate on this rotation, taken at the very
-// grace_until it set.
+// -once: its last_action is a rotate on this rotation that is not the one
+// recorded when the rotation was staged (an operator's -once -grace
+// records its rotate at staged_at; the incident's cut at another time).
+// A grace_until moved by hand since does not give the consumers their
+// grace back.
 func incidentEnded(d map[string]any, rid string) bool {
 	var a struct {
 		Action     string    `json:"action"`
@@ -1439,7 +1442,7 @@ func incidentEnded(d map[string]any, rid string) bool {
 	if json.Unmarshal([]byte(str(d, "last_action")), &a) != nil {
 		return false
 	}
-	return a.Action == rotator.ActionRotate && a.RotationID == rid && a.At.Equal(tm(d, "grace_until"))
+	return a.Action == rotator.ActionRotate && a.RotationID == rid && !a.At.Equal(tm(d, "staged_at"))
 }
 
 // graceOf is the grace of the rotation in d: its grace_period (an

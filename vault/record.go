@@ -42,6 +42,7 @@ const (
 	FieldStepError            = "step_error"
 	FieldFailingSince         = "failing_since"
 	FieldSeededAt             = "seeded_at"
+	FieldRotatedID            = "rotated_id"
 )
 
 var ownFields = map[string]bool{
@@ -50,7 +51,7 @@ var ownFields = map[string]bool{
 	FieldClientID: true, FieldLeaseOwner: true, FieldLeaseUntil: true, FieldLastError: true,
 	FieldRetryNotBefore: true, FieldLastAction: true,
 	FieldStagedAt: true, FieldGracePeriod: true, FieldGraceBy: true, FieldStepError: true,
-	FieldFailingSince: true, FieldSeededAt: true,
+	FieldFailingSince: true, FieldSeededAt: true, FieldRotatedID: true,
 }
 
 // Record is one Affix client's KV v2 secret: the consumers' current secret and
@@ -63,6 +64,10 @@ type Record struct {
 	RotationID           string
 	GraceUntil           time.Time // overlap: earliest time the old secret may be dropped
 	RotatedAt            time.Time // last completed rotation
+	// RotatedID is the rotation_id rotated_at belongs to: an overlap whose
+	// rotation_id equals it was completed once (an operator reopened its
+	// grace), so ending that grace keeps rotated_at.
+	RotatedID string
 	ClientID             string
 	LeaseOwner           string
 	LeaseUntil           time.Time
@@ -147,6 +152,7 @@ func (r Record) Encode() map[string]any {
 		m[FieldGracePeriod] = r.GracePeriod.String()
 	}
 	put(FieldGraceBy, r.GraceBy)
+	put(FieldRotatedID, r.RotatedID)
 	put(FieldStepError, r.StepError)
 	putTime(FieldFailingSince, r.FailingSince)
 	putTime(FieldSeededAt, r.SeededAt)
@@ -207,7 +213,7 @@ func Decode(data map[string]any) (Record, error) {
 		{FieldClientSecret, &cur}, {FieldPreviousClientSecret, &prev}, {FieldPendingClientSecret, &pend},
 		{FieldPhase, &phase}, {FieldRotationID, &r.RotationID}, {FieldClientID, &r.ClientID},
 		{FieldLeaseOwner, &r.LeaseOwner}, {FieldLastError, &r.LastError},
-		{FieldGraceBy, &r.GraceBy}, {FieldStepError, &r.StepError},
+		{FieldGraceBy, &r.GraceBy}, {FieldStepError, &r.StepError}, {FieldRotatedID, &r.RotatedID},
 	} {
 		if *f.p, err = str(f.k); err != nil {
 			return Record{}, err

@@ -153,6 +153,44 @@ func TestReacceptPrevious(t *testing.T) {
 	if s.fake.Accepts(s.key, s.s0) {
 		t.Fatal("the previous secret is still accepted at the end")
 	}
+	// The daemon learns of the reopened grace through the change marker
+	// within reread_interval (1s here), whatever the phase: the drop comes
+	// by grace_until + reread_interval + clock_skew_margin (500ms), with
+	// room for a loaded machine. (A stable record alone is read every
+	// 10 × reread_interval.)
+	if late := last.Time.Sub(until); late > 1500*time.Millisecond+5*time.Second {
+		t.Fatalf("the previous secret was dropped %s after grace_until, want within reread_interval + clock_skew_margin (1.5s; 5s of slack)", late)
+	} else {
+		t.Logf("-reaccept-previous 3s: dropped %s after grace_until (bound: reread_interval 1s + clock_skew_margin 500ms)", late.Round(time.Millisecond))
+	}
+}
+
+// TestLeakedSecretOnceDuringOverlap: the leaked-secret command while a
+// daemon waits in a 10m grace: `-once -grace 5s` ends with a new secret
+// current and the secret that was current when it ran rejected, within the
+// grace plus the margins, and exits 0 only then.
+func TestLeakedSecretOnceDuringOverlap(t *testing.T) {
+	s, cfg := actionStack(t, "10m")
+	s.start("-config", cfg)
+	overlap := s.waitFor("overlap", 20*time.Second, func(r map[string]any) bool { return r["phase"] == "overlap" })
+	leaked := str(overlap, "client_secret")
+	start := time.Now()
+	p := s.start("-config", cfg, "-once", "-client", "prod", "-grace", "5s", "-reason", "current secret pasted in a chat")
+	if code := p.wait(t, 90*time.Second); code != 0 {
+		t.Fatalf("-once -grace 5s during an overlap: exit %d\n%s", code, p.out.String())
+	}
+	took := time.Since(start)
+	if s.fake.Accepts(s.key, leaked) {
+		t.Fatalf("-once -grace 5s exited 0 while the leaked secret is still accepted\n%s", p.out.String())
+	}
+	rec := s.record()
+	if str(rec, "client_secret") == leaked || rec["phase"] != "stable" {
+		t.Fatalf("after -once -grace 5s: phase %v, the leaked secret current: %v", rec["phase"], str(rec, "client_secret") == leaked)
+	}
+	if took > 60*time.Second {
+		t.Fatalf("-once -grace 5s took %s, want about the grace plus the margins", took)
+	}
+	t.Logf("-once -grace 5s in a 10m overlap: leaked secret rejected and the command done in %s", took.Round(time.Millisecond))
 }
 
 var onceGrace = flag.Duration("once-grace", 3*time.Second, "the -grace of TestOnceShortGrace (go test ./cmd/affix-rotator -run TestOnceShortGrace -once-grace 30s -v)")
