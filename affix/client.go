@@ -201,10 +201,22 @@ type UpdateResponse struct {
 	WebhookURI   *string // nil when null or absent
 }
 
-// MarshalJSON renders the request body: client_secret, then only those of
-// name, redirect_uris and webhook_uri that are set, in that order. It is
-// the one place secrets are revealed.
+// MarshalJSON implements json.Marshaler for logs and debugging: it
+// renders the request as Body does, with every secret "[REDACTED]".
 func (r UpdateRequest) MarshalJSON() ([]byte, error) {
+	red := r
+	red.ClientSecret = make([]secret.Value, len(r.ClientSecret))
+	for i := range red.ClientSecret {
+		red.ClientSecret[i] = secret.New(secret.Redacted)
+	}
+	return red.Body()
+}
+
+// Body renders the request body sent to Affix: client_secret, then only
+// those of name, redirect_uris and webhook_uri that are set, in that
+// order. It is the one place secrets are revealed (json.Marshal of a
+// request redacts them).
+func (r UpdateRequest) Body() ([]byte, error) {
 	cs := make([]string, len(r.ClientSecret))
 	for i, s := range r.ClientSecret {
 		cs[i] = s.Reveal()
@@ -274,7 +286,7 @@ func (c *Client) UpdateClient(ctx context.Context, req UpdateRequest) (*UpdateRe
 		return nil, err
 	}
 	red := c.redactor(req.ClientSecret)
-	body, err := req.MarshalJSON() // not json.Marshal, which would HTML-escape the secrets
+	body, err := req.Body() // not json.Marshal, which redacts the secrets
 	if err != nil {
 		return nil, fmt.Errorf("%w: encode request: %w", ErrNotSent, err)
 	}

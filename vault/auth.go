@@ -101,10 +101,19 @@ func (a Auth) DeniedHint() string {
 	}
 }
 
+// apiClient holds the Vault client one pointer away from the structs that
+// use it. The api.Client keeps its token in an unexported string field,
+// and fmt, printing a struct with %s or %q, follows a pointer field once
+// (in its %!s(…) complaint) and prints the fields behind it: behind this
+// wrapper it finds only another pointer, printed as an address.
+type apiClient struct{ *api.Client }
+
+func newAPIClient(c *api.Client) *apiClient { return &apiClient{c} }
+
 // authenticator owns the client's token: the first login, renewal through
 // api.LifetimeWatcher, and a fresh login when renewal ends or Vault denies.
 type authenticator struct {
-	client *api.Client
+	client *apiClient
 	auth   Auth
 	log    *zap.Logger
 	obs    Observer

@@ -61,11 +61,11 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	a := &authenticator{client: client, auth: cfg.Auth, log: log, obs: cfg.Observer, kickCh: make(chan struct{}, 1)}
+	a := &authenticator{client: newAPIClient(client), auth: cfg.Auth, log: log, obs: cfg.Observer, kickCh: make(chan struct{}, 1)}
 	sec, err := a.login(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w (address %s)", err, ac.Address)
 	}
 	go a.run(ctx, sec)
-	return &Store{client: client, kv: client.KVv2(mount), mount: mount, obs: cfg.Observer, auth: a}, nil
+	return &Store{client: a.client, kv: client.KVv2(mount), mount: mount, obs: cfg.Observer, auth: a}, nil
 }
