@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -68,7 +66,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, f flags, env Env, log *z
 		log.Error("cannot listen", zap.String("listen", cfg.Listen), zap.Error(err))
 		return ExitFailed
 	}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: httpapi.Handler(httpapi.Options{
+	srv := httpapi.Serve(ln, httpapi.Handler(httpapi.Options{
 		Gatherer: reg,
 		Ready: func(ctx context.Context) error {
 			s := store.Load()
@@ -97,8 +95,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, f flags, env Env, log *z
 			doc.Clients = withConfigured(doc.Clients, rl.names(), doc.Vault)
 			return doc
 		},
-	})}
-	go func() { _ = srv.Serve(ln) }()
+	}), httpapi.DefaultLimits)
 	defer shutdown(srv)
 	log.Info("listening", zap.String("addr", ln.Addr().String()))
 
