@@ -30,6 +30,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/affix-rotator/affix-rotator/internal/redact"
 	"github.com/affix-rotator/affix-rotator/internal/secret"
 )
 
@@ -456,14 +457,13 @@ func mismatch(sent, got []secret.Value) *MismatchError {
 
 // redactor returns a function that makes text from the (untrusted) server
 // or the network stack safe to show: it replaces the API key and the
-// secrets of one request by "[REDACTED]", turns control characters and
-// invalid UTF-8 into spaces and cuts the result to 256 bytes.
+// secrets of one request, raw or encoded (redact.Forms), by "[REDACTED]",
+// turns control characters and invalid UTF-8 into spaces and cuts the
+// result to 256 bytes.
 func (c *Client) redactor(secrets []secret.Value) func(string) string {
-	vals := []string{c.apiKey.Reveal()}
-	for _, s := range secrets {
-		vals = append(vals, s.Reveal())
-	}
-	return func(s string) string { return sanitize(s, vals) }
+	set := redact.New(c.apiKey.Reveal())
+	set.AddValues(secrets...)
+	return func(s string) string { return sanitize(s, set) }
 }
 
 // sanitize implements the redactor. Control characters and invalid UTF-8
@@ -472,7 +472,7 @@ func (c *Client) redactor(secrets []secret.Value) func(string) string {
 // replacement cannot form a secret, as a fuzzer found with a secret holding
 // a space) and before the cut (so the cut never leaves a prefix of a
 // secret behind).
-func sanitize(s string, vals []string) string {
+func sanitize(s string, set *redact.Set) string {
 	s = strings.ToValidUTF8(s, " ")
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029' {
@@ -480,12 +480,7 @@ func sanitize(s string, vals []string) string {
 		}
 		return r
 	}, s)
-	for _, v := range vals {
-		if v != "" {
-			s = strings.ReplaceAll(s, v, secret.Redacted)
-		}
-	}
-	return truncate(s, maxServerStr)
+	return truncate(set.String(s), maxServerStr)
 }
 
 // truncate cuts s to at most n bytes at a rune boundary, marking the cut.

@@ -53,6 +53,10 @@ type Key struct{ v secret.Value }
 // bytes returns the key itself, for signing.
 func (k Key) bytes() []byte { return []byte(k.v.Reveal()) }
 
+// Reveal returns the key's bytes. Use it only to sign, or to tell a
+// redactor what to remove.
+func (k Key) Reveal() []byte { return k.bytes() }
+
 // String implements fmt.Stringer without revealing the key.
 func (Key) String() string { return secret.Redacted }
 

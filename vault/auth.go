@@ -113,11 +113,12 @@ func newAPIClient(c *api.Client) *apiClient { return &apiClient{c} }
 // authenticator owns the client's token: the first login, renewal through
 // api.LifetimeWatcher, and a fresh login when renewal ends or Vault denies.
 type authenticator struct {
-	client *apiClient
-	auth   Auth
-	log    *zap.Logger
-	obs    Observer
-	kickCh chan struct{}
+	client  *apiClient
+	auth    Auth
+	log     *zap.Logger
+	obs     Observer
+	secrets Secrets // nil: none
+	kickCh  chan struct{}
 }
 
 func (a *authenticator) kick() {
@@ -145,6 +146,9 @@ func (a *authenticator) login(ctx context.Context) (*api.Secret, error) {
 	}
 	if denied {
 		err = fmt.Errorf("%w: %w", ErrDenied, err)
+	}
+	if err == nil && a.secrets != nil && sec != nil && sec.Auth != nil {
+		a.secrets.Add(sec.Auth.ClientToken)
 	}
 	return sec, err
 }

@@ -23,7 +23,13 @@ type Config struct {
 	Auth               Auth
 	Observer           Observer
 	Logger             *zap.Logger
+	// Secrets, when set, is told every token a login obtains, so that the
+	// process's one redaction removes it from outside text too.
+	Secrets Secrets
 }
+
+// Secrets collects the secrets in play (a *redact.Set).
+type Secrets interface{ Add(secrets ...string) }
 
 // New builds the Vault client, authenticates once (failing fast with a clear
 // error), and keeps the token renewed in the background until ctx ends.
@@ -61,7 +67,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	a := &authenticator{client: newAPIClient(client), auth: cfg.Auth, log: log, obs: cfg.Observer, kickCh: make(chan struct{}, 1)}
+	a := &authenticator{client: newAPIClient(client), auth: cfg.Auth, log: log, obs: cfg.Observer, secrets: cfg.Secrets, kickCh: make(chan struct{}, 1)}
 	sec, err := a.login(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w (address %s)", err, ac.Address)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/affix-rotator/affix-rotator/internal/config"
 	"github.com/affix-rotator/affix-rotator/internal/httpapi"
+	"github.com/affix-rotator/affix-rotator/internal/redact"
 	"github.com/affix-rotator/affix-rotator/internal/version"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
@@ -52,9 +53,10 @@ func logStart(log *zap.Logger, cfg *config.Config, f flags, getenv func(string) 
 // runDaemon serves the HTTP listener at once (while it waits for Vault
 // too), connects to Vault, runs every client until ctx ends, and reloads
 // the config on each value of env.Hangup (SIGHUP).
-func runDaemon(ctx context.Context, cfg *config.Config, f flags, env Env, log *zap.Logger, auth vault.Auth, reg *prometheus.Registry, metrics *rotator.Metrics, instanceID string, clients []*rotator.Client, events func(rotator.Event)) int {
+func runDaemon(ctx context.Context, cfg *config.Config, f flags, env Env, log *zap.Logger, auth vault.Auth, reg *prometheus.Registry, metrics *rotator.Metrics, instanceID string, clients []*rotator.Client, events func(rotator.Event), secrets *redact.Set) int {
 	health := &vaultHealth{obs: metrics, address: vaultAddress(cfg, env.Getenv), method: auth.Method}
 	rl := newReloader(f.config, cfg, clients, env.Getenv, reg)
+	rl.secrets = secrets
 	// Every configured client has its series before Vault answers.
 	for _, c := range clients {
 		metrics.InitClient(c.Name)
@@ -68,6 +70,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, f flags, env Env, log *z
 	}
 	srv := httpapi.Serve(ln, httpapi.Handler(httpapi.Options{
 		Gatherer: reg,
+		Redact:   secrets.String,
 		Ready: func(ctx context.Context) error {
 			s := store.Load()
 			if s == nil {
@@ -99,7 +102,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, f flags, env Env, log *z
 	defer shutdown(srv)
 	log.Info("listening", zap.String("addr", ln.Addr().String()))
 
-	r, code := connectAndBuild(ctx, cfg, f, env, log, auth, metrics, health, instanceID, &store, events)
+	r, code := connectAndBuild(ctx, cfg, f, env, log, auth, metrics, health, instanceID, &store, events, secrets)
 	if r == nil {
 		if ctx.Err() != nil {
 			// SIGINT/SIGTERM while still waiting for Vault: a clean stop.

@@ -17,12 +17,17 @@ import (
 
 	"github.com/affix-rotator/affix-rotator/internal/backoff"
 	"github.com/affix-rotator/affix-rotator/internal/config"
+	"github.com/affix-rotator/affix-rotator/internal/redact"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
 )
 
 func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
-	log, err := newLogger(cfg.Log, env.Stderr)
+	// The secrets in play, redacted from every line logged, /status,
+	// /readyz and webhook payloads: API keys, the Vault token (and those
+	// logins obtain), webhook signing keys.
+	secrets := redact.New()
+	log, err := newLogger(cfg.Log, redact.Writer{W: env.Stderr, Set: secrets})
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "affix-rotator: log: %v\n", err)
 		return ExitUsage
@@ -34,6 +39,8 @@ func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 		fmt.Fprintf(env.Stderr, "affix-rotator: invalid config %s:\n%v\n", f.config, err)
 		return ExitUsage
 	}
+	secrets.AddValues(auth.Token)
+	addAPIKeys(secrets, cfg, env.Getenv)
 	selected := cfg.Clients
 	if f.client != "" {
 		selected = nil
@@ -63,7 +70,7 @@ func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 	log = log.With(zap.String("instance_id", instanceID))
 
 	logStart(log, cfg, f, env.Getenv, clients)
-	notifier, err := buildNotifier(cfg, env.Getenv, reg, log)
+	notifier, err := buildNotifier(cfg, env.Getenv, reg, log, secrets)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "affix-rotator: invalid config %s:\n%v\n", f.config, err)
 		return ExitUsage
@@ -73,10 +80,10 @@ func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 	defer flushNotifications(notifier, log)
 	events := eventsTo(notifier)
 	if !f.oneShot() {
-		return runDaemon(ctx, cfg, f, env, log, auth, reg, metrics, instanceID, clients, events)
+		return runDaemon(ctx, cfg, f, env, log, auth, reg, metrics, instanceID, clients, events, secrets)
 	}
 	var store atomic.Pointer[vault.Store]
-	r, code := connectAndBuild(ctx, cfg, f, env, log, auth, metrics, nil, instanceID, &store, events)
+	r, code := connectAndBuild(ctx, cfg, f, env, log, auth, metrics, nil, instanceID, &store, events, secrets)
 	if r == nil {
 		return code
 	}
@@ -116,11 +123,11 @@ func (f flags) oneShot() bool { return f.once || f.action() != "" }
 // an ERROR saying what to check and keeps trying (the token can be fixed).
 // health (daemon only) records each failure for /status and /readyz.
 // events (nil: none) is told what happens to rotations (notifications).
-func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, env Env, log *zap.Logger, auth vault.Auth, metrics *rotator.Metrics, health *vaultHealth, instanceID string, store *atomic.Pointer[vault.Store], events func(rotator.Event)) (*rotator.Rotator, int) {
+func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, env Env, log *zap.Logger, auth vault.Auth, metrics *rotator.Metrics, health *vaultHealth, instanceID string, store *atomic.Pointer[vault.Store], events func(rotator.Event), secrets *redact.Set) (*rotator.Rotator, int) {
 	vc := vault.Config{
 		Address: cfg.Vault.Address, Namespace: cfg.Vault.Namespace, KVMount: cfg.Vault.KVMount,
 		Timeout: cfg.Vault.Timeout.D(), CACert: cfg.Vault.TLS.CACert, InsecureSkipVerify: cfg.Vault.TLS.InsecureSkipVerify,
-		Auth: auth, Observer: metrics, Logger: log,
+		Auth: auth, Observer: metrics, Logger: log, Secrets: secrets,
 	}
 	if health != nil {
 		vc.Observer = health

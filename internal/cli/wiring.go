@@ -14,6 +14,7 @@ import (
 	"github.com/affix-rotator/affix-rotator/affix"
 	"github.com/affix-rotator/affix-rotator/internal/config"
 	"github.com/affix-rotator/affix-rotator/internal/pace"
+	"github.com/affix-rotator/affix-rotator/internal/redact"
 	"github.com/affix-rotator/affix-rotator/internal/secret"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
@@ -35,6 +36,19 @@ func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 		enc = zapcore.NewJSONEncoder(ec)
 	}
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), level), zap.AddCaller()), nil
+}
+
+// addAPIKeys adds the API key of every client of cfg (those that can be
+// read) to secrets.
+func addAPIKeys(secrets *redact.Set, cfg *config.Config, getenv func(string) string) {
+	if secrets == nil {
+		return
+	}
+	for _, c := range cfg.Clients {
+		if key, err := cfg.AffixFor(c).APIKey(getenv); err == nil {
+			secrets.AddValues(key)
+		}
+	}
 }
 
 // vaultAuth resolves the Vault auth method; the token or secret id comes
