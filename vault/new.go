@@ -2,7 +2,9 @@ package vault
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -40,6 +42,10 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.Address != "" {
 		ac.Address = cfg.Address
+	}
+	if u, err := url.Parse(ac.Address); err == nil && u.User != nil {
+		// Not quoted: the user info is a credential.
+		return nil, errors.New("vault: the address (vault.address or VAULT_ADDR) must not hold credentials (user:password@)")
 	}
 	if cfg.Timeout > 0 {
 		ac.Timeout = cfg.Timeout

@@ -1,6 +1,7 @@
 package vault
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/vault/api"
@@ -38,5 +39,17 @@ func TestNothingPrintsTheToken(t *testing.T) {
 	}
 	if c.Token() != token {
 		t.Fatal("the client lost its token")
+	}
+}
+
+// TestNewRefusesCredentialsInAddress: an address with user info (from the
+// config or VAULT_ADDR) is refused before any request, unquoted.
+func TestNewRefusesCredentialsInAddress(t *testing.T) {
+	t.Setenv("VAULT_ADDR", "https://admin:s3cr3tpass@127.0.0.1:1")
+	for _, addr := range []string{"", "http://admin:s3cr3tpass@127.0.0.1:1"} {
+		_, err := New(t.Context(), Config{Address: addr, Auth: TokenAuth(secret.New("hvs.token-never-sent"))})
+		if err == nil || !strings.Contains(err.Error(), "must not hold credentials") || strings.Contains(err.Error(), "s3cr3tpass") {
+			t.Fatalf("address %q: %v", addr, err)
+		}
 	}
 }

@@ -119,6 +119,10 @@ func Main(ctx context.Context, args []string, env Env) int {
 		fmt.Fprintf(env.Stderr, "affix-rotator: invalid config %s:\n%v\n", f.config, err)
 		return ExitUsage
 	}
+	if _, err := cfg.VaultAddr(env.Getenv); err != nil {
+		fmt.Fprintf(env.Stderr, "affix-rotator: invalid environment for %s:\n%v\n", f.config, err)
+		return ExitUsage
+	}
 	if f.client != "" && !hasClient(cfg, f.client) {
 		fmt.Fprintf(env.Stderr, "affix-rotator: -client: no client named %q in %s\n", f.client, f.config)
 		return ExitUsage

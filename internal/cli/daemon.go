@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,16 +19,29 @@ import (
 	"github.com/affix-rotator/affix-rotator/vault"
 )
 
-// vaultAddress is the Vault the process talks to: the config's address,
-// else VAULT_ADDR, else the Vault library's default.
+// vaultAddress is the Vault the process talks to, for logs and /status:
+// the config's address, else VAULT_ADDR, else the Vault library's
+// default; never with user info (Main refuses it; this drops it again).
 func vaultAddress(cfg *config.Config, getenv func(string) string) string {
-	if cfg.Vault.Address != "" {
-		return cfg.Vault.Address
+	a, err := cfg.VaultAddr(getenv)
+	switch {
+	case err != nil:
+		return "(VAULT_ADDR refused: not shown)"
+	case a == "":
+		return "https://127.0.0.1:8200"
 	}
-	if a := getenv("VAULT_ADDR"); a != "" {
-		return a
+	return withoutUserinfo(a)
+}
+
+// withoutUserinfo drops the user info of a URL ("" for one that does not
+// parse: it is not shown).
+func withoutUserinfo(a string) string {
+	u, err := url.Parse(a)
+	if err != nil {
+		return ""
 	}
-	return "https://127.0.0.1:8200"
+	u.User = nil
+	return u.String()
 }
 
 // logStart logs what the process runs with: version, Vault, auth method,

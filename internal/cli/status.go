@@ -138,10 +138,8 @@ func runStatus(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 		Timeout: cfg.Vault.Timeout.D(), CACert: cfg.Vault.TLS.CACert, InsecureSkipVerify: cfg.Vault.TLS.InsecureSkipVerify,
 		Auth: auth, Logger: zap.NewNop(),
 	})
-	addr := cfg.Vault.Address
-	if addr == "" {
-		addr = env.Getenv("VAULT_ADDR")
-	}
+	addr, _ := cfg.VaultAddr(env.Getenv) // Main refused a bad VAULT_ADDR
+	addr = withoutUserinfo(addr)
 	rep := StatusReport{GeneratedAt: time.Now().UTC(), Vault: addr}
 	var reader recordReader
 	if connErr == nil {

@@ -201,14 +201,16 @@ func credentialKey(a config.VaultAuth) string {
 // missing with bootstrap). It returns what it read, by client name.
 func (v *validation) online(ctx context.Context, file *config.File, env Env, envErrs []*config.Error) map[string]recordState {
 	cfg := file.Config
-	addr := cfg.Vault.Address
-	if addr == "" {
-		addr = env.Getenv("VAULT_ADDR")
+	addr, err := cfg.VaultAddr(env.Getenv)
+	if err != nil {
+		v.notes = append(v.notes, "Vault not checked: VAULT_ADDR refused")
+		return nil
 	}
 	if addr == "" {
 		v.notes = append(v.notes, "Vault not checked: no address")
 		return nil
 	}
+	addr = withoutUserinfo(addr)
 	credKey := credentialKey(cfg.Vault.Auth)
 	for _, e := range envErrs {
 		if strings.HasPrefix(e.Key, "vault.") {
