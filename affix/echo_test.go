@@ -22,7 +22,7 @@ func TestErrorRedactsEncodedEchoes(t *testing.T) {
 	const key, sec = "AFX+key/with=signs&<>", "9f86d081-884c7d65-9a2feaa0-c55ad015"
 	forms := map[string]func(string) string{
 		"url query": url.QueryEscape, "url path": url.PathEscape, "html": html.EscapeString,
-		"base64": func(s string) string { return base64.StdEncoding.EncodeToString([]byte("h: " + s)) },
+		"base64":    func(s string) string { return base64.StdEncoding.EncodeToString([]byte("h: " + s)) },
 		"base64url": func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) },
 	}
 	for name, enc := range forms {

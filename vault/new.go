@@ -62,6 +62,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vault: client for %s: %w", ac.Address, err)
 	}
+	// The client shares ac.HttpClient: from now on no request follows a
+	// redirect to another host.
+	ac.HttpClient.Transport = sameOrigin{next: ac.HttpClient.Transport}
 	if cfg.Namespace != "" {
 		client.SetNamespace(cfg.Namespace)
 	}
