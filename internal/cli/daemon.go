@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net"
 	"net/url"
 	"sync/atomic"
@@ -85,25 +83,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, f flags, env Env, log *z
 	srv := httpapi.Serve(ln, httpapi.Handler(httpapi.Options{
 		Gatherer: reg,
 		Redact:   secrets.String,
-		Ready: func(ctx context.Context) error {
-			s := store.Load()
-			if s == nil {
-				if e := health.lastError(); e != "" {
-					return fmt.Errorf("vault: not connected yet: %s", e)
-				}
-				return errors.New("vault: not connected yet")
-			}
-			if err := s.Ready(ctx); err != nil {
-				health.failed(err)
-				return err
-			}
-			if r := rot.Load(); r != nil {
-				if err := r.Denied(); err != nil {
-					return err
-				}
-			}
-			return nil
-		},
+		Ready:    readyCheck(&store, &rot, health, httpapi.DefaultReadyCache),
 		Status: func() any {
 			doc := daemonStatus{Version: version.Version, InstanceID: instanceID, Vault: health.status()}
 			if r := rot.Load(); r != nil {
