@@ -119,6 +119,8 @@ type authenticator struct {
 	obs     Observer
 	secrets Secrets // nil: none
 	kickCh  chan struct{}
+	stop    context.CancelFunc // ends run
+	done    chan struct{}      // closed when run has returned
 }
 
 func (a *authenticator) kick() {
@@ -276,4 +278,35 @@ func (a *authenticator) relogin(ctx context.Context) *api.Secret {
 		case <-t.C:
 		}
 	}
+}
+
+// Close stops the token's renewal and, when the token was obtained by a
+// login (AppRole, Kubernetes), revokes it (auth/token/revoke-self) and
+// logs so: it would otherwise stay valid until its TTL. A token given to
+// the process (method token) is not the process's to revoke and is left
+// alone. Use the Store no more after Close.
+func (s *Store) Close(ctx context.Context) error {
+	a := s.auth
+	if a == nil {
+		return nil
+	}
+	a.stop()
+	select {
+	case <-a.done:
+	case <-ctx.Done():
+		return fmt.Errorf("vault: close: waiting for the token renewal to stop: %w", ctx.Err())
+	}
+	if a.auth.Login == nil || a.client.Token() == "" {
+		return nil
+	}
+	start := time.Now()
+	err := a.client.Auth().Token().RevokeSelfWithContext(ctx, "")
+	if err != nil {
+		s.observe("revoke", "error", start, false)
+		return fmt.Errorf("vault: revoke the login token (auth method %s, auth/token/revoke-self): %w", a.auth.Method, err)
+	}
+	s.observe("revoke", "ok", start, true)
+	a.client.ClearToken()
+	a.log.Info("vault: login token revoked (auth/token/revoke-self)", zap.String("auth_method", a.auth.Method))
+	return nil
 }

@@ -34,7 +34,8 @@ type Config struct {
 type Secrets interface{ Add(secrets ...string) }
 
 // New builds the Vault client, authenticates once (failing fast with a clear
-// error), and keeps the token renewed in the background until ctx ends.
+// error), and keeps the token renewed in the background until ctx ends or
+// Close is called.
 func New(ctx context.Context, cfg Config) (*Store, error) {
 	ac := api.DefaultConfig()
 	if ac.Error != nil {
@@ -76,11 +77,16 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	a := &authenticator{client: newAPIClient(client), auth: cfg.Auth, log: log, obs: cfg.Observer, secrets: cfg.Secrets, kickCh: make(chan struct{}, 1)}
+	a := &authenticator{client: newAPIClient(client), auth: cfg.Auth, log: log, obs: cfg.Observer, secrets: cfg.Secrets, kickCh: make(chan struct{}, 1), done: make(chan struct{})}
 	sec, err := a.login(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w (address %s)", err, ac.Address)
 	}
-	go a.run(ctx, sec)
+	rctx, stop := context.WithCancel(ctx)
+	a.stop = stop
+	go func() {
+		defer close(a.done)
+		a.run(rctx, sec)
+	}()
 	return &Store{client: a.client, kv: client.KVv2(mount), mount: mount, obs: cfg.Observer, auth: a}, nil
 }

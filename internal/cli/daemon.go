@@ -74,6 +74,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, f flags, env Env, log *z
 		metrics.InitClient(c.Name)
 	}
 	var store atomic.Pointer[vault.Store]
+	defer func() { closeStore(store.Load(), log) }() // last: after the listener and the rotator
 	var rot atomic.Pointer[rotator.Rotator]
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

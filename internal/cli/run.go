@@ -83,6 +83,7 @@ func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 		return runDaemon(ctx, cfg, f, env, log, auth, reg, metrics, instanceID, clients, events, secrets)
 	}
 	var store atomic.Pointer[vault.Store]
+	defer func() { closeStore(store.Load(), log) }()
 	r, code := connectAndBuild(ctx, cfg, f, env, log, auth, metrics, nil, instanceID, &store, events, secrets)
 	if r == nil {
 		return code

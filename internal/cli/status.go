@@ -138,6 +138,9 @@ func runStatus(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 		Timeout: cfg.Vault.Timeout.D(), CACert: cfg.Vault.TLS.CACert, InsecureSkipVerify: cfg.Vault.TLS.InsecureSkipVerify,
 		Auth: auth, Logger: zap.NewNop(),
 	})
+	if connErr == nil {
+		defer closeStore(store, zap.NewNop())
+	}
 	addr, _ := cfg.VaultAddr(env.Getenv) // Main refused a bad VAULT_ADDR
 	addr = withoutUserinfo(addr)
 	rep := StatusReport{GeneratedAt: time.Now().UTC(), Vault: addr}

@@ -235,6 +235,9 @@ func (v *validation) online(ctx context.Context, file *config.File, env Env, env
 		Timeout: timeout, CACert: cfg.Vault.TLS.CACert, InsecureSkipVerify: cfg.Vault.TLS.InsecureSkipVerify,
 		Auth: auth, Logger: zap.NewNop(),
 	})
+	if err == nil {
+		defer closeStore(store, zap.NewNop())
+	}
 	if err != nil {
 		v.add(faultVault, connectProblem(file, addr, credKey, cfg.Vault.Auth.Method, err))
 		return nil

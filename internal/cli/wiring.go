@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -165,4 +167,17 @@ func hostOf(base string) string {
 		return base
 	}
 	return u.Scheme + "://" + u.Host
+}
+
+// closeStore ends the store's token renewal and revokes a token obtained
+// by login (the store logs it), on the way out; nil: nothing to close.
+func closeStore(s *vault.Store, log *zap.Logger) {
+	if s == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Close(ctx); err != nil {
+		log.Warn("vault: the login token was not revoked: it stays valid until its TTL", zap.Error(err))
+	}
 }
