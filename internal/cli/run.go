@@ -70,6 +70,9 @@ func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 	log = log.With(zap.String("instance_id", instanceID))
 
 	logStart(log, cfg, f, env.Getenv, clients)
+	for _, w := range cfg.SecretFileWarnings() {
+		log.Warn("secret file too open: "+w.Problem, zap.String("key", w.KeyPath()))
+	}
 	notifier, err := buildNotifier(cfg, env.Getenv, reg, log, secrets)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "affix-rotator: invalid config %s:\n%v\n", f.config, err)

@@ -94,7 +94,7 @@ func runValidate(ctx context.Context, f flags, env Env) int {
 			v.add(faultFile, e)
 		}
 	}
-	v.warnings = warns
+	v.warnings = append(warns, file.SecretFileWarnings()...)
 	var recs map[string]recordState
 	switch {
 	case f.offline:
