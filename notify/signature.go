@@ -43,6 +43,9 @@ var (
 	ErrBadTimestamp  = errors.New("webhook: webhook-timestamp is not a unix time in seconds")
 	ErrStale         = errors.New("webhook: webhook-timestamp is too far from now (a replay, or a clock off)")
 	ErrNoMatch       = errors.New("webhook: no signature matches")
+	// ErrShortKey: the verifier's own key is shorter than MinKeyBytes (or
+	// longer than MaxKeyBytes): a guessable key proves nothing.
+	ErrShortKey = errors.New("webhook: the signing key is not 24 to 64 bytes once decoded")
 )
 
 // Key is an HMAC-SHA256 signing key. It prints as [REDACTED] by every
@@ -159,6 +162,8 @@ func Sign(keys []Key, id string, ts time.Time, body []byte) string {
 // affix-rotator's notifications (and its tests): secret is the signing key
 // ("whsec_" + base64, the prefix optional), header the request's headers,
 // body the raw request body, exactly as received (not re-encoded JSON).
+// A secret of fewer than MinKeyBytes (or more than MaxKeyBytes) bytes once
+// decoded is refused (ErrShortKey): a short key is guessable.
 // The webhook-timestamp must be within tolerance of now, either way
 // (DefaultTolerance when tolerance <= 0), so that a captured request
 // cannot be replayed later; and one of the space-separated signatures of
@@ -169,6 +174,9 @@ func Verify(secret string, header http.Header, body []byte, now time.Time, toler
 	key, err := decodeKey(secret)
 	if err != nil {
 		return fmt.Errorf("webhook: secret: %w", err)
+	}
+	if len(key) < MinKeyBytes || len(key) > MaxKeyBytes {
+		return fmt.Errorf("%w (it is %d)", ErrShortKey, len(key))
 	}
 	id, ts, sigs := header.Get(HeaderID), header.Get(HeaderTimestamp), header.Get(HeaderSignature)
 	if id == "" || ts == "" || sigs == "" {

@@ -39,3 +39,23 @@ func TestOpenKeyFileWarned(t *testing.T) {
 		}
 	}
 }
+
+// TestShortSigningKeyExits2: a webhook signing key shorter than 24 bytes is
+// a config error (exit 2) naming the key, never quoting it.
+func TestShortSigningKeyExits2(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	y := "vault: {address: \"http://127.0.0.1:1\"}\n" + notifyBase + "notifications:\n  - {url: \"https://h.example/x\", secret_env: HOOK}\n"
+	if err := os.WriteFile(cfg, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const short = "whsec_c2hvcnQta2V5LTE2Ynl0ZQ==" // 16 bytes
+	env := map[string]string{"VAULT_TOKEN": "hvs.x", "AFFIX_API_KEY": "k", "HOOK": short}
+	var out, errOut bytes.Buffer
+	code := Main(context.Background(), []string{"-config", cfg, "-once"}, Env{Stdout: &out, Stderr: &errOut, Getenv: func(k string) string { return env[k] }})
+	if code != ExitUsage || !strings.Contains(errOut.String(), "notifications[0].secret_env") || !strings.Contains(errOut.String(), "16 bytes once decoded") {
+		t.Fatalf("exit %d, stderr:\n%s", code, errOut.String())
+	}
+	if strings.Contains(out.String()+errOut.String(), "c2hvcnQta2V5LTE2Ynl0ZQ") {
+		t.Fatal("the key is printed")
+	}
+}
