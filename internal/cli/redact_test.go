@@ -22,7 +22,7 @@ func TestLogsAreRedacted(t *testing.T) {
 	const key = "AFX+key/with=signs&<tags>"
 	for _, format := range []string{"json", "console"} {
 		var out bytes.Buffer
-		secrets := redact.New()
+		secrets := &redact.Set{Min: minRedacted}
 		log, err := newLogger(config.Log{Level: "debug", Format: format}, redact.Writer{W: &out, Set: secrets})
 		if err != nil {
 			t.Fatal(err)

@@ -26,7 +26,7 @@ func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 	// The secrets in play, redacted from every line logged, /status,
 	// /readyz and webhook payloads: API keys, the Vault token (and those
 	// logins obtain), webhook signing keys.
-	secrets := redact.New()
+	secrets := &redact.Set{Min: minRedacted}
 	log, err := newLogger(cfg.Log, redact.Writer{W: env.Stderr, Set: secrets})
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "affix-rotator: log: %v\n", err)
@@ -70,6 +70,7 @@ func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 	log = log.With(zap.String("instance_id", instanceID))
 
 	logStart(log, cfg, f, env.Getenv, clients)
+	logProxies(log, cfg, vaultAddress(cfg, env.Getenv), env.Getenv)
 	for _, w := range cfg.SecretFileWarnings() {
 		log.Warn("secret file too open: "+w.Problem, zap.String("key", w.KeyPath()))
 	}

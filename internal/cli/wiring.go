@@ -40,6 +40,11 @@ func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), level), zap.AddCaller()), nil
 }
 
+// minRedacted is the shortest secret the process-wide redaction looks for
+// in logs, /status and payloads: API keys, Vault tokens and signing keys
+// are far longer, and a shorter one (a test's) would redact common words.
+const minRedacted = 8
+
 // addAPIKeys adds the API key of every client of cfg (those that can be
 // read) to secrets.
 func addAPIKeys(secrets *redact.Set, cfg *config.Config, getenv func(string) string) {

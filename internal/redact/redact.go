@@ -104,6 +104,11 @@ func base64Cores(enc *base64.Encoding, s string) []string {
 // Set is the secrets in play, and redacts them from text. Its methods are
 // safe for concurrent use; the zero Set holds none.
 type Set struct {
+	// Min, when positive, is the shortest secret added: a set applied to
+	// all of a process's output (its logs) would otherwise turn a test's
+	// one-letter key into "[REDACTED]" in every word. Set it before Add.
+	Min int
+
 	mu    sync.RWMutex
 	forms []string // longest first
 }
@@ -123,7 +128,9 @@ func (s *Set) Add(secrets ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, v := range secrets {
-		s.forms = append(s.forms, Forms(v)...)
+		if len(v) >= s.Min {
+			s.forms = append(s.forms, Forms(v)...)
+		}
 	}
 	slices.SortStableFunc(s.forms, func(a, b string) int { return len(b) - len(a) })
 	s.forms = slices.Compact(s.forms)
