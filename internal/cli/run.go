@@ -27,6 +27,9 @@ func run(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 	// /readyz and webhook payloads: API keys, the Vault token (and those
 	// logins obtain), webhook signing keys.
 	secrets := &redact.Set{Min: minRedacted}
+	// What the one-shot commands print (a FAILED line quotes an error)
+	// goes through it too: each print is one write.
+	env.Stdout = redact.Writer{W: env.Stdout, Set: secrets}
 	log, err := newLogger(cfg.Log, redact.Writer{W: env.Stderr, Set: secrets})
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "affix-rotator: log: %v\n", err)

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/affix-rotator/affix-rotator/internal/config"
+	"github.com/affix-rotator/affix-rotator/internal/redact"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
 )
@@ -127,6 +128,11 @@ func runStatus(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 		}
 	}
 	auth, err := vaultAuth(cfg.Vault.Auth, env.Getenv)
+	// The records' last_error and Vault's errors are outside text.
+	secrets := &redact.Set{Min: minRedacted}
+	secrets.AddValues(auth.Token)
+	addAPIKeys(secrets, cfg, env.Getenv)
+	env.Stdout = redact.Writer{W: env.Stdout, Set: secrets}
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "affix-rotator: invalid config %s:\n%v\n", f.config, err)
 		return ExitUsage
