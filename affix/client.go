@@ -30,6 +30,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/affix-rotator/affix-rotator/internal/redact"
 	"github.com/affix-rotator/affix-rotator/internal/secret"
 )
 
@@ -201,10 +202,22 @@ type UpdateResponse struct {
 	WebhookURI   *string // nil when null or absent
 }
 
-// MarshalJSON renders the request body: client_secret, then only those of
-// name, redirect_uris and webhook_uri that are set, in that order. It is
-// the one place secrets are revealed.
+// MarshalJSON implements json.Marshaler for logs and debugging: it
+// renders the request as Body does, with every secret "[REDACTED]".
 func (r UpdateRequest) MarshalJSON() ([]byte, error) {
+	red := r
+	red.ClientSecret = make([]secret.Value, len(r.ClientSecret))
+	for i := range red.ClientSecret {
+		red.ClientSecret[i] = secret.New(secret.Redacted)
+	}
+	return red.Body()
+}
+
+// Body renders the request body sent to Affix: client_secret, then only
+// those of name, redirect_uris and webhook_uri that are set, in that
+// order. It is the one place secrets are revealed (json.Marshal of a
+// request redacts them).
+func (r UpdateRequest) Body() ([]byte, error) {
 	cs := make([]string, len(r.ClientSecret))
 	for i, s := range r.ClientSecret {
 		cs[i] = s.Reveal()
@@ -274,7 +287,7 @@ func (c *Client) UpdateClient(ctx context.Context, req UpdateRequest) (*UpdateRe
 		return nil, err
 	}
 	red := c.redactor(req.ClientSecret)
-	body, err := req.MarshalJSON() // not json.Marshal, which would HTML-escape the secrets
+	body, err := req.Body() // not json.Marshal, which redacts the secrets
 	if err != nil {
 		return nil, fmt.Errorf("%w: encode request: %w", ErrNotSent, err)
 	}
@@ -444,14 +457,13 @@ func mismatch(sent, got []secret.Value) *MismatchError {
 
 // redactor returns a function that makes text from the (untrusted) server
 // or the network stack safe to show: it replaces the API key and the
-// secrets of one request by "[REDACTED]", turns control characters and
-// invalid UTF-8 into spaces and cuts the result to 256 bytes.
+// secrets of one request, raw or encoded (redact.Forms), by "[REDACTED]",
+// turns control characters and invalid UTF-8 into spaces and cuts the
+// result to 256 bytes.
 func (c *Client) redactor(secrets []secret.Value) func(string) string {
-	vals := []string{c.apiKey.Reveal()}
-	for _, s := range secrets {
-		vals = append(vals, s.Reveal())
-	}
-	return func(s string) string { return sanitize(s, vals) }
+	set := redact.New(c.apiKey.Reveal())
+	set.AddValues(secrets...)
+	return func(s string) string { return sanitize(s, set) }
 }
 
 // sanitize implements the redactor. Control characters and invalid UTF-8
@@ -460,7 +472,7 @@ func (c *Client) redactor(secrets []secret.Value) func(string) string {
 // replacement cannot form a secret, as a fuzzer found with a secret holding
 // a space) and before the cut (so the cut never leaves a prefix of a
 // secret behind).
-func sanitize(s string, vals []string) string {
+func sanitize(s string, set *redact.Set) string {
 	s = strings.ToValidUTF8(s, " ")
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029' {
@@ -468,12 +480,7 @@ func sanitize(s string, vals []string) string {
 		}
 		return r
 	}, s)
-	for _, v := range vals {
-		if v != "" {
-			s = strings.ReplaceAll(s, v, secret.Redacted)
-		}
-	}
-	return truncate(s, maxServerStr)
+	return truncate(set.String(s), maxServerStr)
 }
 
 // truncate cuts s to at most n bytes at a rune boundary, marking the cut.

@@ -98,6 +98,10 @@ type Options struct {
 	// (default 1s and 30s), each delay drawn from [d/2, d].
 	RetryInitial, RetryMax time.Duration
 	Rand                   *mrand.Rand // jitter (nil: random)
+	// Redact, when set, is applied to every payload before it is signed
+	// and queued: the one redaction of outside text (an error from Affix
+	// or Vault in a payload's data) by the secrets in play.
+	Redact func(string) string
 }
 
 // Message is one event to deliver.
@@ -227,6 +231,9 @@ func (n *Notifier) Send(m Message) {
 		n.log.Error("notification not sent: cannot encode it", zap.String("event", m.Type), zap.Error(err))
 		n.count(nil, m.Type, ResultDropped)
 		return
+	}
+	if n.opt.Redact != nil {
+		body = []byte(n.opt.Redact(string(body)))
 	}
 	it := item{id: m.ID, typ: m.Type, body: body, queued: n.clock.Now()}
 	n.mu.RLock()

@@ -6,10 +6,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/affix-rotator/affix-rotator/internal/secret"
 )
 
 // Standard Webhooks headers (https://www.standardwebhooks.com/).
@@ -40,16 +43,52 @@ var (
 	ErrBadTimestamp  = errors.New("webhook: webhook-timestamp is not a unix time in seconds")
 	ErrStale         = errors.New("webhook: webhook-timestamp is too far from now (a replay, or a clock off)")
 	ErrNoMatch       = errors.New("webhook: no signature matches")
+	// ErrShortKey: the verifier's own key is shorter than MinKeyBytes (or
+	// longer than MaxKeyBytes): a guessable key proves nothing.
+	ErrShortKey = errors.New("webhook: the signing key is not 24 to 64 bytes once decoded")
 )
 
-// Key is an HMAC-SHA256 signing key. It prints as [REDACTED].
-type Key struct{ b []byte }
+// Key is an HMAC-SHA256 signing key. It prints as [REDACTED] by every
+// path (fmt verbs, reflection through an unexported field, JSON, YAML,
+// text, gob, zap, slog): its bytes are kept in a secret.Value.
+type Key struct{ v secret.Value }
+
+// bytes returns the key itself, for signing.
+func (k Key) bytes() []byte { return []byte(k.v.Reveal()) }
+
+// Reveal returns the key's bytes. Use it only to sign, or to tell a
+// redactor what to remove.
+func (k Key) Reveal() []byte { return k.bytes() }
 
 // String implements fmt.Stringer without revealing the key.
-func (Key) String() string { return "[REDACTED]" }
+func (Key) String() string { return secret.Redacted }
 
 // GoString implements fmt.GoStringer without revealing the key.
-func (Key) GoString() string { return "notify.Key([REDACTED])" }
+func (Key) GoString() string { return "notify.Key(" + secret.Redacted + ")" }
+
+// Format implements fmt.Formatter: every verb prints the redacted form.
+func (k Key) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		_, _ = f.Write([]byte(k.GoString()))
+		return
+	}
+	_, _ = f.Write([]byte(k.String()))
+}
+
+// LogValue implements slog.LogValuer without revealing the key.
+func (k Key) LogValue() slog.Value { return slog.StringValue(k.String()) }
+
+// MarshalText implements encoding.TextMarshaler without revealing the key.
+func (k Key) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// MarshalJSON implements json.Marshaler without revealing the key.
+func (k Key) MarshalJSON() ([]byte, error) { return []byte(`"` + k.String() + `"`), nil }
+
+// MarshalYAML implements yaml.Marshaler without revealing the key.
+func (k Key) MarshalYAML() (any, error) { return k.String(), nil }
+
+// GobEncode implements gob.GobEncoder without revealing the key.
+func (k Key) GobEncode() ([]byte, error) { return []byte(k.String()), nil }
 
 // ParseKey decodes a signing key written the Standard Webhooks way,
 // "whsec_" + base64 (the prefix may be left out), and checks its length
@@ -62,7 +101,7 @@ func ParseKey(s string) (Key, error) {
 	if len(b) < MinKeyBytes || len(b) > MaxKeyBytes {
 		return Key{}, fmt.Errorf("the key is %d bytes once decoded; give %d to %d random bytes, e.g. `echo %s$(head -c 32 /dev/urandom | base64)`", len(b), MinKeyBytes, MaxKeyBytes, KeyPrefix)
 	}
-	return Key{b: b}, nil
+	return Key{v: secret.New(string(b))}, nil
 }
 
 // ParseKeys parses one or more keys separated by spaces (several while a
@@ -114,7 +153,7 @@ func Sign(keys []Key, id string, ts time.Time, body []byte) string {
 	t := strconv.FormatInt(ts.Unix(), 10)
 	sigs := make([]string, len(keys))
 	for i, k := range keys {
-		sigs[i] = signature(k.b, id, t, body)
+		sigs[i] = signature(k.bytes(), id, t, body)
 	}
 	return strings.Join(sigs, " ")
 }
@@ -123,6 +162,8 @@ func Sign(keys []Key, id string, ts time.Time, body []byte) string {
 // affix-rotator's notifications (and its tests): secret is the signing key
 // ("whsec_" + base64, the prefix optional), header the request's headers,
 // body the raw request body, exactly as received (not re-encoded JSON).
+// A secret of fewer than MinKeyBytes (or more than MaxKeyBytes) bytes once
+// decoded is refused (ErrShortKey): a short key is guessable.
 // The webhook-timestamp must be within tolerance of now, either way
 // (DefaultTolerance when tolerance <= 0), so that a captured request
 // cannot be replayed later; and one of the space-separated signatures of
@@ -133,6 +174,9 @@ func Verify(secret string, header http.Header, body []byte, now time.Time, toler
 	key, err := decodeKey(secret)
 	if err != nil {
 		return fmt.Errorf("webhook: secret: %w", err)
+	}
+	if len(key) < MinKeyBytes || len(key) > MaxKeyBytes {
+		return fmt.Errorf("%w (it is %d)", ErrShortKey, len(key))
 	}
 	id, ts, sigs := header.Get(HeaderID), header.Get(HeaderTimestamp), header.Get(HeaderSignature)
 	if id == "" || ts == "" || sigs == "" {

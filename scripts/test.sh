@@ -31,4 +31,17 @@ if [[ -f deploy/check.sh ]]; then
   echo "test: deploy checks"
   bash deploy/check.sh
 fi
+# Known vulnerabilities of the modules and the standard library the code
+# reaches. govulncheck reads its database from GOVULNDB (a URL, or
+# file:///path to an offline copy in the vuln.go.dev layout), else
+# https://vuln.go.dev; without a reachable database it is skipped, loudly.
+GOVULNCHECK="golang.org/x/vuln/cmd/govulncheck@v1.9.0"
+vulndb="${GOVULNDB:-https://vuln.go.dev}"
+if [[ "$vulndb" == file://* ]] || curl -fsS -m 10 -o /dev/null "$vulndb/index/db.json.gz" 2>/dev/null; then
+  echo "test: govulncheck (database $vulndb)"
+  go run "$GOVULNCHECK" -db "$vulndb" ./...
+else
+  echo "test: govulncheck SKIPPED: its database $vulndb cannot be reached from here; nothing was checked for known vulnerabilities (README, Vulnerability scanning)"
+fi
+
 echo "test: all passed in $(( $(date +%s) - start ))s"

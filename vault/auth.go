@@ -102,19 +102,31 @@ func (a Auth) DeniedHint() string {
 	}
 }
 
+// apiClient holds the Vault client one pointer away from the structs that
+// use it. The api.Client keeps its token in an unexported string field,
+// and fmt, printing a struct with %s or %q, follows a pointer field once
+// (in its %!s(…) complaint) and prints the fields behind it: behind this
+// wrapper it finds only another pointer, printed as an address.
+type apiClient struct{ *api.Client }
+
+func newAPIClient(c *api.Client) *apiClient { return &apiClient{c} }
+
 // authenticator owns the client's token: the first login, renewal through
 // api.LifetimeWatcher, and a fresh login when renewal ends or Vault denies.
 type authenticator struct {
-	client *api.Client
-	auth   Auth
-	log    *zap.Logger
-	obs    Observer
-	kickCh chan struct{}
+	client  *apiClient
+	auth    Auth
+	log     *zap.Logger
+	obs     Observer
+	secrets Secrets // nil: none
+	kickCh  chan struct{}
 	// freshCh hands the background loop a token that cure logged in for,
 	// so that it renews that one instead of logging in again.
 	freshCh chan *api.Secret
 	// mu serialises logins (cure's and the background loop's).
-	mu sync.Mutex
+	mu   sync.Mutex
+	stop context.CancelFunc // ends run
+	done chan struct{}      // closed when run has returned
 }
 
 // cure is called after Vault refused (401/403) a request sent with the
@@ -176,6 +188,9 @@ func (a *authenticator) login(ctx context.Context) (*api.Secret, error) {
 	}
 	if denied {
 		err = fmt.Errorf("%w: %w", ErrDenied, err)
+	}
+	if err == nil && a.secrets != nil && sec != nil && sec.Auth != nil {
+		a.secrets.Add(sec.Auth.ClientToken)
 	}
 	return sec, err
 }
@@ -314,4 +329,35 @@ func (a *authenticator) relogin(ctx context.Context) *api.Secret {
 		case <-t.C:
 		}
 	}
+}
+
+// Close stops the token's renewal and, when the token was obtained by a
+// login (AppRole, Kubernetes), revokes it (auth/token/revoke-self) and
+// logs so: it would otherwise stay valid until its TTL. A token given to
+// the process (method token) is not the process's to revoke and is left
+// alone. Use the Store no more after Close.
+func (s *Store) Close(ctx context.Context) error {
+	a := s.auth
+	if a == nil {
+		return nil
+	}
+	a.stop()
+	select {
+	case <-a.done:
+	case <-ctx.Done():
+		return fmt.Errorf("vault: close: waiting for the token renewal to stop: %w", ctx.Err())
+	}
+	if a.auth.Login == nil || a.client.Token() == "" {
+		return nil
+	}
+	start := time.Now()
+	err := a.client.Auth().Token().RevokeSelfWithContext(ctx, "")
+	if err != nil {
+		s.observe("revoke", "error", start, false)
+		return fmt.Errorf("vault: revoke the login token (auth method %s, auth/token/revoke-self): %w", a.auth.Method, err)
+	}
+	s.observe("revoke", "ok", start, true)
+	a.client.ClearToken()
+	a.log.Info("vault: login token revoked (auth/token/revoke-self)", zap.String("auth_method", a.auth.Method))
+	return nil
 }

@@ -67,11 +67,11 @@ type Record struct {
 	// RotatedID is the rotation_id rotated_at belongs to: an overlap whose
 	// rotation_id equals it was completed once (an operator reopened its
 	// grace), so ending that grace keeps rotated_at.
-	RotatedID string
-	ClientID             string
-	LeaseOwner           string
-	LeaseUntil           time.Time
-	LastError            string // last definite failure, never containing a secret
+	RotatedID  string
+	ClientID   string
+	LeaseOwner string
+	LeaseUntil time.Time
+	LastError  string // last definite failure, never containing a secret
 	// RetryNotBefore is a 429's floor: no process sends to Affix for this
 	// client before it, whoever holds the lease.
 	RetryNotBefore time.Time

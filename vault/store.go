@@ -37,7 +37,7 @@ type Observer interface {
 
 // Store reads and writes records under one KV v2 mount.
 type Store struct {
-	client *api.Client
+	client *apiClient // the token sits behind two pointers (see apiClient)
 	kv     *api.KVv2
 	mount  string
 	obs    Observer

@@ -145,6 +145,10 @@ func execute(ctx context.Context, f flags, set map[string]bool, env Env) int {
 		return ExitUsage
 	}
 	cfg := file.Config
+	if _, err := cfg.VaultAddr(env.Getenv); err != nil {
+		fmt.Fprintf(env.Stderr, "affix-rotator: invalid environment for %s:\n%v\n", f.config, err)
+		return ExitUsage
+	}
 	if f.client != "" && !hasClient(cfg, f.client) {
 		fmt.Fprintf(env.Stderr, "affix-rotator: -client: no client named %q in %s\n", f.client, f.config)
 		return ExitUsage

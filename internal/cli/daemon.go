@@ -2,33 +2,44 @@ package cli
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net"
-	"net/http"
+	"net/url"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/affix-rotator/affix-rotator/internal/config"
 	"github.com/affix-rotator/affix-rotator/internal/httpapi"
+	"github.com/affix-rotator/affix-rotator/internal/redact"
 	"github.com/affix-rotator/affix-rotator/internal/version"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
 )
 
-// vaultAddress is the Vault the process talks to: the config's address,
-// else VAULT_ADDR, else the Vault library's default.
+// vaultAddress is the Vault the process talks to, for logs and /status:
+// the config's address, else VAULT_ADDR, else the Vault library's
+// default; never with user info (Main refuses it; this drops it again).
 func vaultAddress(cfg *config.Config, getenv func(string) string) string {
-	if cfg.Vault.Address != "" {
-		return cfg.Vault.Address
+	a, err := cfg.VaultAddr(getenv)
+	switch {
+	case err != nil:
+		return "(VAULT_ADDR refused: not shown)"
+	case a == "":
+		return "https://127.0.0.1:8200"
 	}
-	if a := getenv("VAULT_ADDR"); a != "" {
-		return a
+	return withoutUserinfo(a)
+}
+
+// withoutUserinfo drops the user info of a URL ("" for one that does not
+// parse: it is not shown).
+func withoutUserinfo(a string) string {
+	u, err := url.Parse(a)
+	if err != nil {
+		return ""
 	}
-	return "https://127.0.0.1:8200"
+	u.User = nil
+	return u.String()
 }
 
 // logStart logs what the process runs with: version, Vault, auth method,
@@ -54,41 +65,26 @@ func logStart(log *zap.Logger, cfg *config.Config, f flags, getenv func(string) 
 // runDaemon serves the HTTP listener at once (while it waits for Vault
 // too), connects to Vault, runs every client until ctx ends, and reloads
 // the config on each value of env.Hangup (SIGHUP).
-func runDaemon(ctx context.Context, cfg *config.Config, f flags, env Env, log *zap.Logger, auth vault.Auth, reg *prometheus.Registry, metrics *rotator.Metrics, instanceID string, clients []*rotator.Client, events func(rotator.Event)) int {
+func runDaemon(ctx context.Context, cfg *config.Config, f flags, env Env, log *zap.Logger, auth vault.Auth, reg *prometheus.Registry, metrics *rotator.Metrics, instanceID string, clients []*rotator.Client, events func(rotator.Event), secrets *redact.Set) int {
 	health := &vaultHealth{obs: metrics, address: vaultAddress(cfg, env.Getenv), method: auth.Method}
 	rl := newReloader(f.config, cfg, clients, env.Getenv, reg)
+	rl.secrets = secrets
 	// Every configured client has its series before Vault answers.
 	for _, c := range clients {
 		metrics.InitClient(c.Name)
 	}
 	var store atomic.Pointer[vault.Store]
+	defer func() { closeStore(store.Load(), log) }() // last: after the listener and the rotator
 	var rot atomic.Pointer[rotator.Rotator]
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		log.Error("cannot listen", zap.String("listen", cfg.Listen), zap.Error(err))
 		return ExitFailed
 	}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: httpapi.Handler(httpapi.Options{
+	srv := httpapi.Serve(ln, httpapi.Handler(httpapi.Options{
 		Gatherer: reg,
-		Ready: func(ctx context.Context) error {
-			s := store.Load()
-			if s == nil {
-				if e := health.lastError(); e != "" {
-					return fmt.Errorf("vault: not connected yet: %s", e)
-				}
-				return errors.New("vault: not connected yet")
-			}
-			if err := s.Ready(ctx); err != nil {
-				health.failed(err)
-				return err
-			}
-			if r := rot.Load(); r != nil {
-				if err := r.Denied(); err != nil {
-					return err
-				}
-			}
-			return nil
-		},
+		Redact:   secrets.String,
+		Ready:    readyCheck(&store, &rot, health, httpapi.DefaultReadyCache),
 		Status: func() any {
 			doc := daemonStatus{Version: version.Version, InstanceID: instanceID, Vault: health.status()}
 			if r := rot.Load(); r != nil {
@@ -97,12 +93,11 @@ func runDaemon(ctx context.Context, cfg *config.Config, f flags, env Env, log *z
 			doc.Clients = withConfigured(doc.Clients, rl.names(), doc.Vault)
 			return doc
 		},
-	})}
-	go func() { _ = srv.Serve(ln) }()
+	}), httpapi.DefaultLimits)
 	defer shutdown(srv)
 	log.Info("listening", zap.String("addr", ln.Addr().String()))
 
-	r, code := connectAndBuild(ctx, cfg, f, env, log, auth, metrics, health, instanceID, &store, events)
+	r, code := connectAndBuild(ctx, cfg, f, env, log, auth, metrics, health, instanceID, &store, events, secrets)
 	if r == nil {
 		if ctx.Err() != nil {
 			// SIGINT/SIGTERM while still waiting for Vault: a clean stop.

@@ -1,9 +1,14 @@
 package cli
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/affix-rotator/affix-rotator/internal/httpapi"
 
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
@@ -109,4 +114,34 @@ func (h *vaultHealth) lastError() string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.lastErr
+}
+
+// readyCheck is /readyz's check: connected to Vault, Vault reachable and
+// accepting the token (its answer reused for cacheFor: each request to
+// /readyz does not make one to Vault), and no client's record denied.
+func readyCheck(store *atomic.Pointer[vault.Store], rot *atomic.Pointer[rotator.Rotator], health *vaultHealth, cacheFor time.Duration) func(context.Context) error {
+	vaultReady := httpapi.Cached(func(ctx context.Context) error {
+		if err := store.Load().Ready(ctx); err != nil {
+			health.failed(err)
+			return err
+		}
+		return nil
+	}, cacheFor, 5*time.Second)
+	return func(ctx context.Context) error {
+		if store.Load() == nil {
+			if e := health.lastError(); e != "" {
+				return fmt.Errorf("vault: not connected yet: %s", e)
+			}
+			return errors.New("vault: not connected yet")
+		}
+		if err := vaultReady(ctx); err != nil {
+			return err
+		}
+		if r := rot.Load(); r != nil {
+			if err := r.Denied(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/affix-rotator/affix-rotator/internal/config"
+	"github.com/affix-rotator/affix-rotator/internal/redact"
 	"github.com/affix-rotator/affix-rotator/notify"
 	"github.com/affix-rotator/affix-rotator/rotator"
 )
@@ -22,7 +23,8 @@ const flushTimeout = 5 * time.Second
 
 // buildNotifier reads the webhooks' signing keys and starts their delivery
 // (nil, nil when none is configured). Its metrics go on reg.
-func buildNotifier(cfg *config.Config, getenv func(string) string, reg prometheus.Registerer, log *zap.Logger) (*notify.Notifier, error) {
+// The keys join secrets, which redacts every payload.
+func buildNotifier(cfg *config.Config, getenv func(string) string, reg prometheus.Registerer, log *zap.Logger, secrets *redact.Set) (*notify.Notifier, error) {
 	if len(cfg.Notifications) == 0 {
 		return nil, nil
 	}
@@ -33,6 +35,9 @@ func buildNotifier(cfg *config.Config, getenv func(string) string, reg prometheu
 		if err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		for _, k := range keys {
+			secrets.Add(string(k.Reveal()))
 		}
 		eps = append(eps, notify.Endpoint{Name: fmt.Sprintf("notifications[%d]", i), URL: w.URL, Keys: keys, Events: w.Events,
 			Timeout: w.Timeout.D(), MaxElapsed: w.MaxElapsed.D(), QueueSize: w.QueueSize})
@@ -49,7 +54,7 @@ func buildNotifier(cfg *config.Config, getenv func(string) string, reg prometheu
 		log.Info("webhook configured", zap.String("webhook", ep.Name), zap.String("host", urlHost(ep.URL)), zap.Strings("events", events),
 			zap.Duration("timeout", ep.Timeout), zap.Duration("max_elapsed", ep.MaxElapsed), zap.Int("queue_size", ep.QueueSize))
 	}
-	return notify.New(notify.Options{Endpoints: eps, Logger: log, Metrics: notify.NewMetrics(reg)}), nil
+	return notify.New(notify.Options{Endpoints: eps, Logger: log, Metrics: notify.NewMetrics(reg), Redact: secrets.String}), nil
 }
 
 // eventsTo hands the rotator's events to n (nil: none are reported). Send

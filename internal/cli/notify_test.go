@@ -51,12 +51,12 @@ func TestReloadRefusesNotificationChanges(t *testing.T) {
 func TestBuildNotifierNamesTheKey(t *testing.T) {
 	c := parse(t, notifyBase+"notifications:\n  - {url: \"https://h/a\", secret_env: HOOK_A}\n  - {url: \"https://h/b\", secret_env: HOOK_B}\n")
 	env := map[string]string{"HOOK_B": "whsec_dG9vLXNob3J0LXNlY3JldA=="}
-	_, err := buildNotifier(c, func(k string) string { return env[k] }, prometheus.NewRegistry(), zap.NewNop())
+	_, err := buildNotifier(c, func(k string) string { return env[k] }, prometheus.NewRegistry(), zap.NewNop(), nil)
 	if err == nil || !strings.Contains(err.Error(), "notifications[0].secret_env: environment variable HOOK_A is empty") ||
 		!strings.Contains(err.Error(), "notifications[1].secret_env: the signing key: the key is 16 bytes") || strings.Contains(err.Error(), "dG9v") {
 		t.Fatalf("err = %v", err)
 	}
-	if n, err := buildNotifier(parse(t, notifyBase), nil, prometheus.NewRegistry(), zap.NewNop()); n != nil || err != nil {
+	if n, err := buildNotifier(parse(t, notifyBase), nil, prometheus.NewRegistry(), zap.NewNop(), nil); n != nil || err != nil {
 		t.Fatalf("no webhooks: %v %v", n, err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/affix-rotator/affix-rotator/internal/config"
+	"github.com/affix-rotator/affix-rotator/internal/redact"
 	"github.com/affix-rotator/affix-rotator/rotator"
 )
 
@@ -28,6 +29,8 @@ type reloader struct {
 	path   string
 	getenv func(string) string
 	ok, at prometheus.Gauge
+	// secrets is told the API keys of every config loaded (nil: none).
+	secrets *redact.Set
 
 	mu    sync.Mutex
 	cur   *config.Config
@@ -114,6 +117,7 @@ func (rl *reloader) load() ([]*rotator.Client, reloadSummary, error) {
 	if err != nil {
 		return nil, sum, fmt.Errorf("invalid config %s:\n%w", rl.path, err)
 	}
+	addAPIKeys(rl.secrets, cfg, rl.getenv)
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	if changed := restartOnly(rl.cur, cfg); len(changed) > 0 {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/affix-rotator/affix-rotator/internal/backoff"
 	"github.com/affix-rotator/affix-rotator/internal/config"
+	"github.com/affix-rotator/affix-rotator/internal/redact"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
 )
@@ -25,7 +26,14 @@ import (
 // run is the daemon, -once or an operator action; warnings (from
 // startCheck) are logged at start.
 func run(ctx context.Context, cfg *config.Config, f flags, env Env, warnings []*config.Error) int {
-	log, err := newLogger(cfg.Log, env.Stderr)
+	// The secrets in play, redacted from every line logged, /status,
+	// /readyz and webhook payloads: API keys, the Vault token (and those
+	// logins obtain), webhook signing keys.
+	secrets := &redact.Set{Min: minRedacted}
+	// What the one-shot commands print (a FAILED line quotes an error)
+	// goes through it too: each print is one write.
+	env.Stdout = redact.Writer{W: env.Stdout, Set: secrets}
+	log, err := newLogger(cfg.Log, redact.Writer{W: env.Stderr, Set: secrets})
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "affix-rotator: log: %v\n", err)
 		return ExitUsage
@@ -37,6 +45,8 @@ func run(ctx context.Context, cfg *config.Config, f flags, env Env, warnings []*
 		fmt.Fprintf(env.Stderr, "affix-rotator: invalid config %s:\n%v\n", f.config, err)
 		return ExitUsage
 	}
+	secrets.AddValues(auth.Token)
+	addAPIKeys(secrets, cfg, env.Getenv)
 	selected := cfg.Clients
 	if f.client != "" {
 		selected = nil
@@ -67,7 +77,11 @@ func run(ctx context.Context, cfg *config.Config, f flags, env Env, warnings []*
 
 	logStart(log, cfg, f, env.Getenv, clients)
 	logWarnings(log, warnings)
-	notifier, err := buildNotifier(cfg, env.Getenv, reg, log)
+	logProxies(log, cfg, vaultAddress(cfg, env.Getenv), env.Getenv)
+	for _, w := range cfg.SecretFileWarnings() {
+		log.Warn("secret file too open: "+w.Problem, zap.String("key", w.KeyPath()))
+	}
+	notifier, err := buildNotifier(cfg, env.Getenv, reg, log, secrets)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "affix-rotator: invalid config %s:\n%v\n", f.config, err)
 		return ExitUsage
@@ -77,10 +91,11 @@ func run(ctx context.Context, cfg *config.Config, f flags, env Env, warnings []*
 	defer flushNotifications(notifier, log)
 	events := eventsTo(notifier)
 	if !f.oneShot() {
-		return runDaemon(ctx, cfg, f, env, log, auth, reg, metrics, instanceID, clients, events)
+		return runDaemon(ctx, cfg, f, env, log, auth, reg, metrics, instanceID, clients, events, secrets)
 	}
 	var store atomic.Pointer[vault.Store]
-	r, code := connectAndBuild(ctx, cfg, f, env, log, auth, metrics, nil, instanceID, &store, events)
+	defer func() { closeStore(store.Load(), log) }()
+	r, code := connectAndBuild(ctx, cfg, f, env, log, auth, metrics, nil, instanceID, &store, events, secrets)
 	if r == nil {
 		return code
 	}
@@ -120,11 +135,11 @@ func (f flags) oneShot() bool { return f.once || f.action() != "" }
 // an ERROR saying what to check and keeps trying (the token can be fixed).
 // health (daemon only) records each failure for /status and /readyz.
 // events (nil: none) is told what happens to rotations (notifications).
-func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, env Env, log *zap.Logger, auth vault.Auth, metrics *rotator.Metrics, health *vaultHealth, instanceID string, store *atomic.Pointer[vault.Store], events func(rotator.Event)) (*rotator.Rotator, int) {
+func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, env Env, log *zap.Logger, auth vault.Auth, metrics *rotator.Metrics, health *vaultHealth, instanceID string, store *atomic.Pointer[vault.Store], events func(rotator.Event), secrets *redact.Set) (*rotator.Rotator, int) {
 	vc := vault.Config{
 		Address: cfg.Vault.Address, Namespace: cfg.Vault.Namespace, KVMount: cfg.Vault.KVMount,
 		Timeout: cfg.Vault.Timeout.D(), CACert: cfg.Vault.TLS.CACert, InsecureSkipVerify: cfg.Vault.TLS.InsecureSkipVerify,
-		Auth: auth, Observer: metrics, Logger: log,
+		Auth: auth, Observer: metrics, Logger: log, Secrets: secrets,
 	}
 	if health != nil {
 		vc.Observer = health

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/affix-rotator/affix-rotator/internal/config"
+	"github.com/affix-rotator/affix-rotator/internal/redact"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
 )
@@ -134,6 +135,11 @@ func runStatus(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 		}
 	}
 	auth, err := vaultAuth(cfg.Vault.Auth, env.Getenv)
+	// The records' last_error and Vault's errors are outside text.
+	secrets := &redact.Set{Min: minRedacted}
+	secrets.AddValues(auth.Token)
+	addAPIKeys(secrets, cfg, env.Getenv)
+	env.Stdout = redact.Writer{W: env.Stdout, Set: secrets}
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "affix-rotator: invalid config %s:\n%v\n", f.config, err)
 		return ExitUsage
@@ -145,10 +151,11 @@ func runStatus(ctx context.Context, cfg *config.Config, f flags, env Env) int {
 		Timeout: cfg.Vault.Timeout.D(), CACert: cfg.Vault.TLS.CACert, InsecureSkipVerify: cfg.Vault.TLS.InsecureSkipVerify,
 		Auth: auth, Logger: zap.NewNop(),
 	})
-	addr := cfg.Vault.Address
-	if addr == "" {
-		addr = env.Getenv("VAULT_ADDR")
+	if connErr == nil {
+		defer closeStore(store, zap.NewNop())
 	}
+	addr, _ := cfg.VaultAddr(env.Getenv) // Main refused a bad VAULT_ADDR
+	addr = withoutUserinfo(addr)
 	rep := StatusReport{GeneratedAt: time.Now().UTC(), Vault: addr}
 	var reader recordReader
 	if connErr == nil {

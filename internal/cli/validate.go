@@ -98,7 +98,7 @@ func runValidate(ctx context.Context, f flags, env Env) int {
 			v.add(faultFile, e)
 		}
 	}
-	v.warnings = warns
+	v.warnings = append(warns, file.SecretFileWarnings()...)
 	var recs map[string]recordState
 	switch {
 	case f.offline:
@@ -205,14 +205,16 @@ func credentialKey(a config.VaultAuth) string {
 // missing with bootstrap). It returns what it read, by client name.
 func (v *validation) online(ctx context.Context, file *config.File, env Env, envErrs []*config.Error) map[string]recordState {
 	cfg := file.Config
-	addr := cfg.Vault.Address
-	if addr == "" {
-		addr = env.Getenv("VAULT_ADDR")
+	addr, err := cfg.VaultAddr(env.Getenv)
+	if err != nil {
+		v.notes = append(v.notes, "Vault not checked: VAULT_ADDR refused")
+		return nil
 	}
 	if addr == "" {
 		v.notes = append(v.notes, "Vault not checked: no address")
 		return nil
 	}
+	addr = withoutUserinfo(addr)
 	credKey := credentialKey(cfg.Vault.Auth)
 	for _, e := range envErrs {
 		if strings.HasPrefix(e.Key, "vault.") {
@@ -237,6 +239,9 @@ func (v *validation) online(ctx context.Context, file *config.File, env Env, env
 		Timeout: timeout, CACert: cfg.Vault.TLS.CACert, InsecureSkipVerify: cfg.Vault.TLS.InsecureSkipVerify,
 		Auth: auth, Logger: zap.NewNop(),
 	})
+	if err == nil {
+		defer closeStore(store, zap.NewNop())
+	}
 	if err != nil {
 		v.add(faultVault, connectProblem(file, addr, credKey, cfg.Vault.Auth.Method, err))
 		return nil

@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -14,6 +16,7 @@ import (
 	"github.com/affix-rotator/affix-rotator/affix"
 	"github.com/affix-rotator/affix-rotator/internal/config"
 	"github.com/affix-rotator/affix-rotator/internal/pace"
+	"github.com/affix-rotator/affix-rotator/internal/redact"
 	"github.com/affix-rotator/affix-rotator/internal/secret"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
@@ -39,6 +42,24 @@ func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 		enc = zapcore.NewJSONEncoder(ec)
 	}
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), level), zap.AddCaller()), nil
+}
+
+// minRedacted is the shortest secret the process-wide redaction looks for
+// in logs, /status and payloads: API keys, Vault tokens and signing keys
+// are far longer, and a shorter one (a test's) would redact common words.
+const minRedacted = 8
+
+// addAPIKeys adds the API key of every client of cfg (those that can be
+// read) to secrets.
+func addAPIKeys(secrets *redact.Set, cfg *config.Config, getenv func(string) string) {
+	if secrets == nil {
+		return
+	}
+	for _, c := range cfg.Clients {
+		if key, err := cfg.AffixFor(c).APIKey(getenv); err == nil {
+			secrets.AddValues(key)
+		}
+	}
 }
 
 // vaultAuth resolves the Vault auth method; the token or secret id comes
@@ -166,4 +187,17 @@ func hostOf(base string) string {
 		return base
 	}
 	return u.Scheme + "://" + u.Host
+}
+
+// closeStore ends the store's token renewal and revokes a token obtained
+// by login (the store logs it), on the way out; nil: nothing to close.
+func closeStore(s *vault.Store, log *zap.Logger) {
+	if s == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Close(ctx); err != nil {
+		log.Warn("vault: the login token was not revoked: it stays valid until its TTL", zap.Error(err))
+	}
 }

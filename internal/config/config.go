@@ -498,9 +498,9 @@ func Load(path string) (*Config, error) {
 // LoadFile reads the file at path and parses it as ParseFile does (a File
 // may come with an error: see ParseFile).
 func LoadFile(path string) (*File, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfig(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, err
 	}
 	return ParseFile(data, path)
 }

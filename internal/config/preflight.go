@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -57,6 +58,27 @@ func ScheduleInterval(spec string) (Interval, error) {
 	return iv, nil
 }
 
+// VaultAddr returns the Vault address the process uses: vault.address,
+// else the VAULT_ADDR environment variable, read with getenv and checked
+// as vault.address is (an http, https or unix URL without credentials,
+// query or fragment: an *Error that never quotes it). "" when neither is
+// set.
+func (c *Config) VaultAddr(getenv func(string) string) (string, error) {
+	if c.Vault.Address != "" {
+		return c.Vault.Address, nil
+	}
+	a := getenv("VAULT_ADDR")
+	if a == "" {
+		return "", nil
+	}
+	var p problems
+	checkURL(&p, "VAULT_ADDR", a, "http", "https", "unix")
+	if len(p.errs) > 0 {
+		return "", p.errs[0]
+	}
+	return a, nil
+}
+
 // Lint returns what -validate refuses in a file that Parse accepts, and
 // what it only warns about. Parse accepts these so that tests and
 // development can run fast schedules; -validate, run before a deployment,
@@ -74,12 +96,18 @@ func ScheduleInterval(spec string) (Interval, error) {
 // getenv reads VAULT_ADDR.
 func (f *File) Lint(getenv func(string) string) (errs, warnings []*Error) {
 	c := f.Config
-	if c.Vault.Address == "" && getenv("VAULT_ADDR") == "" {
+	_, addrErr := c.VaultAddr(getenv)
+	if addrErr != nil {
+		var ce *Error
+		if errors.As(addrErr, &ce) {
+			errs = append(errs, f.Problem(ce.Key, "%s (vault.address is not set, so it is used)", ce.Problem))
+		}
+	} else if c.Vault.Address == "" && getenv("VAULT_ADDR") == "" {
 		errs = append(errs, f.Problem("vault.address", "not set, and VAULT_ADDR is not set either: give vault.address (e.g. https://vault.example.com:8200) or set VAULT_ADDR; without either the Vault client silently uses https://127.0.0.1:8200"))
 	}
 	if w := cleartext(c.Vault.Address); w != "" {
 		warnings = append(warnings, f.Problem("vault.address", "%q: %s: the Vault token and every secret cross the network unencrypted; use https://", c.Vault.Address, w))
-	} else if c.Vault.Address == "" {
+	} else if c.Vault.Address == "" && addrErr == nil {
 		if a := getenv("VAULT_ADDR"); cleartext(a) != "" {
 			warnings = append(warnings, f.Problem("vault.address", "VAULT_ADDR %q (vault.address is not set): %s: the Vault token and every secret cross the network unencrypted; use https://", a, cleartext(a)))
 		}

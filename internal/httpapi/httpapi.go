@@ -5,6 +5,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -25,12 +26,18 @@ type Options struct {
 	Status func() any
 	// ReadyTimeout bounds one readiness check (default 5s).
 	ReadyTimeout time.Duration
+	// Redact, when set, is applied to what /readyz and /status serve:
+	// errors from Vault and Affix are outside text.
+	Redact func(string) string
 }
 
 // Handler returns the mux for the listener.
 func Handler(o Options) http.Handler {
 	if o.ReadyTimeout <= 0 {
 		o.ReadyTimeout = 5 * time.Second
+	}
+	if o.Redact == nil {
+		o.Redact = func(s string) string { return s }
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
@@ -44,16 +51,21 @@ func Handler(o Options) http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if err := o.Ready(ctx); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte("not ready: " + err.Error() + "\n"))
+			_, _ = w.Write([]byte(o.Redact("not ready: " + err.Error() + "\n")))
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(o.Status())
+		if err := enc.Encode(o.Status()); err != nil {
+			http.Error(w, "cannot encode the status", http.StatusInternalServerError)
+			return
+		}
+		_, _ = w.Write([]byte(o.Redact(b.String())))
 	})
 	return mux
 }
