@@ -152,3 +152,11 @@ func (st *run) stamp(t time.Time) string {
 func (st *run) graceMine(rec vault.Record) bool {
 	return rec.GraceBy != "" && rec.GraceBy == st.stamp(rec.GraceUntil)
 }
+
+// redact removes the secrets in play from text written into the record.
+func (r *Rotator) redact(text string) string {
+	if r.opt.Redact == nil {
+		return text
+	}
+	return r.opt.Redact(text)
+}

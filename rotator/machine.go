@@ -791,7 +791,7 @@ func (r *Rotator) abort(ctx context.Context, st *run, rec vault.Record, ver int,
 	next.LeaseOwner, next.LeaseUntil = "", time.Time{}
 	// The aborted rotation satisfies no -once: it is not a staged one any more.
 	next.StagedAt, next.GracePeriod, next.StepError, next.FailingSince = time.Time{}, 0, "", time.Time{}
-	next.LastError = fmt.Sprintf("rotation %s aborted at %s: %s%v", rec.RotationID, r.clock.Now().UTC().Format(time.RFC3339), keyNote(cause), cause)
+	next.LastError = r.redact(fmt.Sprintf("rotation %s aborted at %s: %s%v", rec.RotationID, r.clock.Now().UTC().Format(time.RFC3339), keyNote(cause), cause))
 	return r.transition(ctx, st, rec, next, ver, func() decision {
 		msg := "rotation aborted: affix rejected the new secret; the old secret stays current"
 		if affix.StatusLabel(cause) == "401" {
@@ -1005,7 +1005,7 @@ func (r *Rotator) backoff(ctx context.Context, st *run, rec vault.Record, ver in
 	// rotation they belong to (-status, a replica); written when the step
 	// starts failing and whenever the lease is extended anyway.
 	if rec.FailingSince.IsZero() || !next.LeaseUntil.Equal(rec.LeaseUntil) {
-		next.StepError = stepErrorText(err)
+		next.StepError = r.redact(stepErrorText(err))
 		if rec.FailingSince.IsZero() {
 			next.FailingSince = now
 		}

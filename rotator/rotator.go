@@ -103,6 +103,10 @@ type Options struct {
 	// it did not start waits until grace_until plus this margin, since its
 	// clock may run ahead of the one that wrote grace_until.
 	ClockSkewMargin time.Duration
+	// Redact, if set, removes the secrets in play (API keys, the Vault
+	// token, webhook keys) from the text the rotator writes into the record
+	// (last_error, step_error), in every encoding.
+	Redact func(string) string
 	// Changes, if set, is the change marker (changes.go): operator actions
 	// and -once write it after they change a record, and the daemon (Run,
 	// Serve) reads it every RereadInterval, in a goroutine of its own on
