@@ -451,3 +451,20 @@ func TestHostileReceiversLeaveTheRotationOnTime(t *testing.T) {
 		t.Error("a redirect was followed")
 	}
 }
+
+// TestBootstrapReportsOverlap: a bootstrap rotation makes its new secret
+// current at once; consumers that refresh on rotation.overlap need that
+// event too (there is no grace to wait for).
+func TestBootstrapReportsOverlap(t *testing.T) {
+	e := newFenceEnv(t)
+	var sink eventSink
+	op := e.proc("host/once-1")
+	c := op.client()
+	c.VaultPath, c.Bootstrap = "affix/brand-new", true
+	run := e.rotate(op, op.rotator(func(o *rotator.Options) { o.Events = sink.add }), c, e.once())
+	e.drive(time.Second, time.Minute, run.finished)
+	if run.err != nil || run.out.Result != rotator.ResultSuccess {
+		t.Fatalf("bootstrap: %s", run)
+	}
+	eq(t, "bootstrap events", sink.types(), []string{notify.EventRotationStarted, notify.EventRotationOverlap, notify.EventRotationCompleted})
+}

@@ -631,9 +631,9 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 			r.opt.Metrics.RotationOverlap(c.Name, now.Sub(st.trig.Time))
 		}
 		r.log.Info(msg, append(fields(c, next), zap.Time("grace_until", next.GraceUntil))...)
-		if next.Phase == vault.PhaseOverlap {
-			r.emit(notify.EventRotationOverlap, c, next, nil)
-		}
+		// rotation.overlap says "the new secret is current in Vault":
+		// consumers that refresh when told need it on a bootstrap too.
+		r.emit(notify.EventRotationOverlap, c, next, nil)
 		r.progress(c, next, "")
 		if next.Phase == vault.PhaseStable {
 			return r.succeeded(st, next)

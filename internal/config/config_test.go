@@ -853,7 +853,8 @@ func TestAliasExpansionIsBounded(t *testing.T) {
 	// machine cannot fail it: the wide document allocates about 85 MB; an
 	// unbounded expansion of either allocates orders of magnitude more.
 	// The timeout only keeps a hang from blocking the suite.
-	const maxAlloc = 512 << 20
+	// Under the race detector every allocation costs more: allocScale.
+	const maxAlloc = allocScale * 512 << 20
 	for name, doc := range map[string]string{"wide": wide.String(), "deep": deep.String()} {
 		t.Run(name, func(t *testing.T) {
 			done := make(chan error, 1)
