@@ -54,6 +54,8 @@ func daemonMetrics(t *testing.T) *exported {
 	m.AffixRequest("x", "200", 0)
 	m.VaultRequest("read", "ok", 0, true)
 	m.OperatorAction("x", rotator.ActionEndGrace)
+	m.LastAction("x", rotator.ActionEndGrace, time.Unix(1700000000, 0))
+	m.FutureTime("x", vault.FieldRotatedAt)
 	m.SetExpectedInterval("x", 744*time.Hour)
 	for _, p := range []vault.Phase{vault.PhaseStable, vault.PhaseStaged, vault.PhaseOverlap} {
 		m.StepError("x", p)
