@@ -131,6 +131,7 @@ func (r *Rotator) EndGrace(ctx context.Context, c *Client, audit Audit) (Outcome
 	}
 	st.trig.Time = rec.GraceUntil
 	r.adopt(st, rec, ver)
+	st.graceOwn = rec.GraceBy // written by this action, answered
 	return r.drive(ctx, st)
 }
 
@@ -158,6 +159,7 @@ func (r *Rotator) ExtendGrace(ctx context.Context, c *Client, d time.Duration, a
 		return rec.GraceUntil, err
 	}
 	r.adopt(st, rec, ver)
+	st.graceOwn = rec.GraceBy
 	st.reassert, st.stopAfterAssert = ReassertAction, true
 	if _, err := r.drive(ctx, st); err != nil {
 		return rec.GraceUntil, fmt.Errorf("extend-grace: grace_until is moved in the record, but Affix did not confirm [current, previous] (a daemon sends it again within rotation.reconcile_interval): %w", err)
@@ -205,6 +207,7 @@ func (r *Rotator) ReacceptPrevious(ctx context.Context, c *Client, d time.Durati
 	// Affix is told [current, previous] under this action's lease; then
 	// the lease is released for the daemon to end the new grace.
 	r.adopt(st, rec, ver)
+	st.graceOwn = rec.GraceBy
 	st.reassert, st.stopAfterAssert = ReassertAction, true
 	if _, err := r.drive(ctx, st); err != nil {
 		return rec.GraceUntil, fmt.Errorf("reaccept-previous: the record is back in overlap, but Affix did not confirm [current, previous] (a daemon sends it again within rotation.reconcile_interval): %w", err)

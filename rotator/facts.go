@@ -83,6 +83,7 @@ func (r *Rotator) endGraceForIncident(ctx context.Context, st *run, rec vault.Re
 	a := st.trig.Audit
 	next.LastAction = &vault.Action{Action: ActionRotate, By: a.By, Reason: a.Reason, At: now, RotationID: rec.RotationID}
 	return r.transition(ctx, st, rec, next, ver, func() decision {
+		st.graceOwn = next.GraceBy
 		r.actionPerformed(st.c, ActionRotate)
 		r.log.Warn("leaked-secret rotation: the grace of the rotation in flight is ended now, then a new rotation runs with the operator's grace",
 			append(fields(st.c, rec), zap.Time("grace_until_was", rec.GraceUntil), zap.Duration("grace_period", st.trig.Grace), zap.String("by", a.By), zap.String("reason", a.Reason))...)
@@ -146,11 +147,16 @@ func (st *run) stamp(t time.Time) string {
 	return st.token + "@" + t.UTC().Format(time.RFC3339Nano)
 }
 
-// graceMine reports whether rec's grace_until was written by this run (and
-// not moved since): it is read against this run's own clock, with no
-// clock-skew margin.
+// graceMine reports whether rec's grace_until was written by this run, not
+// moved since, and known to this run to have landed (graceOwn: the write
+// answered, or was recognised after a lost answer, so its lateness was
+// made up for): it is read against this run's own clock, with no
+// clock-skew margin. A write of this run whose answer was lost and never
+// recognised is like another process's: its grace_until gets the margin
+// (simulation seed 10561: the overlap write landed 2.4s late, unnoticed,
+// and the run dropped at its own grace_until).
 func (st *run) graceMine(rec vault.Record) bool {
-	return rec.GraceBy != "" && rec.GraceBy == st.stamp(rec.GraceUntil)
+	return rec.GraceBy != "" && rec.GraceBy == st.stamp(rec.GraceUntil) && rec.GraceBy == st.graceOwn
 }
 
 // redact removes the secrets in play from text written into the record.

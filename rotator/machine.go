@@ -60,6 +60,10 @@ type run struct {
 	// satisfied only by a completed rotation with another id.
 	firstID   string
 	firstSeen bool
+	// graceOwn is the grace_by of the last grace_until this run wrote and
+	// knows landed (graceMine): what it knows of its own write, never a
+	// reason to skip anything another process would do.
+	graceOwn string
 	// reassert, when set, is why the set the record implies must be sent
 	// to Affix again before anything else (ReassertStale or
 	// ReassertReconcile); steal allows taking a live lease for it.
@@ -622,6 +626,7 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 	}
 	return r.transition(ctx, st, rec, next, ver, func() decision {
 		if next.Phase == vault.PhaseOverlap {
+			st.graceOwn = next.GraceBy
 			if r.clock.Since(now) > maxLateCurrent {
 				st.lateID, st.lateAt = next.RotationID, r.clock.Now()
 			}
@@ -662,6 +667,7 @@ func (r *Rotator) awaitGrace(ctx context.Context, st *run, rec vault.Record, ver
 		}
 		return r.transition(ctx, st, rec, next, ver, func() decision {
 			if moved {
+				st.graceOwn = next.GraceBy
 				r.log.Warn("making the new secret current took longer than expected; grace_until moved so that consumers get the whole grace period",
 					append(fields(st.c, next), zap.Time("grace_until", graceUntil), zap.Time("was", rec.GraceUntil))...)
 			}
