@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/robfig/cron/v3"
 
 	"github.com/affix-rotator/affix-rotator/internal/version"
@@ -316,21 +315,12 @@ func (m *Metrics) LastAction(client, action string, at time.Time) {
 	if at.IsZero() {
 		return
 	}
-	v := float64(at.UnixNano()) / 1e9
-	if g, err := m.lastAction.GetMetricWithLabelValues(client, action); err == nil && testGauge(g) == v {
-		return
+	for _, a := range []string{ActionRotate, ActionEndGrace, ActionExtendGrace, ActionReacceptPrevious} {
+		if a != action {
+			m.lastAction.DeleteLabelValues(client, a)
+		}
 	}
-	m.lastAction.DeletePartialMatch(prometheus.Labels{"client": client})
-	m.lastAction.WithLabelValues(client, action).Set(v)
-}
-
-// testGauge reads a gauge's value.
-func testGauge(g prometheus.Gauge) float64 {
-	var pb dto.Metric
-	if err := g.Write(&pb); err != nil {
-		return 0
-	}
-	return pb.GetGauge().GetValue()
+	m.lastAction.WithLabelValues(client, action).Set(float64(at.UnixNano()) / 1e9)
 }
 
 // FutureTime counts one record version read whose field lay in the future
