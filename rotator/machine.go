@@ -187,11 +187,10 @@ func (r *Rotator) drive(ctx context.Context, st *run) (Outcome, error) {
 			now := r.clock.Now()
 			d.outcome.RotatedAt = r.trusted(st.seen.RotatedAt, now)
 			if d.outcome.RotatedAt.IsZero() {
-				seeded := st.seen.SeededAt
-				if seeded.IsZero() {
-					seeded = st.seedAnchor
+				d.outcome.SeededAt = st.seen.SeededAt
+				if d.outcome.SeededAt.IsZero() {
+					d.outcome.SeededAt = st.seedAnchor
 				}
-				d.outcome.SeededAt = seeded
 			}
 			r.status.result(c.Name, d.outcome.Result, d.err, r.clock.Now())
 			return d.outcome, d.err
@@ -1079,8 +1078,8 @@ func (r *Rotator) observe(st *run, rec vault.Record, ver int) {
 	if !st.firstSeen {
 		st.firstSeen, st.firstID = true, rec.RotationID
 	}
-	if rec.RotatedAt.IsZero() && rec.SeededAt.IsZero() && st.seedAnchor.IsZero() && !rec.VersionTime.IsZero() {
-		st.seedAnchor = rec.VersionTime.UTC().Round(0)
+	if rec.RotatedAt.IsZero() && st.seedAnchor.IsZero() {
+		st.seedAnchor = SeedAnchor(rec).UTC().Round(0)
 	}
 	if ver != st.seenVer {
 		r.checkFuture(st.c, rec)

@@ -35,6 +35,16 @@ func NextDue(schedule cron.Schedule, maxAge time.Duration, rotatedAt, now time.T
 	return at, !at.IsZero()
 }
 
+// SeedAnchor is where the schedule of a record with no rotated_at (seeded
+// by hand) counts from: its seeded_at, else the created_time Vault gave the
+// version read. Zero when neither is known.
+func SeedAnchor(rec vault.Record) time.Time {
+	if !rec.SeededAt.IsZero() {
+		return rec.SeededAt
+	}
+	return rec.VersionTime
+}
+
 // recordNext shows, while a rotation is in flight, the run after it in
 // /status (next_run) and next_rotation_timestamp_seconds: the schedule
 // anchored where this rotation will complete (grace_until in overlap, or

@@ -273,10 +273,7 @@ func fillStatus(c *ClientRecord, cc config.Client, rec vault.Record, now time.Ti
 			break
 		}
 		next, ok := rotator.NextDue(sched, cc.MaxAge.D(), rec.RotatedAt, now)
-		anchor := rec.SeededAt
-		if anchor.IsZero() {
-			anchor = rec.VersionTime
-		}
+		anchor := rotator.SeedAnchor(rec)
 		switch {
 		case !ok && rec.RotatedAt.IsZero() && !anchor.IsZero():
 			// The daemon anchors a seeded record where it was seeded.
