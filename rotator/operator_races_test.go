@@ -121,15 +121,7 @@ func TestLegacyReacceptThenEndGraceKeepsRotatedAt(t *testing.T) {
 	}
 
 	e.advance(time.Hour)
-	op := e.proc("host/op-1")
-	r := op.rotator(nil)
-	act := e.spawn(op, 1, func(ctx context.Context, run *fenceRun) {
-		_, run.err = r.ReacceptPrevious(ctx, op.client(), time.Hour, rotator.Audit{By: "bob", Reason: "partner"})
-		if run.err == nil {
-			run.out, run.err = r.EndGrace(ctx, op.client(), rotator.Audit{By: "bob", Reason: "done"})
-		}
-	})
-	e.drive(time.Second, time.Minute, act.finished)
+	act := e.reacceptThenEndGrace()
 	if act.err != nil || phaseOf(e.record()) != "stable" {
 		t.Fatalf("reaccept then end-grace on a legacy record: %s, phase %s", act, phaseOf(e.record()))
 	}
@@ -216,18 +208,7 @@ func TestRotatedAtOfARotationAfterASkewedOneIsKept(t *testing.T) {
 // process wakes and detects it"; it woke and did not).
 func TestExtendGraceStaleRequestIsRepaired(t *testing.T) {
 	e := newFenceEnv(t)
-	a, runA, _ := e.inOverlap("pod-a", time.Hour)
-	a.stop() // no daemon from here on; its lease is released
-	e.wait(runA)
-	e.quiet()
-
-	op1 := e.proc("host/extend-1")
-	freeze := op1.pauseBefore(isPost(2), false)
-	r1 := op1.rotator(nil)
-	ext := e.spawn(op1, 1, func(ctx context.Context, run *fenceRun) {
-		_, run.err = r1.ExtendGrace(ctx, op1.client(), 30*time.Minute, rotator.Audit{By: "bob", Reason: "partner late"})
-	})
-	freeze.await()
+	ext, freeze := e.heldExtendGrace()
 	e.advance(2 * time.Minute) // op1's 1m lease ends while it is frozen
 
 	op2 := e.proc("host/endgrace-1")
@@ -293,18 +274,7 @@ func first(s []string, n int) []string {
 // (with the leaked S0 accepted again meanwhile).
 func TestExtendGraceStaleRequestDuringIncidentLocksOut(t *testing.T) {
 	e := newFenceEnv(t)
-	a, runA, _ := e.inOverlap("pod-a", time.Hour)
-	a.stop()
-	e.wait(runA)
-	e.quiet()
-
-	op1 := e.proc("host/extend-1")
-	held := op1.pauseBefore(isPost(2), false)
-	r1 := op1.rotator(nil)
-	ext := e.spawn(op1, 1, func(ctx context.Context, run *fenceRun) {
-		_, run.err = r1.ExtendGrace(ctx, op1.client(), 30*time.Minute, rotator.Audit{By: "bob", Reason: "partner late"})
-	})
-	held.await()
+	ext, held := e.heldExtendGrace()
 
 	op2 := e.proc("host/once-2")
 	c2 := op2.client()
@@ -440,4 +410,24 @@ func TestRotationStagedByAnOlderReplicaUpdatesRotatedAt(t *testing.T) {
 		t.Fatalf("the upgraded daemon completed N2's rotation (staged by an old replica at %s) but recorded rotated_at %s, N1's, 720h earlier: taken for a reopened grace; %d rotations staged (want 2: the schedule, anchored 720h back, fired again at once); requests %v",
 			now.Format(time.RFC3339), got, e.stagedCount(), e.requests())
 	}
+}
+
+// heldExtendGrace: a rotation in a 1h grace whose driver then stopped
+// cleanly (no daemon from here on; its lease is released), and an operator's
+// -extend-grace 30m whose record write landed and whose [N1, S0] request is
+// held just before it reaches Affix.
+func (e *fenceEnv) heldExtendGrace() (*fenceRun, *fencePause) {
+	e.t.Helper()
+	a, runA, _ := e.inOverlap("pod-a", time.Hour)
+	a.stop()
+	e.wait(runA)
+	e.quiet()
+	op1 := e.proc("host/extend-1")
+	held := op1.pauseBefore(isPost(2), false)
+	r1 := op1.rotator(nil)
+	ext := e.spawn(op1, 1, func(ctx context.Context, run *fenceRun) {
+		_, run.err = r1.ExtendGrace(ctx, op1.client(), 30*time.Minute, rotator.Audit{By: "bob", Reason: "partner late"})
+	})
+	held.await()
+	return ext, held
 }

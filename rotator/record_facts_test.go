@@ -185,15 +185,7 @@ func TestReacceptThenEndGraceKeepsRotatedAt(t *testing.T) {
 		t.Fatalf("setup: no completed rotation: %s", run)
 	}
 	e.advance(time.Hour)
-	op := e.proc("host/op-1")
-	r := op.rotator(nil)
-	act := e.spawn(op, 1, func(ctx context.Context, run *fenceRun) {
-		_, run.err = r.ReacceptPrevious(ctx, op.client(), time.Hour, rotator.Audit{By: "bob", Reason: "partner"})
-		if run.err == nil {
-			run.out, run.err = r.EndGrace(ctx, op.client(), rotator.Audit{By: "bob", Reason: "done"})
-		}
-	})
-	e.drive(time.Second, time.Minute, act.finished)
+	act := e.reacceptThenEndGrace()
 	if act.err != nil || phaseOf(e.record()) != "stable" {
 		t.Fatalf("reaccept then end-grace: %s, phase %s", act, phaseOf(e.record()))
 	}
@@ -368,38 +360,9 @@ func TestOperatorChangeReachesTheDaemonWithinRereadInterval(t *testing.T) {
 	if n := counterValue(t, regD, "affix_rotator_operator_actions_total", map[string]string{"action": "reaccept-previous"}); n != 0 {
 		t.Errorf("the daemon counted %v reaccept-previous actions it only read, want 0 (counted once, by the process that acts)", n)
 	}
-	if g := gaugeValue(t, regD, "affix_rotator_last_operator_action_timestamp_seconds", map[string]string{"action": "reaccept-previous"}); g == 0 {
+	if g := metricValue(t, regD, "affix_rotator_last_operator_action_timestamp_seconds", "action", "reaccept-previous"); g == 0 {
 		t.Errorf("the daemon's last_operator_action_timestamp_seconds{action=reaccept-previous} is unset: its metrics do not reflect the record")
 	}
-}
-
-// gaugeValue returns a gauge's value for the labels given (0 if the series
-// does not exist).
-func gaugeValue(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			for k, v := range labels {
-				found := false
-				for _, lp := range m.GetLabel() {
-					found = found || lp.GetName() == k && lp.GetValue() == v
-				}
-				if !found {
-					continue series
-				}
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	return 0
 }
 
 // grace_by vouches for one grace_until: moved by hand (`vault kv patch`,
@@ -423,4 +386,19 @@ func TestGraceUntilMovedByHandGetsTheMargin(t *testing.T) {
 	if reqs := e.fake.Requests(); len(reqs) < 2 || reqs[len(reqs)-1].Time.Before(moved.Add(margin)) {
 		t.Fatalf("the driver dropped at %v, want no earlier than the hand-moved grace_until + margin %s; requests %v", reqs[len(reqs)-1].Time, moved.Add(margin), e.requests())
 	}
+}
+
+// reacceptThenEndGrace runs -reaccept-previous 1h, then -end-grace, as one
+// operator's process, and waits for it.
+func (e *fenceEnv) reacceptThenEndGrace() *fenceRun {
+	op := e.proc("host/op-1")
+	r := op.rotator(nil)
+	act := e.spawn(op, 1, func(ctx context.Context, run *fenceRun) {
+		_, run.err = r.ReacceptPrevious(ctx, op.client(), time.Hour, rotator.Audit{By: "bob", Reason: "partner"})
+		if run.err == nil {
+			run.out, run.err = r.EndGrace(ctx, op.client(), rotator.Audit{By: "bob", Reason: "done"})
+		}
+	})
+	e.drive(time.Second, time.Minute, act.finished)
+	return act
 }
