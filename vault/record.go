@@ -104,6 +104,10 @@ type Record struct {
 	// VersionTime is Vault's created_time of the version read (metadata,
 	// never written as a field); zero when unknown.
 	VersionTime time.Time
+	// Reconcile is the reconcile claim in the key's custom metadata (claim.go;
+	// metadata, never written as a field): the one a read found, or the one
+	// Vault answered a write of this record with.
+	Reconcile Claim
 	// Extra keeps fields the rotator does not own (an operator's annotations),
 	// so that writing the record back loses nothing.
 	Extra map[string]any

@@ -80,6 +80,7 @@ func (s *Store) Read(ctx context.Context, path string) (Record, int, error) {
 	if kvs.VersionMetadata != nil {
 		rec.VersionTime = kvs.VersionMetadata.CreatedTime
 	}
+	rec.Reconcile = claimOf(kvs.CustomMetadata)
 	return rec, version, nil
 }
 
@@ -87,19 +88,28 @@ func (s *Store) Read(ctx context.Context, path string) (Record, int, error) {
 // only if no live version exists) and returns the new version. A lost race
 // is ErrConflict: re-read and decide again, never overwrite.
 func (s *Store) Write(ctx context.Context, path string, r Record, cas int) (int, error) {
+	kvs, err := s.write(ctx, path, r, cas)
+	if err != nil {
+		return 0, err
+	}
+	return kvs.VersionMetadata.Version, nil
+}
+
+// write is the check-and-set write of Write and WriteClaimed.
+func (s *Store) write(ctx context.Context, path string, r Record, cas int) (*api.KVSecret, error) {
 	start := time.Now()
 	var kvs *api.KVSecret
 	// A refused write changed nothing: sending it once more after a new
 	// login is the same check-and-set write.
 	err := s.once(ctx, "write", func() (err error) { kvs, err = s.kv.Put(ctx, path, r.Encode(), api.WithCheckAndSet(cas)); return err })
 	if err != nil {
-		return 0, s.classify("write", path, err, start)
+		return nil, s.classify("write", path, err, start)
 	}
 	s.observe("write", "ok", start, true)
 	if kvs == nil || kvs.VersionMetadata == nil {
-		return 0, fmt.Errorf("vault: write %s/%s (cas %d): no version in the response", s.mount, path, cas)
+		return nil, errNoVersion(s.mount, path, cas)
 	}
-	return kvs.VersionMetadata.Version, nil
+	return kvs, nil
 }
 
 // Ready checks that Vault is reachable, unsealed and accepts the token.

@@ -22,6 +22,8 @@ type Store interface {
 	Write(ctx context.Context, path string, r vault.Record, cas int) (int, error)
 	ReadVersion(ctx context.Context, path string, version int) (vault.Record, error)
 	Versions(ctx context.Context, path string) (current, oldest int, err error)
+	Claim(ctx context.Context, path string, c vault.Claim) error
+	WriteClaimed(ctx context.Context, path string, r vault.Record, cas int) (int, vault.Claim, error)
 }
 
 // Backend gives the contract a fresh store and raw access to it.
@@ -45,6 +47,7 @@ type Backend struct {
 // Run runs the contract.
 func Run(t *testing.T, b Backend) {
 	ctx := context.Background()
+	t.Run("reconcile claim lives in metadata", func(t *testing.T) { runClaim(t, b) })
 	t.Run("missing record is not found at version 0", func(t *testing.T) {
 		path := b.Path(t)
 		_, v, err := b.Store.Read(ctx, path)
@@ -263,4 +266,42 @@ func runHistory(t *testing.T, b Backend) {
 			t.Fatalf("versions with a cancelled context: %v", err)
 		}
 	})
+}
+
+// runClaim: the reconcile claim adds no version, is read with the record,
+// and a check-and-set write is answered with the claim it found.
+func runClaim(t *testing.T, b Backend) {
+	ctx := context.Background()
+	path := b.Path(t)
+	if err := b.Store.Claim(ctx, path, vault.Claim{Owner: "a/1", Until: time.Now()}); !errors.Is(err, vault.ErrNotFound) {
+		t.Fatalf("claim on a path never written: %v, want ErrNotFound", err)
+	}
+	r := vault.Record{Phase: vault.PhaseStable, ClientSecret: secret.New("a")}
+	v1, claim, err := b.Store.WriteClaimed(ctx, path, r, 0)
+	if err != nil || v1 != 1 || !claim.IsZero() {
+		t.Fatalf("first write: v=%d claim=%v err=%v", v1, claim, err)
+	}
+	until := time.Date(2030, 1, 2, 3, 4, 5, 600, time.UTC)
+	for i := 0; i < 3; i++ {
+		if err := b.Store.Claim(ctx, path, vault.Claim{Owner: fmt.Sprintf("pod-a/%d", i), Until: until}); err != nil {
+			t.Fatalf("claim: %v", err)
+		}
+	}
+	got, v, err := b.Store.Read(ctx, path)
+	if err != nil || v != v1 {
+		t.Fatalf("claims added a version: v=%d (want %d) err=%v", v, v1, err)
+	}
+	if want := (vault.Claim{Owner: "pod-a/2", Until: until}); got.Reconcile != want {
+		t.Fatalf("read claim %+v, want %+v", got.Reconcile, want)
+	}
+	if _, hasField := got.Encode()[vault.ClaimKey]; hasField {
+		t.Fatal("the claim was encoded into the record's data")
+	}
+	v2, claim, err := b.Store.WriteClaimed(ctx, path, r, v1)
+	if err != nil || v2 != v1+1 || claim.Owner != "pod-a/2" || !claim.Until.Equal(until) {
+		t.Fatalf("write over a claim: v=%d claim=%+v err=%v", v2, claim, err)
+	}
+	if _, _, err := b.Store.WriteClaimed(ctx, path, r, v1); !errors.Is(err, vault.ErrConflict) {
+		t.Fatalf("stale cas: %v", err)
+	}
 }

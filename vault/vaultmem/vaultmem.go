@@ -23,6 +23,17 @@ type entry struct {
 	destroyed   map[int]bool
 	pruned      int // versions 1..pruned are no longer kept (max versions)
 	maxVersions int // 0: keep every version
+	// claim is the reconcile claim as stored in the key's custom metadata
+	// (vault.ClaimKey); "" when none.
+	claim string
+}
+
+// claimOf is e's reconcile claim.
+func (e *entry) claimOf() vault.Claim {
+	if e == nil || e.claim == "" {
+		return vault.Claim{}
+	}
+	return vault.ParseClaim(e.claim)
 }
 
 // Store is a concurrency-safe in-memory KV v2 mount.
@@ -59,6 +70,7 @@ func (s *Store) Read(ctx context.Context, path string) (vault.Record, int, error
 		data = maps.Clone(e.versions[v-1])
 		created = e.created[v-1]
 	}
+	claim := e.claimOf()
 	s.mu.Unlock()
 	if data == nil {
 		return vault.Record{}, v, s.notFound(path)
@@ -72,7 +84,39 @@ func (s *Store) Read(ctx context.Context, path string) (vault.Record, int, error
 		return vault.Record{}, v, err
 	}
 	rec.VersionTime = created
+	rec.Reconcile = claim
 	return rec, v, nil
+}
+
+// WriteClaimed is Write that also returns the reconcile claim the key's
+// metadata held when the write was applied, like vault.Store.WriteClaimed.
+func (s *Store) WriteClaimed(ctx context.Context, path string, r vault.Record, cas int) (int, vault.Claim, error) {
+	if err := s.fail(ctx, "write", path); err != nil {
+		return 0, vault.Claim{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, err := s.putLocked(path, r.Encode(), cas)
+	if err != nil {
+		return 0, vault.Claim{}, err
+	}
+	return v, s.data[path].claimOf(), nil
+}
+
+// Claim records c in path's custom metadata, like vault.Store.Claim: no
+// version is added; a path never written is vault.ErrNotFound.
+func (s *Store) Claim(ctx context.Context, path string, c vault.Claim) error {
+	if err := s.fail(ctx, "claim", path); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.data[path]
+	if !ok || len(e.versions) == 0 {
+		return fmt.Errorf("vault: claim %s/%s: metadata: %w", s.mount, path, vault.ErrNotFound)
+	}
+	e.claim = c.String()
+	return nil
 }
 
 // Write stores r if the current version is cas, like vault.Store.Write.
@@ -88,6 +132,10 @@ func (s *Store) Write(ctx context.Context, path string, r vault.Record, cas int)
 func (s *Store) Put(path string, data map[string]any, cas int) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.putLocked(path, data, cas)
+}
+
+func (s *Store) putLocked(path string, data map[string]any, cas int) (int, error) {
 	e, ok := s.data[path]
 	cur := 0
 	if ok {
