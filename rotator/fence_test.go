@@ -575,23 +575,44 @@ func (s *fenceStore) Read(ctx context.Context, path string) (vault.Record, int, 
 }
 
 func (s *fenceStore) Write(ctx context.Context, path string, r vault.Record, cas int) (int, error) {
+	v, _, err := s.WriteClaimed(ctx, path, r, cas)
+	return v, err
+}
+
+// WriteClaimed is Write answered with the reconcile claim (claim.go).
+func (s *fenceStore) WriteClaimed(ctx context.Context, path string, r vault.Record, cas int) (int, vault.Claim, error) {
 	p := (*fenceProc)(s)
 	c := fenceCall{op: "write", rec: r}
 	p.fire(c, false)
 	if p.dead.Load() {
-		return 0, errFenceKilled
+		return 0, vault.Claim{}, errFenceKilled
 	}
 	if p.failWrite != nil && p.failWrite(r) {
-		return 0, fmt.Errorf("vault: write secret/%s: %w: 503 (injected; nothing written)", path, vault.ErrUnavailable)
+		return 0, vault.Claim{}, fmt.Errorf("vault: write secret/%s: %w: 503 (injected; nothing written)", path, vault.ErrUnavailable)
 	}
 	p.e.begin()
-	v, err := p.e.store.Write(ctx, path, r, cas)
+	v, claim, err := p.e.store.WriteClaimed(ctx, path, r, cas)
 	p.e.end()
 	p.fire(c, true)
 	if err == nil && p.loseAnswer != nil && p.loseAnswer(r) {
-		return 0, fmt.Errorf("vault: write secret/%s: %w: connection reset before the answer (injected; the write was applied)", path, vault.ErrUnavailable)
+		return 0, vault.Claim{}, fmt.Errorf("vault: write secret/%s: %w: connection reset before the answer (injected; the write was applied)", path, vault.ErrUnavailable)
 	}
-	return v, err
+	return v, claim, err
+}
+
+// Claim records a reconcile claim in the record's metadata (op "claim").
+func (s *fenceStore) Claim(ctx context.Context, path string, cl vault.Claim) error {
+	p := (*fenceProc)(s)
+	c := fenceCall{op: "claim"}
+	p.fire(c, false)
+	if p.dead.Load() {
+		return errFenceKilled
+	}
+	p.e.begin()
+	err := p.e.store.Claim(ctx, path, cl)
+	p.e.end()
+	p.fire(c, true)
+	return err
 }
 
 type fenceAffix fenceProc

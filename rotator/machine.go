@@ -119,6 +119,10 @@ type run struct {
 	// get the whole grace from then.
 	lateID string
 	lateAt time.Time
+	// claimDenied: Vault refused this run's reconcile claim (a policy
+	// without "patch" on the metadata path); it reconciles under the
+	// record's lease instead (the protocol from before the claim).
+	claimDenied bool
 }
 
 // maxLateCurrent is how much of the grace a slow overlap write may take
@@ -536,6 +540,9 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 	if d, ok := r.mayPost(ctx, st, rec, ver, now); !ok {
 		return d
 	}
+	if d, ok := r.awaitClaim(st, rec, now); !ok && st.posted != ver {
+		return d
+	}
 	if st.posted != ver {
 		sent := []secret.Value{rec.PendingClientSecret}
 		if !rec.ClientSecret.IsZero() {
@@ -732,8 +739,18 @@ func (r *Rotator) finish(ctx context.Context, st *run, rec vault.Record, ver int
 // which in these phases is only waiting), or periodically. In stable the
 // lease is released afterwards.
 func (r *Rotator) reassertSet(ctx context.Context, st *run, rec vault.Record, ver int, now time.Time) decision {
+	if cs, ok := r.opt.Store.(claimStore); ok && r.opt.ReconcileClaims && !st.claimDenied && rec.Phase == vault.PhaseStable && st.reassert == ReassertReconcile && !st.steal &&
+		(rec.LeaseOwner == "" || !now.Before(rec.LeaseUntil)) {
+		return r.reconcileStable(ctx, st, cs, rec, ver, now)
+	}
 	if d, ok := r.mayPost(ctx, st, rec, ver, now); !ok {
 		return d
+	}
+	if st.reassert == ReassertAction {
+		// An action's record may have left stable (-reaccept-previous).
+		if d, ok := r.awaitClaim(st, rec, now); !ok {
+			return d
+		}
 	}
 	set := []secret.Value{rec.ClientSecret}
 	if rec.Phase == vault.PhaseOverlap {
@@ -904,7 +921,7 @@ func (r *Rotator) current(ctx context.Context, st *run) (vault.Record, int, erro
 // step needs no read.
 func (r *Rotator) write(ctx context.Context, st *run, next vault.Record, ver int) error {
 	st.wrote = nil
-	v, err := r.opt.Store.Write(ctx, st.c.VaultPath, next, ver)
+	v, claim, err := r.writeRecord(ctx, st.c.VaultPath, next, ver)
 	if err != nil {
 		return err
 	}
@@ -915,6 +932,7 @@ func (r *Rotator) write(ctx context.Context, st *run, next vault.Record, ver int
 	if err != nil {
 		return nil // written, but not as read back: let the next step read it
 	}
+	stored.Reconcile = claim
 	st.wrote = &snapshot{rec: stored, ver: v}
 	r.observe(st, stored, v)
 	return nil
@@ -936,10 +954,19 @@ func (st *run) mayHaveApplied(rec vault.Record) bool {
 // request lands (or landed) after another process moved on: the run then
 // re-asserts the set the record implies.
 func (r *Rotator) post(ctx context.Context, st *run, rec vault.Record, secrets []secret.Value) (*affix.UpdateResponse, error) {
+	if rec.LeaseOwner != r.opt.InstanceID {
+		return nil, errLeaseShort
+	}
+	return r.postUnder(ctx, st, rec, secrets, rec.LeaseUntil)
+}
+
+// postUnder is post under a fence that ends at until (the lease, or a
+// reconcile claim).
+func (r *Rotator) postUnder(ctx context.Context, st *run, rec vault.Record, secrets []secret.Value, until time.Time) (*affix.UpdateResponse, error) {
 	c := st.c
 	start := r.clock.Now()
-	left := rec.LeaseUntil.Sub(start)
-	if rec.LeaseOwner != r.opt.InstanceID || left <= 0 {
+	left := until.Sub(start)
+	if left <= 0 {
 		return nil, errLeaseShort
 	}
 	ctx, cancel := context.WithTimeout(ctx, min(r.opt.RequestTimeout, left))
@@ -970,10 +997,10 @@ func (r *Rotator) post(ctx context.Context, st *run, rec vault.Record, secrets [
 	case mayLand:
 		st.unanswered[rec.RotationID] = rec.Phase
 	}
-	st.late = mayLand && end.After(rec.LeaseUntil)
+	st.late = mayLand && end.After(until)
 	if st.late {
 		st.reassert, st.steal = ReassertStale, true
-		r.log.Warn("affix answered after this process's lease had ended; another process may have moved on, so the set the record implies is sent again", append(fields(c, rec), zap.Time("lease_until", rec.LeaseUntil))...)
+		r.log.Warn("affix answered after this process's lease had ended; another process may have moved on, so the set the record implies is sent again", append(fields(c, rec), zap.Time("lease_until", until))...)
 	}
 	return resp, err
 }

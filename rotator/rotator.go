@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	mrand "math/rand/v2"
 	"sync"
 	"time"
@@ -107,6 +108,12 @@ type Options struct {
 	// token, webhook keys) from the text the rotator writes into the record
 	// (last_error, step_error), in every encoding.
 	Redact func(string) string
+	// ReconcileClaims: a stable client's reconcile fences its request with
+	// a claim in the record's custom metadata instead of the record's
+	// lease, so that it writes no KV version (claim.go). Store must then
+	// have Claim and WriteClaimed (vault.Store and vaultmem do), and every
+	// process writing the record must run with it (the CLI always does).
+	ReconcileClaims bool
 	// Changes, if set, is the change marker (changes.go): operator actions
 	// and -once write it after they change a record, and the daemon (Run,
 	// Serve) reads it every RereadInterval, in a goroutine of its own on
@@ -195,6 +202,9 @@ func New(opt Options) *Rotator {
 	}
 	if opt.RereadInterval <= 0 {
 		opt.RereadInterval = 30 * time.Second
+	}
+	if _, ok := opt.Store.(claimStore); opt.ReconcileClaims && !ok {
+		panic(fmt.Sprintf("rotator: ReconcileClaims needs a store with Claim and WriteClaimed; %T has not", opt.Store))
 	}
 	return &Rotator{opt: opt, clock: opt.Clock, log: opt.Logger, status: newStatusBoard(opt.Clock.Now()), asserted: map[string]time.Time{}}
 }

@@ -43,15 +43,14 @@ func (c Claim) String() string {
 	return c.Owner + " " + c.Until.UTC().Format(time.RFC3339Nano)
 }
 
-// ParseClaim reads a claim as stored. A value it cannot read is returned as
-// a claim by "?" that lasts for ever: unknown, so treated as live, never as
-// absent (someone wrote it; an operator removes it with `vault kv metadata
-// patch`).
+// ParseClaim reads a claim as stored. A value it cannot read (no process
+// of ours writes one) is a claim by "?" that has already ended: it holds no
+// request back, so a garbled metadata key cannot stop rotations.
 func ParseClaim(s string) Claim {
 	owner, until, ok := strings.Cut(strings.TrimSpace(s), " ")
 	t, err := time.Parse(time.RFC3339Nano, until)
 	if !ok || err != nil || owner == "" {
-		return Claim{Owner: "?", Until: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)}
+		return Claim{Owner: "?"}
 	}
 	return Claim{Owner: owner, Until: t}
 }

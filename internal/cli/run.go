@@ -201,17 +201,20 @@ func connectAndBuild(ctx context.Context, cfg *config.Config, f flags, env Env, 
 		}
 	}
 	opt := rotator.Options{
-		InstanceID:     instanceID,
-		Store:          store.Load(),
-		Changes:        store.Load(),
-		Redact:         secrets.String,
-		Metrics:        metrics,
-		Logger:         log,
-		LeaseDuration:  cfg.Rotation.LeaseDuration.D(),
-		RetryInitial:   cfg.Rotation.RetryInitial.D(),
-		RetryMax:       cfg.Rotation.RetryMax.D(),
-		RequestTimeout: maxAffixTimeout(cfg),
-		Limiter:        make(chan struct{}, max(1, cfg.Rotation.MaxConcurrent)),
+		InstanceID: instanceID,
+		Store:      store.Load(),
+		Changes:    store.Load(),
+		// Hourly reconciles of stable clients add no KV version
+		// (docs/design.md, "The reconcile claim").
+		ReconcileClaims: true,
+		Redact:          secrets.String,
+		Metrics:         metrics,
+		Logger:          log,
+		LeaseDuration:   cfg.Rotation.LeaseDuration.D(),
+		RetryInitial:    cfg.Rotation.RetryInitial.D(),
+		RetryMax:        cfg.Rotation.RetryMax.D(),
+		RequestTimeout:  maxAffixTimeout(cfg),
+		Limiter:         make(chan struct{}, max(1, cfg.Rotation.MaxConcurrent)),
 
 		ReconcileInterval: cfg.Rotation.ReconcileInterval.D(),
 		RereadInterval:    cfg.Rotation.RereadInterval.D(),

@@ -1,0 +1,117 @@
+package rotator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/affix-rotator/affix-rotator/internal/secret"
+	"github.com/affix-rotator/affix-rotator/vault"
+)
+
+// claimStore is the part of a Store that keeps the reconcile claim
+// (vault.Claim; vault.Store and vaultmem have it). With it and
+// Options.ReconcileClaims, reconciling a stable client writes no KV
+// version: the claim goes in the record's custom metadata instead of a
+// lease in its data. Without, a stable reconcile takes and releases the
+// record's lease (two versions).
+type claimStore interface {
+	Claim(ctx context.Context, path string, c vault.Claim) error
+	WriteClaimed(ctx context.Context, path string, r vault.Record, cas int) (int, vault.Claim, error)
+}
+
+// claimant names this run in a reconcile claim.
+func (st *run) claimant(instance string) string { return instance + "/" + st.token }
+
+// claimSpan bounds a reconcile request: the claim, the read after it and
+// the request all end within it.
+func (r *Rotator) claimSpan() time.Duration { return 2 * r.opt.RequestTimeout }
+
+// writeRecord is the check-and-set write of every transition and action:
+// with a claimStore, the returned record carries the reconcile claim Vault
+// answered the write with.
+func (r *Rotator) writeRecord(ctx context.Context, path string, next vault.Record, ver int) (int, vault.Claim, error) {
+	if cs, ok := r.opt.Store.(claimStore); ok && r.opt.ReconcileClaims {
+		return cs.WriteClaimed(ctx, path, next, ver)
+	}
+	v, err := r.opt.Store.Write(ctx, path, next, ver)
+	return v, vault.Claim{}, err
+}
+
+// reconcileStable sends a stable, unleased record's [current] to Affix
+// under a reconcile claim instead of the record's lease: claim, read the
+// record again, and send only if nobody moved it meanwhile. A process that
+// moves the record out of stable learns of the claim from its own write's
+// answer and waits it out (awaitClaim), so the two requests never cross.
+// Nothing is written to the record: a stable client's reconcile adds no KV
+// version, and the history -reaccept-previous needs stays within
+// max_versions.
+func (r *Rotator) reconcileStable(ctx context.Context, st *run, cs claimStore, rec vault.Record, ver int, now time.Time) decision {
+	if d, ok := r.honourFloor(st, rec, now); !ok {
+		return d
+	}
+	claim := vault.Claim{Owner: st.claimant(r.opt.InstanceID), Until: now.Add(r.claimSpan())}
+	if err := cs.Claim(ctx, st.c.VaultPath, claim); err != nil {
+		if errors.Is(err, vault.ErrDenied) {
+			// A policy from before the claim (no "patch" on the
+			// metadata path): reconcile as before, under the record's
+			// lease, rather than not at all.
+			r.log.Warn("vault refused the reconcile claim; this reconcile takes the record's lease instead, which writes two KV versions: grant \"patch\" on the record's metadata path (README, Vault policy)",
+				append(fields(st.c, rec), zap.Error(err))...)
+			st.claimDenied = true
+			return again
+		}
+		return r.retry(st, rec, fmt.Errorf("recording the reconcile claim: %w", err))
+	}
+	st.wrote = nil
+	after, aver, err := r.opt.Store.Read(ctx, st.c.VaultPath)
+	if err != nil || aver != ver {
+		return again // moved (or unreadable) since: the next step decides afresh
+	}
+	if after.Reconcile.Owner != claim.Owner {
+		// Another reconciler claimed after us; both send the same
+		// [current] of the same version, so either may go on.
+		r.log.Debug("another process claimed the reconcile too", fields(st.c, rec)...)
+	}
+	if _, err := r.postUnder(ctx, st, rec, []secret.Value{rec.ClientSecret}, claim.Until); err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return decision{done: true, err: ctx.Err()}
+		case err == errLeaseShort:
+			return again
+		}
+		return r.backoff(ctx, st, rec, ver, err)
+	}
+	if st.late {
+		return again // answered after the claim ended: ReassertStale, under the lease
+	}
+	st.reassert = ""
+	if r.opt.Metrics != nil {
+		r.opt.Metrics.Reassert(st.c.Name, ReassertReconcile)
+	}
+	r.log.Debug("reconciled: affix was sent the set the record implies (under a reconcile claim; the record is unchanged)", fields(st.c, rec)...)
+	return decision{done: true}
+}
+
+// awaitClaim holds back a request from a record this run wrote out of
+// stable (a staging, an operator's reaccept-previous) while a reconcile
+// claim of another run, found by that write, may still have its request in
+// flight: the claimant read the record before the write, so its [current]
+// could otherwise land after ours. It waits until the claim's end plus
+// ClockSkewMargin (the claim is on the claimant's clock).
+func (r *Rotator) awaitClaim(st *run, rec vault.Record, now time.Time) (decision, bool) {
+	c := rec.Reconcile
+	if c.IsZero() || c.Owner == st.claimant(r.opt.InstanceID) {
+		return decision{}, true
+	}
+	end := c.Until.Add(r.opt.ClockSkewMargin)
+	if !now.Before(end) {
+		return decision{}, true
+	}
+	why := fmt.Sprintf("a reconcile request of %s may be in flight (claimed until %s)", c.Owner, c.Until.UTC().Format(time.RFC3339))
+	r.status.waiting(st.c.Name, why)
+	return decision{wait: end.Sub(now), progress: &Progress{Client: st.c.Name, Phase: rec.Phase, RotationID: rec.RotationID, GraceUntil: rec.GraceUntil, Now: now, Waiting: why}}, false
+}

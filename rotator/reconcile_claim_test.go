@@ -1,0 +1,123 @@
+package rotator_test
+
+// The reconcile claim (claim.go): a stable client's reconcile fences its
+// request with a claim in the record's custom metadata, not with a lease in
+// its data, so that it adds no KV version; and a staging that finds a live
+// claim waits it out, so that the reconciler's [current] never lands after
+// the staging's [new, current].
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/affix-rotator/affix-rotator/rotator"
+)
+
+// withClaims is the product's setting (the CLI always sets it).
+func withClaims(more func(*rotator.Options)) func(*rotator.Options) {
+	return func(o *rotator.Options) {
+		o.ReconcileClaims = true
+		if more != nil {
+			more(o)
+		}
+	}
+}
+
+// TestStableReconcileWritesNoKVVersion: a day of hourly reconciles of a
+// stable client after a rotation, with Vault's default max_versions (10).
+// Each reconcile sends Affix [current] and writes no version, so the
+// version that holds the previous secret is still kept and
+// -reaccept-previous works. (Before the claim, each reconcile took and
+// released the record's lease: 48 versions a day, and the overlap version
+// was pruned about 5 hours after the rotation, so -reaccept-previous
+// refused: this test fails with ReconcileClaims off.)
+func TestStableReconcileWritesNoKVVersion(t *testing.T) {
+	e := newFenceEnv(t)
+	e.store.SetMaxVersions(e.path, 10)
+	op := e.proc("host/once")
+	run := e.rotate(op, op.rotator(withClaims(nil)), op.client(), e.once())
+	if !e.drive(time.Second, 5*time.Minute, run.finished) || run.err != nil {
+		t.Fatalf("rotation: %s; requests %v", run, e.requests())
+	}
+	_, before, _ := e.store.Latest(e.path)
+	posts := len(e.fake.Requests())
+
+	d := e.proc("pod-a")
+	e.daemon(d, d.rotator(withClaims(func(o *rotator.Options) { o.ReconcileInterval = time.Hour })), d.client())
+	for h := 0; h < 24; h++ {
+		e.advance(time.Hour)
+	}
+	_, after, _ := e.store.Latest(e.path)
+	if after != before {
+		t.Errorf("a day of reconciles of a stable client wrote %d KV versions, want 0", after-before)
+	}
+	if n := len(e.fake.Requests()) - posts; n < 23 {
+		t.Errorf("%d reconcile requests in 24h at reconcile_interval 1h, want at least 23: %v", n, e.requests()[posts:])
+	}
+	if v := e.violations(); len(v) > 0 {
+		t.Fatalf("%v; requests %v", v, e.requests())
+	}
+	d.stop()
+
+	a := e.proc("host/action")
+	var until time.Time
+	act := e.spawn(a, 1, func(ctx context.Context, run *fenceRun) {
+		until, run.err = a.rotator(withClaims(nil)).ReacceptPrevious(ctx, a.client(), time.Minute, rotator.Audit{By: "alice", Reason: "a consumer missed the rotation"})
+	})
+	// The daemon's last reconcile claim may still be live: the action
+	// waits it out on the clock.
+	if !e.drive(time.Second, time.Minute, act.finished) || act.err != nil || until.IsZero() {
+		t.Fatalf("-reaccept-previous a day after the rotation: %s (the history it needs was pruned?)", act)
+	}
+	if m := e.mismatch(); m != "" {
+		t.Fatalf("after -reaccept-previous: %s", m)
+	}
+}
+
+// TestReconcileClaimHoldsBackAStaging: a reconciler has claimed, read the
+// stable record and is about to send [S0] when a -once stages. The staging
+// write is answered with the live claim, so the -once sends nothing until
+// the claim has ended (plus the clock-skew margin): the reconciler's [S0]
+// cannot land after the -once's [N, S0] and drop the new secret that Vault
+// is about to make current. (Without the wait, the -once sends at once and
+// the held [S0] lands after it: I1 is violated.)
+func TestReconcileClaimHoldsBackAStaging(t *testing.T) {
+	e := newFenceEnv(t)
+	e.setRotatedAt(e.start0)
+	margin := func(o *rotator.Options) { o.ClockSkewMargin = 3 * time.Second }
+	rc := e.proc("pod-a")
+	held := rc.pauseBefore(isPost(1), false)
+	e.rotate(rc, rc.rotator(withClaims(margin)), rc.client(), rotator.Trigger{Reason: rotator.ReasonReconcile, Time: e.clock.Now()})
+	held.await()
+	claim, _, _ := e.store.Read(e.ctx, e.path)
+	if claim.Reconcile.Owner == "" {
+		t.Fatal("the reconciler reached its request without a claim in the record's metadata")
+	}
+
+	op := e.proc("host/once")
+	run := e.rotate(op, op.rotator(withClaims(margin)), op.client(), e.once())
+	e.advance(time.Second)
+	if n := len(e.fake.Requests()); n != 0 {
+		t.Fatalf("the -once sent %v while a reconcile request was in flight under a live claim", e.requests())
+	}
+	held.resume() // the reconciler's [S0] lands now
+	var first time.Time
+	if !e.drive(time.Second, 5*time.Minute, func() bool {
+		if first.IsZero() && len(e.fake.Requests()) > 1 {
+			first = e.clock.Now()
+		}
+		if v := e.violations(); len(v) > 0 {
+			t.Fatalf("%v; requests %v", v, e.requests())
+		}
+		return run.finished()
+	}) || run.err != nil || run.out.Result != rotator.ResultSuccess {
+		t.Fatalf("-once: %s; requests %v", run, e.requests())
+	}
+	if end := claim.Reconcile.Until.Add(3 * time.Second); first.Before(end) {
+		t.Errorf("the -once sent its first request at %s, before the claim's end plus margin %s", first, end)
+	}
+	if m := e.mismatch(); m != "" {
+		t.Fatal(m)
+	}
+}
