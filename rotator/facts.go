@@ -46,7 +46,7 @@ func completedBefore(rec vault.Record) bool {
 // and makes no other: I6). The leaked-secret -once trusts no clock here: a
 // staged_at written by a clock running ahead must not make an older
 // rotation look new (simulation seed 968).
-func (st *run) satisfied(rec vault.Record, now time.Time, margin time.Duration) bool {
+func (st known) satisfied(rec vault.Record, now time.Time, margin time.Duration) bool {
 	// An aborted rotation is no rotation: abort clears staged_at.
 	if rec.Phase != vault.PhaseStable || rec.RotationID == "" || rec.StagedAt.IsZero() {
 		return false
@@ -64,7 +64,7 @@ func (st *run) satisfied(rec vault.Record, now time.Time, margin time.Duration) 
 // rotation must start at once), or any grace, not its own, that would keep
 // the leaked secret accepted past the operator's deadline (its start plus
 // its grace).
-func (st *run) incident(rec vault.Record, now time.Time) bool {
+func (st known) incident(rec vault.Record, now time.Time) bool {
 	t := st.trig
 	if t.Reason != ReasonOnce || t.Grace <= 0 || t.Audit == nil || st.graceMine(rec) || !now.Before(rec.GraceUntil) {
 		return false
@@ -111,15 +111,8 @@ func stepErrorText(err error) string {
 	return s
 }
 
-// trusted is a time read from a record as a decision may use it: one later
-// than now plus the clock-skew margin was written by a clock running ahead
-// and is taken as now (for max_age, -once and the alerts).
-func (r *Rotator) trusted(t, now time.Time) time.Time {
-	if t.After(now.Add(r.opt.ClockSkewMargin)) {
-		return now
-	}
-	return t
-}
+// trusted is trustedAt with this rotator's clock-skew margin.
+func (r *Rotator) trusted(t, now time.Time) time.Time { return trustedAt(t, now, r.opt.ClockSkewMargin) }
 
 // checkFuture logs and counts the record's times that lie in the future
 // beyond the clock-skew margin (a host whose clock runs ahead wrote them).
@@ -143,7 +136,7 @@ func (r *Rotator) checkFuture(c *Client, rec vault.Record) {
 // token and the very time it vouches for, so that a grace_until moved by
 // anyone else afterwards (an operator's `vault kv patch`, which leaves
 // grace_by alone) is no longer this run's.
-func (st *run) stamp(t time.Time) string {
+func (st known) stamp(t time.Time) string {
 	return st.token + "@" + t.UTC().Format(time.RFC3339Nano)
 }
 
@@ -155,7 +148,7 @@ func (st *run) stamp(t time.Time) string {
 // recognised is like another process's: its grace_until gets the margin
 // (simulation seed 10561: the overlap write landed 2.4s late, unnoticed,
 // and the run dropped at its own grace_until).
-func (st *run) graceMine(rec vault.Record) bool {
+func (st known) graceMine(rec vault.Record) bool {
 	return rec.GraceBy != "" && rec.GraceBy == st.stamp(rec.GraceUntil) && rec.GraceBy == st.graceOwn
 }
 

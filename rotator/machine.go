@@ -22,9 +22,10 @@ import (
 // since every decision starts from the record just read, and what another
 // process did is learnt from the record (a version this run did not write).
 type run struct {
-	c    *Client
-	trig Trigger
-	bo   *backoff.Backoff
+	// known is what a decision reads of this run (decide.go).
+	known
+	c  *Client
+	bo *backoff.Backoff
 
 	failingSince time.Time // first failure of the current step
 	// mine is the record version this run last wrote (or recognised as
@@ -46,35 +47,13 @@ type run struct {
 	// whose outcome is unknown: if the rotation moves on, that request may
 	// still land late.
 	unanswered map[string]vault.Phase
-	// token names this run in the record's grace_by: a grace_until this
-	// run wrote is read against this run's own clock; any other waits
-	// ClockSkewMargin more (a restarted process may run on another host).
-	token string
 	// seedAnchor is the created_time of the first version read of a record
 	// with no rotated_at and no seeded_at; the next write records it as
 	// seeded_at (a fact from Vault's metadata, carried into the record).
 	seedAnchor time.Time
-	// firstID is the rotation_id of the first record this run saw
-	// (firstSeen): an input of a -once, like its trigger time. The secret
-	// current then is the one the operator wants gone: the -once is
-	// satisfied only by a completed rotation with another id.
-	firstID   string
-	firstSeen bool
-	// graceOwn is the grace_by of the last grace_until this run wrote and
-	// knows landed (graceMine): what it knows of its own write, never a
-	// reason to skip anything another process would do.
-	graceOwn string
-	// reassert, when set, is why the set the record implies must be sent
-	// to Affix again before anything else (ReassertStale or
-	// ReassertReconcile); steal allows taking a live lease for it.
-	reassert string
-	steal    bool
 	// stopAfterAssert ends the run once the set is re-asserted (an
 	// operator action that hands the rotation back to the daemon).
 	stopAfterAssert bool
-	// verify: the action's request was confirmed; the next read decides
-	// whether another process wrote after it (re-assert) or not (stop).
-	verify bool
 	// effect is the record version a request of this run was sent from
 	// whose effect on Affix no write of this run has yet built on (a 200,
 	// or no answer); -1 when none. If another process writes the record
@@ -82,14 +61,14 @@ type run struct {
 	effect int
 	// effectSet is what that request sent.
 	effectSet []secret.Value
-	// assertedAt is when Affix last confirmed a set this run sent; late
-	// says the last request's answer (or lack of one) came after the lease
-	// it was sent under had ended.
-	assertedAt time.Time
-	late       bool
 	// posted is the record version whose step request Affix confirmed, so a
 	// failed Vault write is retried without sending the request again.
 	posted int
+	// late says the last request's answer (or lack of one) came after the
+	// lease it was sent under had ended.
+	late bool
+	// lateAt is when the slow overlap write of lateID returned.
+	lateAt time.Time
 	// rejected is the record version whose staging Affix definitely rejected.
 	rejected    int
 	rejectedErr error
@@ -112,13 +91,6 @@ type run struct {
 	// seen is the last record read or written (for Outcome.RotatedAt).
 	seen    vault.Record
 	seenVer int
-	// lateID is a rotation whose new secret this run made current later
-	// than the grace_until it wrote assumed (the write took longer than
-	// maxLateCurrent: a paused process, a slow Vault); lateAt is when the
-	// write returned. awaitGrace moves grace_until so that the consumers
-	// get the whole grace from then.
-	lateID string
-	lateAt time.Time
 	// claimDenied: Vault refused this run's reconcile claim (a policy
 	// without "patch" on the metadata path); it reconciles under the
 	// record's lease instead (the protocol from before the claim).
@@ -164,9 +136,10 @@ func (r *Rotator) Rotate(ctx context.Context, c *Client, trig Trigger) (Outcome,
 }
 
 func (r *Rotator) newRun(c *Client, trig Trigger) *run {
-	st := &run{c: c, trig: trig, mine: -1, posted: -1, rejected: -1, seenVer: -1, effect: -1, token: newRotationID(),
+	st := &run{known: known{trig: trig, token: newRotationID(), assertedAt: r.assertedSince(c.Name, r.clock.Now())},
+		c: c, mine: -1, posted: -1, rejected: -1, seenVer: -1, effect: -1,
 		shared: map[string]bool{}, unknown: map[string]bool{}, unanswered: map[string]vault.Phase{},
-		assertedAt: r.assertedSince(c.Name, r.clock.Now()), bo: backoff.New(r.opt.RetryInitial, r.opt.RetryMax, r.newRand())}
+		bo: backoff.New(r.opt.RetryInitial, r.opt.RetryMax, r.newRand())}
 	if trig.Reason == ReasonReconcile {
 		st.reassert = ReassertReconcile
 	}
@@ -275,107 +248,59 @@ func (r *Rotator) release(ctx context.Context, st *run) {
 	}
 }
 
-// step reads the record (or takes the one this run just wrote) and takes at
-// most one transition.
+// step reads the record (or takes the one this run just wrote), notes what
+// the read says of this run's own requests and writes, lets decide choose
+// the move, and makes it: at most one transition.
 func (r *Rotator) step(ctx context.Context, st *run) decision {
 	c := st.c
 	fresh := st.wrote == nil
 	rec, ver, err := r.current(ctx, st)
 	now := r.clock.Now()
-	if err != nil {
-		var me *vault.MalformedError
-		switch {
-		case errors.Is(err, vault.ErrNotFound) && c.Bootstrap && ver == 0 && st.trig.Reason == ReasonOnce:
-			// Posting [new] alone drops whatever Affix accepts: only an
-			// operator's explicit -once does it, never a daemon (a path
-			// whose metadata was deleted looks brand-new to Vault).
-			return r.stage(ctx, st, vault.Record{}, ver, now)
-		case errors.Is(err, vault.ErrNotFound) && c.Bootstrap && ver == 0:
-			return r.fail(st, vault.Record{}, fmt.Errorf("%w; bootstrap is on, but only an operator's one-shot run creates the record, since it makes Affix drop whatever secret it accepts now: run `affix-rotator -config <file> -once -client %s` once for a brand-new Affix client", err, c.Name))
-		case errors.Is(err, vault.ErrNotFound) && ver > 0:
-			return r.fail(st, vault.Record{}, fmt.Errorf("%w; its latest version (%d) was deleted, so this is not a brand-new client: restore it with `vault kv undelete -versions=%d` or `vault kv rollback`, never by bootstrapping (that would drop the secret Affix accepts)", err, ver, ver))
-		case errors.Is(err, vault.ErrNotFound), errors.As(err, &me):
-			return r.fail(st, vault.Record{}, err)
-		default:
-			return r.retry(st, vault.Record{Phase: vault.PhaseStable}, err)
+	if err == nil {
+		if fresh && ver == st.effect {
+			// Read after the answer, and nobody wrote since the request was
+			// sent: whatever moves the record later comes after it.
+			st.effect = -1
 		}
-	}
-	if fresh && ver == st.effect {
-		// Read after the answer, and nobody wrote since the request was
-		// sent: whatever moves the record later comes after it.
-		st.effect = -1
-	}
-	if fresh && ver != st.mine {
-		if d, ok := r.otherVersion(st, rec, ver); ok {
-			return d
+		if fresh && ver != st.mine {
+			if d, ok := r.otherVersion(st, rec, ver); ok {
+				return d
+			}
 		}
+		r.observe(st, rec, ver)
 	}
-	r.observe(st, rec, ver)
-
-	if st.verify && st.reassert == "" && rec.Phase != vault.PhaseStaged {
-		return decision{done: true} // an action's request, checked by a read after it
-	}
-	if rec.Phase == vault.PhaseOverlap && st.incident(rec, now) {
+	ch := decide(rec, ver, err, now, r.policy(c), st.known)
+	st.reassert, st.steal = ch.reassert, ch.steal
+	switch ch.move {
+	case moveFail:
+		return r.fail(st, rec, ch.err)
+	case moveRetry:
+		return r.retry(st, vault.Record{Phase: vault.PhaseStable}, ch.err)
+	case moveBootstrap:
+		return r.stage(ctx, st, vault.Record{}, ver, now)
+	case moveDone:
+		return decision{done: true, outcome: ch.outcome}
+	case moveIncident:
 		return r.endGraceForIncident(ctx, st, rec, ver, now)
-	}
-	if rec.LeaseOwner != "" && rec.LeaseOwner != r.opt.InstanceID && now.Before(rec.LeaseUntil) && rec.Phase == vault.PhaseOverlap &&
-		now.Before(rec.GraceUntil) && r.opt.ReconcileInterval > 0 && now.Sub(st.assertedAt) >= r.opt.ReconcileInterval {
-		// Following another process's grace for a whole reconcile
-		// interval (counted across runs: assertedSince): that process
-		// may be frozen, and drift must not last longer than the interval. Taking its lease is safe in overlap
-		// (it is only waiting) and it follows us from its next read. Not
-		// once the grace is over: the holder is dropping the old secret
-		// then, and its lease ends soon.
-		if st.reassert == "" {
-			st.reassert = ReassertReconcile
-		}
-		st.steal = true
-	}
-	if rec.LeaseOwner != "" && rec.LeaseOwner != r.opt.InstanceID && now.Before(rec.LeaseUntil) && !(st.steal && rec.Phase != vault.PhaseStaged) {
+	case moveFollow:
 		if st.followed != rec.RotationID {
 			r.log.Info("another process is driving this rotation; waiting for it", append(fields(c, rec), zap.String("lease_owner", rec.LeaseOwner), zap.Time("lease_until", rec.LeaseUntil))...)
 		}
 		st.followed = rec.RotationID
-		// Look again every FollowInterval, and in overlap at least every
-		// RereadInterval and just after grace_until; never past the lease.
-		next := r.opt.FollowInterval
-		if rec.Phase == vault.PhaseOverlap && rec.GraceUntil.After(now) {
-			next = min(rec.GraceUntil.Sub(now)+time.Second, r.opt.RereadInterval)
-		}
-		wait := min(rec.LeaseUntil.Sub(now), next)
-		why := fmt.Sprintf("rotation driven by %s (lease until %s)", rec.LeaseOwner, rec.LeaseUntil.UTC().Format(time.RFC3339))
-		r.status.waiting(c.Name, why)
-		return decision{wait: wait, progress: &Progress{Client: c.Name, Phase: rec.Phase, RotationID: rec.RotationID, GraceUntil: rec.GraceUntil, Now: now, Waiting: why}}
-	}
-	if st.reassert != "" && rec.Phase != vault.PhaseStaged {
+		r.status.waiting(c.Name, ch.why)
+		return decision{wait: ch.wait, progress: &Progress{Client: c.Name, Phase: rec.Phase, RotationID: rec.RotationID, GraceUntil: rec.GraceUntil, Now: now, Waiting: ch.why}}
+	case moveReassert:
 		return r.reassertSet(ctx, st, rec, ver, now)
-	}
-
-	switch rec.Phase {
-	case vault.PhaseStable:
-		rotatedAt := r.trusted(rec.RotatedAt, now)
-		if st.trig.Reason == ReasonOnce && !st.satisfied(rec, now, r.opt.ClockSkewMargin) || st.trig.Reason != ReasonOnce && st.trig.wantsNew(rotatedAt, now) {
-			return r.stage(ctx, st, rec, ver, now)
-		}
-		if st.trig.Reason == ReasonOnce || (st.trig.Reason == ReasonSchedule || st.trig.Reason == ReasonAction) && !rotatedAt.Before(st.trig.Time) {
-			// Someone else (a replica, the daemon while -once waited)
-			// completed a rotation after the trigger: it is satisfied.
-			return decision{done: true, outcome: Outcome{Result: ResultSuccess, RotationID: rec.RotationID, ByOther: true}}
-		}
-		return decision{done: true}
-	case vault.PhaseStaged:
+	case moveStage:
+		return r.stage(ctx, st, rec, ver, now)
+	case moveConfirm:
 		return r.confirm(ctx, st, rec, ver, now)
-	case vault.PhaseOverlap:
-		dropAt := rec.GraceUntil
-		if !st.graceMine(rec) {
-			dropAt = dropAt.Add(r.opt.ClockSkewMargin)
-		}
-		if now.Before(dropAt) || st.lateID == rec.RotationID {
-			return r.awaitGrace(ctx, st, rec, ver, now, dropAt)
-		}
+	case moveAwaitGrace:
+		return r.awaitGrace(ctx, st, rec, ver, now, ch.dropAt)
+	case moveFinish:
 		return r.finish(ctx, st, rec, ver, now)
 	}
-	return r.fail(st, rec, fmt.Errorf("rotator: unknown phase %q", rec.Phase))
+	return r.fail(st, rec, fmt.Errorf("rotator: no step for move %s", ch.move))
 }
 
 // otherVersion handles a record version this run did not (knowingly)
