@@ -112,7 +112,9 @@ func stepErrorText(err error) string {
 }
 
 // trusted is trustedAt with this rotator's clock-skew margin.
-func (r *Rotator) trusted(t, now time.Time) time.Time { return trustedAt(t, now, r.opt.ClockSkewMargin) }
+func (r *Rotator) trusted(t, now time.Time) time.Time {
+	return trustedAt(t, now, r.opt.ClockSkewMargin)
+}
 
 // checkFuture logs and counts the record's times that lie in the future
 // beyond the clock-skew margin (a host whose clock runs ahead wrote them).
