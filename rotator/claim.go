@@ -45,13 +45,13 @@ func (r *Rotator) writeRecord(ctx context.Context, path string, next vault.Recor
 // under a reconcile claim instead of the record's lease: claim, read the
 // record again, and send only if nobody moved it meanwhile. A process that
 // moves the record out of stable learns of the claim from its own write's
-// answer and waits it out (awaitClaim), so the two requests never cross.
+// answer and waits it out (postGate), so the two requests never cross.
 // Nothing is written to the record: a stable client's reconcile adds no KV
 // version, and the history -reaccept-previous needs stays within
 // max_versions.
 func (r *Rotator) reconcileStable(ctx context.Context, st *run, cs claimStore, rec vault.Record, ver int, now time.Time) decision {
-	if d, ok := r.honourFloor(st, rec, now); !ok {
-		return d
+	if now.Before(rec.RetryNotBefore) {
+		return r.waitFor(st, rec, now, rec.RetryNotBefore.Sub(now), fmt.Sprintf("affix asked to wait until %s (Retry-After)", rec.RetryNotBefore.UTC().Format(time.RFC3339)))
 	}
 	claim := vault.Claim{Owner: st.claimant(r.opt.InstanceID), Until: now.Add(r.claimSpan())}
 	if err := cs.Claim(ctx, st.c.VaultPath, claim); err != nil {
@@ -94,24 +94,4 @@ func (r *Rotator) reconcileStable(ctx context.Context, st *run, cs claimStore, r
 	}
 	r.log.Debug("reconciled: affix was sent the set the record implies (under a reconcile claim; the record is unchanged)", fields(st.c, rec)...)
 	return decision{done: true}
-}
-
-// awaitClaim holds back a request from a record this run wrote out of
-// stable (a staging, an operator's reaccept-previous) while a reconcile
-// claim of another run, found by that write, may still have its request in
-// flight: the claimant read the record before the write, so its [current]
-// could otherwise land after ours. It waits until the claim's end plus
-// ClockSkewMargin (the claim is on the claimant's clock).
-func (r *Rotator) awaitClaim(st *run, rec vault.Record, now time.Time) (decision, bool) {
-	c := rec.Reconcile
-	if c.IsZero() || c.Owner == st.claimant(r.opt.InstanceID) {
-		return decision{}, true
-	}
-	end := c.Until.Add(r.opt.ClockSkewMargin)
-	if !now.Before(end) {
-		return decision{}, true
-	}
-	why := fmt.Sprintf("a reconcile request of %s may be in flight (claimed until %s)", c.Owner, c.Until.UTC().Format(time.RFC3339))
-	r.status.waiting(st.c.Name, why)
-	return decision{wait: end.Sub(now), progress: &Progress{Client: st.c.Name, Phase: rec.Phase, RotationID: rec.RotationID, GraceUntil: rec.GraceUntil, Now: now, Waiting: why}}, false
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/affix-rotator/affix-rotator/affix"
 	"github.com/affix-rotator/affix-rotator/vault"
 )
 
@@ -55,11 +56,20 @@ type policy struct {
 	reconcile time.Duration // rotation.reconcile_interval (0: never)
 	reread    time.Duration // rotation.reread_interval
 	follow    time.Duration // how long to wait on another's lease at most
+	lease     time.Duration // rotation.lease_duration
+	request   time.Duration // the Affix request timeout
 }
+
+// leaseSpan is how long a lease taken or extended lasts.
+func (p policy) leaseSpan() time.Duration { return max(p.lease, 3*p.request) }
+
+// minLeft is the lease time a request needs left before it is sent.
+func (p policy) minLeft() time.Duration { return max(p.lease/2, 2*p.request) }
 
 func (r *Rotator) policy(c *Client) policy {
 	return policy{client: c.Name, instance: r.opt.InstanceID, bootstrap: c.Bootstrap, margin: r.opt.ClockSkewMargin,
-		reconcile: r.opt.ReconcileInterval, reread: r.opt.RereadInterval, follow: r.opt.FollowInterval}
+		reconcile: r.opt.ReconcileInterval, reread: r.opt.RereadInterval, follow: r.opt.FollowInterval,
+		lease: r.opt.LeaseDuration, request: r.opt.RequestTimeout}
 }
 
 // move is what a step does next.
@@ -200,4 +210,91 @@ func trustedAt(t, now time.Time, margin time.Duration) time.Time {
 		return now
 	}
 	return t
+}
+
+// gate says whether a run may send a request from rec now, and if not,
+// the one thing to do first.
+type gate struct {
+	ok    bool
+	lease *vault.Record // take or extend the lease (a write), then look again
+	wait  time.Duration // wait out a 429's floor or another run's reconcile claim
+	why   string
+}
+
+// postGate is the rule before every request from the record's lease (pure):
+// this process holds the lease, at a version it wrote itself (mine), with
+// more than minLeft to run, so that another process sharing its instance
+// id (a restarted pod whose predecessor is frozen, not dead) never acts on
+// the same lease unnoticed; no 429 floor recorded by any process is in
+// force; and, with checkClaim (a record this run moved out of stable), no
+// reconcile claim of another run, returned by that write, may still have
+// its request in flight (claim.go): it waits until the claim's end plus
+// the clock-skew margin.
+func postGate(rec vault.Record, ver, mine int, now time.Time, p policy, claimant string, checkClaim bool) gate {
+	if rec.LeaseOwner != p.instance || mine != ver || rec.LeaseUntil.Sub(now) < p.minLeft() {
+		next := rec
+		next.LeaseOwner, next.LeaseUntil = p.instance, laterOf(rec.LeaseUntil, now.Add(p.leaseSpan()))
+		if rec.LeaseOwner != p.instance {
+			next.LeaseUntil = now.Add(p.leaseSpan())
+		}
+		return gate{lease: &next}
+	}
+	if now.Before(rec.RetryNotBefore) {
+		return gate{wait: rec.RetryNotBefore.Sub(now), why: fmt.Sprintf("affix asked to wait until %s (Retry-After)", rec.RetryNotBefore.UTC().Format(time.RFC3339))}
+	}
+	if c := rec.Reconcile; checkClaim && !c.IsZero() && c.Owner != claimant && now.Before(c.Until.Add(p.margin)) {
+		return gate{wait: c.Until.Add(p.margin).Sub(now), why: fmt.Sprintf("a reconcile request of %s may be in flight (claimed until %s)", c.Owner, c.Until.UTC().Format(time.RFC3339))}
+	}
+	return gate{ok: true}
+}
+
+// answer is what a staging's request [new, current] leads to.
+type answer int
+
+const (
+	answerConfirmed  answer = iota // Affix accepts [new, current]: make new current
+	answerAbort                    // definitely rejected, and nothing carrying new can have landed: abort
+	answerKeepStaged               // definitely rejected, but a request carrying new may have landed: keep staged, loudly
+	answerRetry                    // unknown, a 429, a 5xx, a set other than the one sent: back off and send again
+)
+
+// verdict is confirmVerdict's answer.
+type verdict struct {
+	next answer
+	// mayHold: Affix may hold the new secret from now on, so no later
+	// rejection may discard it.
+	mayHold bool
+}
+
+// confirmVerdict is what the answer err to a staging's request means
+// (pure): mayHaveApplied says an earlier request carrying the new secret
+// (this run's, or one of the process whose staged version this run saw)
+// may have been applied; shared, that another process wrote the staged
+// record since this run staged it.
+func confirmVerdict(err error, rec vault.Record, mayHaveApplied, shared bool) verdict {
+	var mm *affix.MismatchError
+	switch {
+	case err == nil:
+		return verdict{next: answerConfirmed, mayHold: true}
+	case errors.As(err, &mm):
+		// Affix applied something other than what was sent; its answer
+		// is its state now. Abort only if that keeps the current secret
+		// and holds no trace of the new one; otherwise send [new, current]
+		// again.
+		if !rec.ClientSecret.IsZero() && mm.Contains(1) && !mm.Contains(0) && !shared {
+			return verdict{next: answerAbort}
+		}
+		return verdict{next: answerRetry, mayHold: true}
+	case affix.Definite(err):
+		if mayHaveApplied || rec.ClientSecret.IsZero() {
+			// Dropping the new secret from Vault could leave Affix
+			// accepting a secret nobody records (I2). A bootstrap has
+			// nothing to fall back to.
+			return verdict{next: answerKeepStaged}
+		}
+		return verdict{next: answerAbort}
+	}
+	// A 429, or a request that never left, cannot have been applied;
+	// anything else (5xx, no answer) may have been.
+	return verdict{next: answerRetry, mayHold: affix.StatusLabel(err) != "429" && !errors.Is(err, affix.ErrNotSent)}
 }

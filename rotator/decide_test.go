@@ -1,11 +1,14 @@
 package rotator
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/affix-rotator/affix-rotator/affix"
+	"github.com/affix-rotator/affix-rotator/internal/secret"
 	"github.com/affix-rotator/affix-rotator/vault"
 )
 
@@ -165,5 +168,88 @@ func dropsAt(t time.Time) func(choice) error {
 			return fmt.Errorf("drops at %s, want %s", c.dropAt, t)
 		}
 		return nil
+	}
+}
+
+// TestPostGate pins the rule before every request under the lease.
+func TestPostGate(t *testing.T) {
+	now := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	p := policy{instance: "me", margin: 30 * time.Second, lease: time.Minute, request: 5 * time.Second}
+	leased := vault.Record{Phase: vault.PhaseStaged, LeaseOwner: "me", LeaseUntil: now.Add(time.Minute)}
+	with := func(f func(*vault.Record)) vault.Record { r := leased; f(&r); return r }
+	claim := func(owner string, until time.Time) vault.Record {
+		return with(func(r *vault.Record) { r.Reconcile = vault.Claim{Owner: owner, Until: until} })
+	}
+	rows := []struct {
+		name       string
+		rec        vault.Record
+		mine       int
+		checkClaim bool
+		ok         bool
+		leaseUntil time.Time // a lease write until then
+		wait       time.Duration
+	}{
+		{name: "own lease, own version, time left: send", rec: leased, mine: 4, ok: true},
+		{name: "another's expired lease: take it for a whole span", rec: with(func(r *vault.Record) { r.LeaseOwner, r.LeaseUntil = "other", now.Add(-time.Second) }), mine: 4, leaseUntil: now.Add(time.Minute)},
+		{name: "own instance id at a version this run did not write (a frozen namesake): write first", rec: leased, mine: 3, leaseUntil: now.Add(time.Minute)},
+		{name: "own lease too short for a request: extend it", rec: with(func(r *vault.Record) { r.LeaseUntil = now.Add(20 * time.Second) }), mine: 4, leaseUntil: now.Add(time.Minute)},
+		{name: "own long lease (a grace) is never shortened by an extension", rec: with(func(r *vault.Record) { r.LeaseUntil = now.Add(time.Hour) }), mine: 3, leaseUntil: now.Add(time.Hour)},
+		{name: "a 429's floor in force: wait it out", rec: with(func(r *vault.Record) { r.RetryNotBefore = now.Add(7 * time.Second) }), mine: 4, wait: 7 * time.Second},
+		{name: "another run's live reconcile claim, record moved out of stable by this run: wait until its end plus the margin", rec: claim("pod-b/x", now.Add(10*time.Second)), mine: 4, checkClaim: true, wait: 40 * time.Second},
+		{name: "a claim past its end but within the margin: still wait", rec: claim("pod-b/x", now.Add(-10*time.Second)), mine: 4, checkClaim: true, wait: 20 * time.Second},
+		{name: "a claim past its end plus the margin: send", rec: claim("pod-b/x", now.Add(-31*time.Second)), mine: 4, checkClaim: true, ok: true},
+		{name: "this run's own claim: send", rec: claim("me/tok", now.Add(10*time.Second)), mine: 4, checkClaim: true, ok: true},
+		{name: "a claim, where no claim can race (overlap, finishing): send", rec: claim("pod-b/x", now.Add(10*time.Second)), mine: 4, ok: true},
+	}
+	for _, row := range rows {
+		t.Run(row.name, func(t *testing.T) {
+			g := postGate(row.rec, 4, row.mine, now, p, "me/tok", row.checkClaim)
+			switch {
+			case g.ok != row.ok:
+				t.Fatalf("ok %v, want %v (%+v)", g.ok, row.ok, g)
+			case row.leaseUntil.IsZero() != (g.lease == nil):
+				t.Fatalf("lease write %v, want one until %s", g.lease, row.leaseUntil)
+			case g.lease != nil && (g.lease.LeaseOwner != "me" || !g.lease.LeaseUntil.Equal(row.leaseUntil)):
+				t.Fatalf("lease write %s until %s, want me until %s", g.lease.LeaseOwner, g.lease.LeaseUntil, row.leaseUntil)
+			case g.wait != row.wait:
+				t.Fatalf("wait %s, want %s (%s)", g.wait, row.wait, g.why)
+			}
+		})
+	}
+}
+
+// TestConfirmVerdict pins what the answer to a staging's [new, current]
+// leads to: abort only when Affix definitely refused and no request
+// carrying the new secret can have been applied.
+func TestConfirmVerdict(t *testing.T) {
+	rotating := vault.Record{Phase: vault.PhaseStaged, ClientSecret: secret.New("current"), PendingClientSecret: secret.New("new")}
+	bootstrap := vault.Record{Phase: vault.PhaseStaged, PendingClientSecret: secret.New("new")}
+	unauthorized := &affix.APIError{StatusCode: 401}
+	rows := []struct {
+		name           string
+		err            error
+		rec            vault.Record
+		mayHaveApplied bool
+		shared         bool
+		want           verdict
+	}{
+		{"confirmed", nil, rotating, false, false, verdict{next: answerConfirmed, mayHold: true}},
+		{"401, the only request carrying new was this one: abort", unauthorized, rotating, false, false, verdict{next: answerAbort}},
+		{"401 after an earlier request that may have landed: keep staged", unauthorized, rotating, true, false, verdict{next: answerKeepStaged}},
+		{"422 on a bootstrap: nothing to fall back to, keep staged", &affix.APIError{StatusCode: 422}, bootstrap, false, false, verdict{next: answerKeepStaged}},
+		{"Affix kept [current] only: abort", &affix.MismatchError{Sent: 2, Got: 1, Included: []int{1}}, rotating, false, false, verdict{next: answerAbort}},
+		{"Affix kept [current] only, but another process wrote the staging since: send again", &affix.MismatchError{Sent: 2, Got: 1, Included: []int{1}}, rotating, false, true, verdict{next: answerRetry, mayHold: true}},
+		{"Affix kept [new] only: send again (it holds new)", &affix.MismatchError{Sent: 2, Got: 1, Included: []int{0}}, rotating, false, false, verdict{next: answerRetry, mayHold: true}},
+		{"500: may have been applied", &affix.APIError{StatusCode: 500}, rotating, false, false, verdict{next: answerRetry, mayHold: true}},
+		{"no answer: may have been applied", errors.New("read tcp: connection reset"), rotating, false, false, verdict{next: answerRetry, mayHold: true}},
+		{"429: not applied", &affix.APIError{StatusCode: 429}, rotating, false, false, verdict{next: answerRetry}},
+		{"never sent: not applied", fmt.Errorf("%w: dial refused", affix.ErrNotSent), rotating, false, false, verdict{next: answerRetry}},
+	}
+	for _, row := range rows {
+		t.Run(row.name, func(t *testing.T) {
+			if got := confirmVerdict(row.err, row.rec, row.mayHaveApplied, row.shared); got != row.want {
+				t.Fatalf("%+v, want %+v", got, row.want)
+			}
+		})
 	}
 }

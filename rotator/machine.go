@@ -287,8 +287,7 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 			r.log.Info("another process is driving this rotation; waiting for it", append(fields(c, rec), zap.String("lease_owner", rec.LeaseOwner), zap.Time("lease_until", rec.LeaseUntil))...)
 		}
 		st.followed = rec.RotationID
-		r.status.waiting(c.Name, ch.why)
-		return decision{wait: ch.wait, progress: &Progress{Client: c.Name, Phase: rec.Phase, RotationID: rec.RotationID, GraceUntil: rec.GraceUntil, Now: now, Waiting: ch.why}}
+		return r.waitFor(st, rec, now, ch.wait, ch.why)
 	case moveReassert:
 		return r.reassertSet(ctx, st, rec, ver, now)
 	case moveStage:
@@ -419,20 +418,8 @@ func (r *Rotator) stage(ctx context.Context, st *run, rec vault.Record, ver int,
 	if err != nil {
 		return r.fail(st, rec, err)
 	}
-	next := rec
-	next.Phase = vault.PhaseStaged
-	next.PendingClientSecret = pending
-	next.RotationID = newRotationID()
-	next.StagedAt = now
-	next.GracePeriod = st.c.GracePeriod
-	if st.trig.Grace > 0 {
-		next.GracePeriod = st.trig.Grace
-	}
-	next.GraceBy = ""
-	next.LastError, next.StepError, next.FailingSince = "", "", time.Time{}
-	next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, now.Add(r.leaseSpan())
+	next := stagedRecord(rec, pending, newRotationID(), now, r.policy(st.c), st.c.GracePeriod, st.trig)
 	if a := st.trig.Audit; a != nil {
-		next.LastAction = &vault.Action{Action: ActionRotate, By: a.By, Reason: a.Reason, At: now, RotationID: next.RotationID}
 		r.log.Info("operator action", append(fields(st.c, next), zap.String("action", ActionRotate), zap.String("by", a.By), zap.String("reason", a.Reason), zap.Duration("grace_period", next.GracePeriod))...)
 	}
 	return r.transition(ctx, st, rec, next, ver, func() decision {
@@ -462,10 +449,7 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 	if st.rejected == ver {
 		return r.abort(ctx, st, rec, ver, st.rejectedErr)
 	}
-	if d, ok := r.mayPost(ctx, st, rec, ver, now); !ok {
-		return d
-	}
-	if d, ok := r.awaitClaim(st, rec, now); !ok && st.posted != ver {
+	if d, ok := r.mayPost(ctx, st, rec, ver, now, st.posted != ver); !ok {
 		return d
 	}
 	if st.posted != ver {
@@ -477,83 +461,42 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 		if ctx.Err() != nil {
 			return decision{done: true, err: ctx.Err()}
 		}
-		var mm *affix.MismatchError
-		switch {
-		case errors.Is(err, errLeaseShort):
+		if errors.Is(err, errLeaseShort) {
 			return again
-		case err == nil:
-			// Affix accepts the new secret now: from here on, no later
+		}
+		v := confirmVerdict(err, rec, st.mayHaveApplied(rec), st.shared[rec.RotationID])
+		if v.mayHold {
+			// Affix may hold the new secret now: from here on, no later
 			// rejection may discard it (found by the simulation, seed 816:
-			// a CAS race after this 200 made the step re-run and a 401
-			// then aborted, leaving Affix accepting a secret Vault dropped).
+			// a CAS race after a 200 made the step re-run and a 401 then
+			// aborted, leaving Affix accepting a secret Vault dropped).
 			st.unknown[rec.RotationID] = true
-			st.posted = ver
-			if !st.late { // [new, old] is what the record will imply
-				st.reassert, st.steal = "", false
-			}
-			if resp.ClientID != "" {
-				rec.ClientID = resp.ClientID
-			}
-		case errors.As(err, &mm):
-			// Affix applied something other than what we sent; its answer
-			// is its state now. Abort only if that keeps the current secret
-			// and holds no trace of the new one; otherwise send [new, old]
-			// again.
-			if !rec.ClientSecret.IsZero() && mm.Contains(1) && !mm.Contains(0) && !st.shared[rec.RotationID] {
-				return r.rejectedBy(ctx, st, rec, ver, err)
-			}
-			st.unknown[rec.RotationID] = true
-			return r.backoff(ctx, st, rec, ver, err)
-		case affix.Definite(err):
-			if st.mayHaveApplied(rec) || rec.ClientSecret.IsZero() {
-				// A request carrying the new secret may have been applied
-				// (an earlier one of ours, or one of the process whose
-				// version we saw): dropping it from Vault could leave Affix
-				// accepting a secret nobody records (I2). Keep it staged.
-				r.log.Error(keyNote(err)+"affix refused the update, but an earlier request carrying the new secret may have been applied; keeping the rotation staged (fix the cause; it resumes)", append(fields(c, rec), zap.Error(err))...)
-				return r.backoff(ctx, st, rec, ver, err)
-			}
+		}
+		switch v.next {
+		case answerAbort:
 			return r.rejectedBy(ctx, st, rec, ver, err)
-		default:
-			// A 429, or a request that never left, cannot have been
-			// applied; anything else (5xx, no answer) may have been.
-			if affix.StatusLabel(err) != "429" && !errors.Is(err, affix.ErrNotSent) {
-				st.unknown[rec.RotationID] = true
-			}
+		case answerKeepStaged:
+			r.log.Error(keyNote(err)+"affix refused the update, but an earlier request carrying the new secret may have been applied; keeping the rotation staged (fix the cause; it resumes)", append(fields(c, rec), zap.Error(err))...)
 			return r.backoff(ctx, st, rec, ver, err)
+		case answerRetry:
+			return r.backoff(ctx, st, rec, ver, err)
+		}
+		st.posted = ver
+		if !st.late { // [new, old] is what the record will imply
+			st.reassert, st.steal = "", false
+		}
+		if resp.ClientID != "" {
+			rec.ClientID = resp.ClientID
 		}
 	}
 	// The grace runs from now, when the new secret is about to become
 	// current in Vault, not from before the request: a slow Affix must not
 	// shorten the consumers' grace (found by the chaos test).
 	now = r.clock.Now()
-	next := rec
-	next.PendingClientSecret = secret.Value{}
-	next.ClientSecret = rec.PendingClientSecret
-	next.LastError, next.StepError, next.FailingSince = "", "", time.Time{}
-	next.RetryNotBefore = futureOnly(rec.RetryNotBefore, now)
-	var msg string
-	if rec.ClientSecret.IsZero() { // bootstrap: nothing to overlap with
-		next.Phase = vault.PhaseStable
-		next.RotatedAt, next.RotatedID = now, rec.RotationID
-		next.GracePeriod = 0
-		next.LeaseOwner, next.LeaseUntil = "", time.Time{}
+	next := confirmedRecord(rec, now, r.policy(c), c.GracePeriod, st.known)
+	msg := "affix accepts [new, old]: new secret is current; grace period started"
+	if next.Phase == vault.PhaseStable {
 		msg = "bootstrap rotation complete: new secret is current"
-	} else {
-		next.Phase = vault.PhaseOverlap
-		next.PreviousClientSecret = rec.ClientSecret
-		grace := graceOf(rec, c)
-		if g := st.trig.Grace; g > 0 && g < grace && st.trig.Reason == ReasonOnce {
-			// The leaked-secret -once caps the grace of any rotation it
-			// confirms, its own or one it found staged (and the record
-			// says so).
-			grace = g
-			next.GracePeriod = g
-		}
-		next.GraceUntil = now.Add(grace)
-		next.GraceBy = st.stamp(next.GraceUntil)
-		next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, next.GraceUntil.Add(r.leaseSpan())
-		msg = "affix accepts [new, old]: new secret is current; grace period started"
 	}
 	return r.transition(ctx, st, rec, next, ver, func() decision {
 		if next.Phase == vault.PhaseOverlap {
@@ -624,7 +567,7 @@ func (r *Rotator) awaitGrace(ctx context.Context, st *run, rec vault.Record, ver
 // safe (Affix accepts both secrets) and is retried.
 func (r *Rotator) finish(ctx context.Context, st *run, rec vault.Record, ver int, now time.Time) decision {
 	c := st.c
-	if d, ok := r.mayPost(ctx, st, rec, ver, now); !ok {
+	if d, ok := r.mayPost(ctx, st, rec, ver, now, false); !ok {
 		return d
 	}
 	if st.posted != ver {
@@ -634,18 +577,7 @@ func (r *Rotator) finish(ctx context.Context, st *run, rec vault.Record, ver int
 		st.posted = ver
 	}
 	now = r.clock.Now() // rotated_at: when the old secret stopped working
-	next := rec
-	next.Phase = vault.PhaseStable
-	next.PreviousClientSecret = secret.Value{}
-	next.GraceUntil, next.GracePeriod, next.GraceBy = time.Time{}, 0, ""
-	if !completedBefore(rec) {
-		// Not the end of a grace an operator reopened: that rotation was
-		// completed before, and its rotated_at anchors the schedule.
-		next.RotatedAt, next.RotatedID = now, rec.RotationID
-	}
-	next.LeaseOwner, next.LeaseUntil = "", time.Time{}
-	next.LastError, next.StepError, next.FailingSince = "", "", time.Time{}
-	next.RetryNotBefore = futureOnly(rec.RetryNotBefore, now)
+	next := finishedRecord(rec, now)
 	return r.transition(ctx, st, rec, next, ver, func() decision {
 		r.log.Info("rotation complete: old secret dropped", fields(c, next)...)
 		r.progress(c, next, "")
@@ -668,14 +600,9 @@ func (r *Rotator) reassertSet(ctx context.Context, st *run, rec vault.Record, ve
 		(rec.LeaseOwner == "" || !now.Before(rec.LeaseUntil)) {
 		return r.reconcileStable(ctx, st, cs, rec, ver, now)
 	}
-	if d, ok := r.mayPost(ctx, st, rec, ver, now); !ok {
+	// An action's record may have left stable (-reaccept-previous).
+	if d, ok := r.mayPost(ctx, st, rec, ver, now, st.reassert == ReassertAction); !ok {
 		return d
-	}
-	if st.reassert == ReassertAction {
-		// An action's record may have left stable (-reaccept-previous).
-		if d, ok := r.awaitClaim(st, rec, now); !ok {
-			return d
-		}
 	}
 	set := []secret.Value{rec.ClientSecret}
 	if rec.Phase == vault.PhaseOverlap {
@@ -732,13 +659,7 @@ func (r *Rotator) rejectedBy(ctx context.Context, st *run, rec vault.Record, ver
 // abort: staged → stable with the old secret, after Affix definitely
 // rejected the new one. The pending secret is discarded.
 func (r *Rotator) abort(ctx context.Context, st *run, rec vault.Record, ver int, cause error) decision {
-	next := rec
-	next.Phase = vault.PhaseStable
-	next.PendingClientSecret = secret.Value{}
-	next.LeaseOwner, next.LeaseUntil = "", time.Time{}
-	// The aborted rotation satisfies no -once: it is not a staged one any more.
-	next.StagedAt, next.GracePeriod, next.StepError, next.FailingSince = time.Time{}, 0, "", time.Time{}
-	next.LastError = r.redact(fmt.Sprintf("rotation %s aborted at %s: %s%v", rec.RotationID, r.clock.Now().UTC().Format(time.RFC3339), keyNote(cause), cause))
+	next := abortedRecord(rec, r.redact(fmt.Sprintf("rotation %s aborted at %s: %s%v", rec.RotationID, r.clock.Now().UTC().Format(time.RFC3339), keyNote(cause), cause)))
 	return r.transition(ctx, st, rec, next, ver, func() decision {
 		msg := "rotation aborted: affix rejected the new secret; the old secret stays current"
 		if affix.StatusLabel(cause) == "401" {
@@ -775,37 +696,29 @@ func (r *Rotator) lostWrite(st *run, next vault.Record, ver int, err error, afte
 	}
 }
 
-// holdLease makes sure this process holds the record's lease, at a version
-// it wrote itself, for longer than one request can take; otherwise it takes
-// or extends the lease (one CAS write) and the step starts over. Posting
-// only from a version of its own means that another process sharing its
-// instance id (a restarted pod whose predecessor is frozen, not dead) can
-// never act on the same lease unnoticed.
-func (r *Rotator) holdLease(ctx context.Context, st *run, rec vault.Record, ver int, now time.Time) (decision, bool) {
-	minLeft := max(r.opt.LeaseDuration/2, 2*r.opt.RequestTimeout)
-	if rec.LeaseOwner == r.opt.InstanceID && st.mine == ver && rec.LeaseUntil.Sub(now) >= minLeft {
+// mayPost makes sure this process may send a request from rec now
+// (postGate): if not, it takes or extends the lease (one CAS write, and the
+// step starts over) or waits.
+func (r *Rotator) mayPost(ctx context.Context, st *run, rec vault.Record, ver int, now time.Time, checkClaim bool) (decision, bool) {
+	g := postGate(rec, ver, st.mine, now, r.policy(st.c), st.claimant(r.opt.InstanceID), checkClaim)
+	switch {
+	case g.ok:
 		return decision{}, true
+	case g.lease != nil:
+		return r.transition(ctx, st, rec, *g.lease, ver, func() decision {
+			if rec.LeaseOwner != r.opt.InstanceID && rec.LeaseOwner != "" {
+				r.log.Info("took over the rotation", append(fields(st.c, rec), zap.String("previous_owner", rec.LeaseOwner))...)
+			}
+			return again
+		}), false
 	}
-	next := rec
-	next.LeaseOwner, next.LeaseUntil = r.opt.InstanceID, laterOf(rec.LeaseUntil, now.Add(r.leaseSpan()))
-	if rec.LeaseOwner != r.opt.InstanceID {
-		next.LeaseUntil = now.Add(r.leaseSpan())
-	}
-	return r.transition(ctx, st, rec, next, ver, func() decision {
-		if rec.LeaseOwner != r.opt.InstanceID && rec.LeaseOwner != "" {
-			r.log.Info("took over the rotation", append(fields(st.c, rec), zap.String("previous_owner", rec.LeaseOwner))...)
-		}
-		return again
-	}), false
+	return r.waitFor(st, rec, now, g.wait, g.why), false
 }
 
-// mayPost makes sure this process may send a request from rec now: it
-// holds the lease at a version of its own, and no 429 floor is in force.
-func (r *Rotator) mayPost(ctx context.Context, st *run, rec vault.Record, ver int, now time.Time) (decision, bool) {
-	if d, ok := r.holdLease(ctx, st, rec, ver, now); !ok {
-		return d, false
-	}
-	return r.honourFloor(st, rec, now)
+// waitFor waits d for the reason why, saying so in /status and progress.
+func (r *Rotator) waitFor(st *run, rec vault.Record, now time.Time, d time.Duration, why string) decision {
+	r.status.waiting(st.c.Name, why)
+	return decision{wait: d, progress: &Progress{Client: st.c.Name, Phase: rec.Phase, RotationID: rec.RotationID, GraceUntil: rec.GraceUntil, Now: now, Waiting: why}}
 }
 
 // send posts secrets for a step whose every failure is retried (dropping
@@ -821,16 +734,6 @@ func (r *Rotator) send(ctx context.Context, st *run, rec vault.Record, ver int, 
 		return r.backoff(ctx, st, rec, ver, err), false
 	}
 	return decision{}, true
-}
-
-// honourFloor waits out a 429's floor recorded by any process.
-func (r *Rotator) honourFloor(st *run, rec vault.Record, now time.Time) (decision, bool) {
-	if !now.Before(rec.RetryNotBefore) {
-		return decision{}, true
-	}
-	why := fmt.Sprintf("affix asked to wait until %s (Retry-After)", rec.RetryNotBefore.UTC().Format(time.RFC3339))
-	r.status.waiting(st.c.Name, why)
-	return decision{wait: rec.RetryNotBefore.Sub(now), progress: &Progress{Client: st.c.Name, Phase: rec.Phase, RotationID: rec.RotationID, GraceUntil: rec.GraceUntil, Now: now, Waiting: why}}, false
 }
 
 // current returns the record this run just wrote, if any, or reads it.
@@ -864,7 +767,7 @@ func (r *Rotator) write(ctx context.Context, st *run, next vault.Record, ver int
 }
 
 func (r *Rotator) leaseSpan() time.Duration {
-	return max(r.opt.LeaseDuration, 3*r.opt.RequestTimeout)
+	return policy{lease: r.opt.LeaseDuration, request: r.opt.RequestTimeout}.leaseSpan()
 }
 
 // mayHaveApplied reports whether Affix may already hold rec's pending secret.
@@ -954,8 +857,7 @@ func (r *Rotator) backoff(ctx context.Context, st *run, rec vault.Record, ver in
 	now := r.clock.Now()
 	next := rec
 	next.RetryNotBefore = laterOf(rec.RetryNotBefore, st.floor)
-	minLeft := max(r.opt.LeaseDuration/2, 2*r.opt.RequestTimeout)
-	if until := now.Add(d.wait + minLeft); rec.LeaseUntil.Before(until) {
+	if until := now.Add(d.wait + r.policy(st.c).minLeft()); rec.LeaseUntil.Before(until) {
 		next.LeaseUntil = now.Add(d.wait + r.leaseSpan())
 	}
 	// Why the step fails, and since when, go in the record with the

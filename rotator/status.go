@@ -36,6 +36,10 @@ type ClientStatus struct {
 	GracePeriod  string     `json:"grace_period,omitempty"`
 	StepError    string     `json:"step_error,omitempty"`
 	FailingSince *time.Time `json:"failing_since,omitempty"`
+	// The last reconcile claim (the record's custom metadata): who last
+	// sent a stable client's [current], and by when that request ended.
+	ReconcileClaimOwner string     `json:"reconcile_claim_owner,omitempty"`
+	ReconcileClaimUntil *time.Time `json:"reconcile_claim_until,omitempty"`
 }
 
 type statusBoard struct {
@@ -97,6 +101,7 @@ func (b *statusBoard) record(name string, rec vault.Record) {
 	s.State, s.StateReason = StateOK, ""
 	s.Phase = string(phaseOr(rec.Phase))
 	s.StagedAt, s.StepError, s.FailingSince = tp(rec.StagedAt), rec.StepError, tp(rec.FailingSince)
+	s.ReconcileClaimOwner, s.ReconcileClaimUntil = rec.Reconcile.Owner, tp(rec.Reconcile.Until)
 	s.GracePeriod = ""
 	if rec.GracePeriod > 0 {
 		s.GracePeriod = rec.GracePeriod.String()

@@ -2,10 +2,12 @@ package main_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/affix-rotator/affix-rotator/internal/cli"
 	"github.com/affix-rotator/affix-rotator/vault"
 )
 
@@ -52,5 +54,16 @@ func TestStableReconcileKeepsTheHistory(t *testing.T) {
 	}
 	if strings.Contains(p.out.String(), "refused the reconcile claim") {
 		t.Errorf("the claim was refused with a root token:\n%s", p.out.String())
+	}
+	st := s.start("status", "--config", cfg, "-o", "json")
+	if code := st.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("status: exit %d:\n%s", code, st.out.String())
+	}
+	var rep cli.StatusReport
+	if err := json.Unmarshal([]byte(st.out.String()), &rep); err != nil || len(rep.Clients) != 1 {
+		t.Fatalf("status: %v\n%s", err, st.out.String())
+	}
+	if c := rep.Clients[0]; !strings.HasPrefix(c.ReconcileClaimOwner, "pod-a/") || c.ReconcileClaimUntil == nil {
+		t.Errorf("status shows reconcile claim %q until %v, want the daemon's", c.ReconcileClaimOwner, c.ReconcileClaimUntil)
 	}
 }

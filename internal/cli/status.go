@@ -104,6 +104,11 @@ type ClientRecord struct {
 	FailingSince *time.Time    `json:"failing_since,omitempty"`
 	LastError    string        `json:"last_error,omitempty"`
 	LastAction   *ActionRecord `json:"last_action,omitempty"`
+	// ReconcileClaim* is the last reconcile claim in the record's custom
+	// metadata: who last sent a stable client's [current] to Affix, and
+	// when that request ended at the latest.
+	ReconcileClaimOwner string     `json:"reconcile_claim_owner,omitempty"`
+	ReconcileClaimUntil *time.Time `json:"reconcile_claim_until,omitempty"`
 }
 
 // ActionRecord is a record's last operator action.
@@ -309,6 +314,7 @@ func fillStatus(c *ClientRecord, cc config.Client, rec vault.Record, now time.Ti
 	}
 	c.LastError = rec.LastError
 	c.StagedAt, c.StepError, c.FailingSince = utc(rec.StagedAt), rec.StepError, utc(rec.FailingSince)
+	c.ReconcileClaimOwner, c.ReconcileClaimUntil = rec.Reconcile.Owner, utc(rec.Reconcile.Until)
 	if rec.GracePeriod > 0 {
 		c.GracePeriod = rec.GracePeriod.String()
 	}
