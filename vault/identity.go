@@ -45,19 +45,33 @@ func (s *Store) WhoAmI(ctx context.Context) (string, error) {
 // spell it: "secret/data/affix/prod" for the record "affix/prod".
 func (s *Store) DataPath(path string) string { return s.mount + "/data/" + path }
 
+// MetadataPath is the KV v2 API path of a record's metadata, as Vault
+// policies spell it: "secret/metadata/affix/prod" (the reconcile claim).
+func (s *Store) MetadataPath(path string) string { return s.mount + "/metadata/" + path }
+
 // Capabilities returns the store token's capabilities (sys/capabilities-self)
 // on the data path of each record path given (DataPath: the path a policy
 // must grant), keyed by the record path as given, e.g.
 // {"affix/prod": ["read", "update"]}. A path the token has no access to maps
 // to ["deny"]. Use HasCapability to test the result.
 func (s *Store) Capabilities(ctx context.Context, paths ...string) (map[string][]string, error) {
+	return s.capabilities(ctx, s.DataPath, paths)
+}
+
+// MetadataCapabilities is Capabilities on each record's metadata path
+// (MetadataPath).
+func (s *Store) MetadataCapabilities(ctx context.Context, paths ...string) (map[string][]string, error) {
+	return s.capabilities(ctx, s.MetadataPath, paths)
+}
+
+func (s *Store) capabilities(ctx context.Context, at func(string) string, paths []string) (map[string][]string, error) {
 	out := make(map[string][]string, len(paths))
 	if len(paths) == 0 {
 		return out, nil
 	}
 	full := make([]string, len(paths))
 	for i, p := range paths {
-		full[i] = s.DataPath(p)
+		full[i] = at(p)
 	}
 	start := time.Now()
 	var sec *api.Secret

@@ -52,6 +52,8 @@ func TestValidatePreflight(t *testing.T) {
 	}
 	readOnly := token("validate-read-only", `path "secret/data/*" { capabilities = ["read"] }`)
 	noCreate := token("validate-no-create", `path "secret/data/*" { capabilities = ["read", "update"] }`)
+	withPatch := token("validate-least", `path "secret/data/*" { capabilities = ["read", "update"] }
+path "secret/metadata/*" { capabilities = ["patch"] }`)
 
 	// Records: one malformed, one whose latest version is deleted.
 	malformed := vaulttest.Path(t)
@@ -99,6 +101,8 @@ func TestValidatePreflight(t *testing.T) {
 		{"every problem at once", append(sched("0 0 31 2 *", "-5m"), client("    jitter: -1s\n    max_age: 1m\n")), nil, nil, 2, []string{`clients[0].schedule (client "prod")`, `clients[0].grace_period (client "prod"): must be positive, got -5m`, `clients[0].jitter (client "prod"): must not be negative, got -1s`}},
 		// Warnings only (exit 0).
 		{"http:// to a non-loopback Affix", []edit{{"base_url: " + fmt.Sprintf("%q", s.fake.URL), `base_url: "http://affix.example.com"`}}, nil, nil, 0, []string{`warning: affix.base_url: "http://affix.example.com": http:// to affix.example.com, which is not this machine`, "OK (1 client, 1 warning)"}},
+		{"no patch on the record's metadata (the reconcile claim)", nil, []string{"VAULT_TOKEN=" + noCreate}, nil, 0, []string{`warning: clients[0].vault_path (client "prod"): the token (token-validate-no-create) lacks patch on secret/metadata/` + s.path, "two KV versions each", "OK (1 client, 1 warning)"}},
+		{"the README's least privilege: no warning", nil, []string{"VAULT_TOKEN=" + withPatch}, nil, 0, []string{"OK (1 client)\n"}},
 		// The environment (exit 2).
 		{"API key env unset", []edit{{"api_key_env: AFFIX_API_KEY", "api_key_env: AFFIX_KEY_NOT_SET"}}, nil, nil, 2, []string{"error (environment): affix.api_key_env: environment variable AFFIX_KEY_NOT_SET", "in the environment (not the file's fault"}},
 		{"client's API key env unset", []edit{client("    affix: {api_key_env: PROD_KEY_NOT_SET}\n")}, nil, nil, 2, []string{`error (environment): clients[0].affix.api_key_env (client "prod"): environment variable PROD_KEY_NOT_SET`}},

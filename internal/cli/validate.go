@@ -261,6 +261,15 @@ func (v *validation) online(ctx context.Context, file *config.File, env Env, env
 	if err != nil {
 		v.add(faultVault, file.Problem(credKey, "cannot ask Vault for the token's capabilities (sys/capabilities-self, which the default policy grants): %v", err))
 	}
+	if mcaps, err := store.MetadataCapabilities(ctx, paths...); err == nil {
+		for i, cl := range cfg.Clients {
+			if !vault.HasCapability(mcaps[cl.VaultPath], "patch") {
+				v.warnings = append(v.warnings, file.Problem(fmt.Sprintf("clients[%d].vault_path", i),
+					"the token (%s) lacks patch on %s (it has: %s): each hourly reconcile then takes the record's lease instead of a claim in its metadata, two KV versions each, and Vault's max_versions cuts the history -reaccept-previous needs within hours: grant path %q { capabilities = [\"patch\"] }",
+					who, store.MetadataPath(cl.VaultPath), strings.Join(mcaps[cl.VaultPath], ", "), store.MetadataPath(cl.VaultPath)))
+			}
+		}
+	}
 	recs := map[string]recordState{}
 	for i, cl := range cfg.Clients {
 		key := fmt.Sprintf("clients[%d].vault_path", i)
