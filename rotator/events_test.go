@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/affix-rotator/affix-rotator/affix/affixtest"
+	"github.com/affix-rotator/affix-rotator/internal/metrictest"
 	"github.com/affix-rotator/affix-rotator/notify"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault/vaultmem"
@@ -132,27 +133,10 @@ func closeNotifier(t *testing.T, n *notify.Notifier, d time.Duration) {
 	}
 }
 
+// notifications is affix_rotator_notifications_total{event, result}.
 func notifications(t *testing.T, reg *prometheus.Registry, event, result string) int {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "affix_rotator_notifications_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			l := map[string]string{}
-			for _, p := range m.GetLabel() {
-				l[p.GetName()] = p.GetValue()
-			}
-			if l["event"] == event && l["result"] == result {
-				return int(m.GetCounter().GetValue())
-			}
-		}
-	}
-	return 0
+	return int(metrictest.Value(t, reg, "affix_rotator_notifications_total", "event", event, "result", result))
 }
 
 // TestNotificationsOfARotation: a real rotation (real Vault, the Affix

@@ -29,6 +29,7 @@ import (
 
 	"github.com/affix-rotator/affix-rotator/affix"
 	"github.com/affix-rotator/affix-rotator/affix/affixtest"
+	"github.com/affix-rotator/affix-rotator/internal/metrictest"
 	"github.com/affix-rotator/affix-rotator/internal/secret"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
@@ -627,37 +628,6 @@ func (a *fenceAffix) UpdateClient(ctx context.Context, req affix.UpdateRequest) 
 	return resp, err
 }
 
-// counterValue returns a counter's value for the labels given (0 if the
-// series does not exist).
-func counterValue(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			for k, v := range labels {
-				found := false
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == k && lp.GetValue() == v {
-						found = true
-					}
-				}
-				if !found {
-					continue series
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
-}
-
 // ---------------------------------------------------------------------------
 // Item 1: an abort after a takeover must not drop a secret Affix accepts.
 
@@ -1012,7 +982,7 @@ func TestFenceLostFinalWriteIsOwn(t *testing.T) {
 	if run.err != nil || run.out.Result != rotator.ResultSuccess || run.out.ByOther {
 		t.Errorf("after its own final write was applied (answer lost), the run returned %+v %v; want success, not \"completed by another process\"", run.out, run.err)
 	}
-	if v := counterValue(t, reg, "affix_rotator_rotations_total", map[string]string{"client": "c1", "result": "success"}); v != 1 {
+	if v := metrictest.Value(t, reg, "affix_rotator_rotations_total", "client", "c1", "result", "success"); v != 1 {
 		t.Errorf(`rotations_total{result="success"} = %v after one rotation whose final write's answer was lost, want 1`, v)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/affix-rotator/affix-rotator/affix/affixtest"
+	"github.com/affix-rotator/affix-rotator/internal/metrictest"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
 )
@@ -44,7 +45,7 @@ func TestFenceV2ReconcileRepairsDrift(t *testing.T) {
 			if mm := e.mismatch(); mm != "" {
 				t.Errorf("11m after an out-of-band change in Affix, with ReconcileInterval 10m: %s", mm)
 			}
-			if v := counterValue(t, reg, "affix_rotator_reasserts_total", map[string]string{"client": "c1", "reason": "reconcile"}); v < 1 {
+			if v := metrictest.Value(t, reg, "affix_rotator_reasserts_total", "client", "c1", "reason", "reconcile"); v < 1 {
 				t.Errorf(`affix_rotator_reasserts_total{reason="reconcile"} = %v after repairing drift, want >= 1`, v)
 			}
 		})
@@ -61,7 +62,7 @@ func TestFenceV2StaleReassertCounted(t *testing.T) {
 	if mm := e.mismatch(); mm != "" {
 		t.Errorf("after A's stale request: %s", mm)
 	}
-	if v := counterValue(t, reg, "affix_rotator_reasserts_total", map[string]string{"client": "c1", "reason": "stale"}); v != 1 {
+	if v := metrictest.Value(t, reg, "affix_rotator_reasserts_total", "client", "c1", "reason", "stale"); v != 1 {
 		t.Errorf(`affix_rotator_reasserts_total{reason="stale"} = %v after one stale request detected, want 1`, v)
 	}
 }

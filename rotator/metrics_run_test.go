@@ -6,8 +6,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/robfig/cron/v3"
 
+	"github.com/affix-rotator/affix-rotator/internal/metrictest"
 	"github.com/affix-rotator/affix-rotator/rotator"
 )
 
@@ -32,17 +34,20 @@ func TestRunMetricsExpectedIntervalAndEndToEnd(t *testing.T) {
 	go func() { r.Run(ctx, []*rotator.Client{c}); close(ran) }()
 	h.asleep(ctx) // in the grace period of the catch-up rotation
 	want := (720*time.Hour + h.grace + time.Minute).Seconds()
-	if v := metricValue(t, reg, "affix_rotator_expected_interval_seconds", "client", "c1"); v != want {
+	if v := metrictest.Value(t, reg, "affix_rotator_expected_interval_seconds", "client", "c1"); v != want {
 		t.Errorf("expected_interval_seconds = %v, want %v", v, want)
 	}
 	h.clock.Advance(h.grace)
 	h.asleep(ctx) // waiting for the next schedule
 	eq(t, "requests", h.requests(), []string{"200[N1,S0]", "200[N1]"})
-	e2e := metricValue(t, reg, "affix_rotator_last_rotation_end_to_end_seconds", "client", "c1")
+	e2e := metrictest.Value(t, reg, "affix_rotator_last_rotation_end_to_end_seconds", "client", "c1")
 	if e2e < h.grace.Seconds() || e2e > h.grace.Seconds()+5 {
 		t.Errorf("last_rotation_end_to_end_seconds = %v, want the grace period (%v) and a little", e2e, h.grace.Seconds())
 	}
-	overlap := metricValue(t, reg, "affix_rotator_last_rotation_duration_seconds", "client", "c1")
+	if n, err := testutil.GatherAndCount(reg, "affix_rotator_last_rotation_duration_seconds"); err != nil || n != 1 {
+		t.Fatalf("affix_rotator_last_rotation_duration_seconds has %d series (%v), want c1's", n, err)
+	}
+	overlap := metrictest.Value(t, reg, "affix_rotator_last_rotation_duration_seconds", "client", "c1")
 	if overlap < 0 || overlap >= e2e {
 		t.Errorf("last_rotation_duration_seconds = %v, want >= 0 and below the end-to-end %v", overlap, e2e)
 	}

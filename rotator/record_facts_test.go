@@ -16,6 +16,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/affix-rotator/affix-rotator/affix/affixtest"
+	"github.com/affix-rotator/affix-rotator/internal/metrictest"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
 )
@@ -234,7 +235,7 @@ func TestFutureRecordTimesAreNotTrusted(t *testing.T) {
 	if e.stagedCount() != 1 || run.out.ByOther {
 		t.Fatalf("-once with rotated_at 10 days ahead: %s, %d rotations; want one of its own", run, e.stagedCount())
 	}
-	if n := counterValue(t, reg, "affix_rotator_record_future_times_total", map[string]string{"field": "rotated_at"}); n < 1 {
+	if n := metrictest.Value(t, reg, "affix_rotator_record_future_times_total", "field", "rotated_at"); n < 1 {
 		t.Fatalf("record_future_times_total{field=rotated_at} = %v, want at least 1", n)
 	}
 }
@@ -354,13 +355,13 @@ func TestOperatorChangeReachesTheDaemonWithinRereadInterval(t *testing.T) {
 		t.Fatalf("-reaccept-previous 1m: the previous secret was dropped at %s (dropped %v), want by grace_until + reread_interval + clock_skew_margin = %s",
 			e.clock.Now(), dropped, bound)
 	}
-	if n := counterValue(t, regOp, "affix_rotator_operator_actions_total", map[string]string{"action": "reaccept-previous"}); n != 1 {
+	if n := metrictest.Value(t, regOp, "affix_rotator_operator_actions_total", "action", "reaccept-previous"); n != 1 {
 		t.Errorf("the acting process counted %v reaccept-previous actions, want 1", n)
 	}
-	if n := counterValue(t, regD, "affix_rotator_operator_actions_total", map[string]string{"action": "reaccept-previous"}); n != 0 {
+	if n := metrictest.Value(t, regD, "affix_rotator_operator_actions_total", "action", "reaccept-previous"); n != 0 {
 		t.Errorf("the daemon counted %v reaccept-previous actions it only read, want 0 (counted once, by the process that acts)", n)
 	}
-	if g := metricValue(t, regD, "affix_rotator_last_operator_action_timestamp_seconds", "action", "reaccept-previous"); g == 0 {
+	if g := metrictest.Value(t, regD, "affix_rotator_last_operator_action_timestamp_seconds", "action", "reaccept-previous"); g == 0 {
 		t.Errorf("the daemon's last_operator_action_timestamp_seconds{action=reaccept-previous} is unset: its metrics do not reflect the record")
 	}
 }

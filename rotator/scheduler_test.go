@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/robfig/cron/v3"
 
+	"github.com/affix-rotator/affix-rotator/internal/metrictest"
 	"github.com/affix-rotator/affix-rotator/rotator"
 )
 
@@ -52,13 +53,13 @@ func TestRunCatchesUpMaxAge(t *testing.T) {
 				h.clock.Advance(h.grace)
 				h.asleep(ctx) // waiting for the next schedule
 				eq(t, "requests", h.requests(), []string{"200[N1,S0]", "200[N1]"})
-				if v := metricValue(t, reg, "affix_rotator_rotations_total", "result", rotator.ResultSuccess); v != 1 {
+				if v := metrictest.Value(t, reg, "affix_rotator_rotations_total", "result", rotator.ResultSuccess); v != 1 {
 					t.Fatalf("rotations_total{success} = %v", v)
 				}
 			} else if n := len(h.fake.Requests()); n != 0 {
 				t.Fatalf("recent client rotated at start (%d requests)", n)
 			}
-			next := metricValue(t, reg, "affix_rotator_next_rotation_timestamp_seconds", "", "")
+			next := metrictest.Value(t, reg, "affix_rotator_next_rotation_timestamp_seconds")
 			// The schedule is anchored on the record: 720h after rotated_at.
 			want := h.clock.Now().Add(720 * time.Hour)
 			if !tc.rotates {
@@ -178,38 +179,4 @@ func TestMalformedRecordIsLeftAlone(t *testing.T) {
 	if err != nil || meta.CurrentVersion != 2 {
 		t.Fatalf("record was written (version %d): %v", meta.CurrentVersion, err)
 	}
-}
-
-// metricValue returns the value of the series of name for client c1 whose
-// label (if given) has value.
-func metricValue(t *testing.T, g prometheus.Gatherer, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			ok := label == ""
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == label && lp.GetValue() == value {
-					ok = true
-				}
-			}
-			if !ok {
-				continue
-			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue()
-			case m.Gauge != nil:
-				return m.Gauge.GetValue()
-			}
-		}
-	}
-	t.Fatalf("no series %s{%s=%q}", name, label, value)
-	return 0
 }

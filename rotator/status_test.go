@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/affix-rotator/affix-rotator/affix/affixtest"
+	"github.com/affix-rotator/affix-rotator/internal/metrictest"
 	"github.com/affix-rotator/affix-rotator/rotator"
 )
 
@@ -39,7 +40,7 @@ func TestStatusNextRunDuringGrace(t *testing.T) {
 	if !st[0].NextRun.After(now) {
 		t.Fatalf("next_run %s is not after now %s during the grace", st[0].NextRun, now)
 	}
-	if v := metricValue(t, reg, "affix_rotator_next_rotation_timestamp_seconds", "client", "c1"); v < float64(now.Unix()) {
+	if v := metrictest.Value(t, reg, "affix_rotator_next_rotation_timestamp_seconds", "client", "c1"); v < float64(now.Unix()) {
 		t.Fatalf("next_rotation_timestamp_seconds %v is before now %v", v, now.Unix())
 	}
 	cancel()
