@@ -17,28 +17,11 @@ import (
 	"github.com/affix-rotator/affix-rotator/vault"
 )
 
-// advStore is a process's fenceStore that can also read earlier versions
-// (what -reaccept-previous needs, like the real vault.Store).
-type advStore struct{ *fenceStore }
+var operatorAudit = rotator.Audit{By: "alice", Reason: "adversary test"}
 
-func (s advStore) ReadVersion(ctx context.Context, path string, v int) (vault.Record, error) {
-	return (*fenceProc)(s.fenceStore).e.store.ReadVersion(ctx, path, v)
-}
-
-func (p *fenceProc) advRotator(mod func(*rotator.Options)) *rotator.Rotator {
-	return p.rotator(func(o *rotator.Options) {
-		o.Store = advStore{(*fenceStore)(p)}
-		if mod != nil {
-			mod(o)
-		}
-	})
-}
-
-var advAudit = rotator.Audit{By: "alice", Reason: "adversary test"}
-
-// advCompleteRotation runs one full rotation S0 -> N1 with a -once process
+// completeRotation runs one full rotation S0 -> N1 with a -once process
 // and returns when the record is stable on N1.
-func advCompleteRotation(t *testing.T, e *fenceEnv) {
+func completeRotation(t *testing.T, e *memHarness) {
 	t.Helper()
 	a := e.proc("host/once-setup")
 	run := e.rotate(a, a.rotator(nil), a.client(), e.once())
@@ -65,7 +48,7 @@ func advCompleteRotation(t *testing.T, e *fenceEnv) {
 // Vault's client_secret N1 is rejected by Affix until the grace ends or a
 // reconcile runs (up to 1h by default): consumers are locked out.
 func TestAdversarySameIDReconcileRacesRotation(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	e.grace = time.Hour
 	mod := func(o *rotator.Options) { o.ReconcileInterval = time.Hour; o.ClockSkewMargin = 30 * time.Second }
 
@@ -108,8 +91,8 @@ func TestAdversarySameIDReconcileRacesRotation(t *testing.T) {
 // overlap and sleeps. The broken app stays broken for up to a whole
 // reconcile_interval of the 2h the operator asked for.
 func TestAdversaryReacceptUndoneByReconcile(t *testing.T) {
-	e := newFenceEnv(t)
-	advCompleteRotation(t, e)
+	e := newMemHarness(t)
+	completeRotation(t, e)
 	e.advance(time.Hour)
 	mod := func(o *rotator.Options) { o.ReconcileInterval = time.Hour; o.ClockSkewMargin = 30 * time.Second }
 
@@ -119,9 +102,9 @@ func TestAdversaryReacceptUndoneByReconcile(t *testing.T) {
 	hold.await()
 
 	x := e.proc("host/reaccept-previous-1")
-	rx := x.advRotator(mod)
-	runX := e.spawn(x, 1, func(ctx context.Context, r *fenceRun) {
-		_, r.err = rx.ReacceptPrevious(ctx, x.client(), 2*time.Hour, advAudit)
+	rx := x.rotator(mod)
+	runX := e.spawn(x, 1, func(ctx context.Context, r *memRun) {
+		_, r.err = rx.ReacceptPrevious(ctx, x.client(), 2*time.Hour, operatorAudit)
 	})
 	e.wait(runX)
 	if runX.err != nil {
@@ -155,15 +138,15 @@ func TestAdversaryReacceptUndoneByReconcile(t *testing.T) {
 // more for this rotation". S0 stays valid until the daemon's next reconcile
 // (a full reconcile_interval after; never with reconcile_interval 0).
 func TestAdversaryEndGraceRevivedByDaemonReconcile(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	e.grace = 2 * time.Hour
 	e.setRotatedAt(e.start0.Add(-800 * time.Hour)) // due at start
 	mod := func(o *rotator.Options) { o.ReconcileInterval = 10 * time.Minute; o.ClockSkewMargin = 30 * time.Second }
 
 	d := e.proc("pod-a")
 	var armed atomic.Bool
-	d.hook(&fenceHook{after: true, match: isPost(2), action: func() { armed.Store(true) }})
-	hold := d.pauseBefore(func(c fenceCall) bool { return c.op == "post" && armed.Load() }, false)
+	d.hook(&ioHook{after: true, match: isPost(2), action: func() { armed.Store(true) }})
+	hold := d.pauseBefore(func(c ioCall) bool { return c.op == "post" && armed.Load() }, false)
 	runD := e.daemon(d, d.rotator(mod), d.client())
 	e.drive(time.Minute, 15*time.Minute, hold.isReached)
 	hold.await()
@@ -171,8 +154,8 @@ func TestAdversaryEndGraceRevivedByDaemonReconcile(t *testing.T) {
 
 	x := e.proc("host/end-grace-1")
 	rx := x.rotator(mod)
-	runX := e.spawn(x, 1, func(ctx context.Context, r *fenceRun) {
-		r.out, r.err = rx.EndGrace(ctx, x.client(), advAudit)
+	runX := e.spawn(x, 1, func(ctx context.Context, r *memRun) {
+		r.out, r.err = rx.EndGrace(ctx, x.client(), operatorAudit)
 	})
 	e.wait(runX)
 	if runX.err != nil || phaseOf(e.record()) != "stable" || e.fake.Accepts(e.key, e.s0) {
@@ -199,16 +182,16 @@ func TestAdversaryEndGraceRevivedByDaemonReconcile(t *testing.T) {
 // counted from it. At t1+745h N1 is past max_age and no rotation starts;
 // the next one would come at t1+1422h.
 func TestAdversaryReacceptResetsMaxAge(t *testing.T) {
-	e := newFenceEnv(t)
-	advCompleteRotation(t, e)
+	e := newMemHarness(t)
+	completeRotation(t, e)
 	t1 := e.recordTime("rotated_at")
 	n1 := str(e.record(), "client_secret")
 	e.advance(700 * time.Hour)
 
 	x := e.proc("host/reaccept-previous-1")
-	rx := x.advRotator(nil)
-	runX := e.spawn(x, 1, func(ctx context.Context, r *fenceRun) {
-		_, r.err = rx.ReacceptPrevious(ctx, x.client(), 2*time.Hour, advAudit)
+	rx := x.rotator(nil)
+	runX := e.spawn(x, 1, func(ctx context.Context, r *memRun) {
+		_, r.err = rx.ReacceptPrevious(ctx, x.client(), 2*time.Hour, operatorAudit)
 	})
 	e.wait(runX)
 	if runX.err != nil {
@@ -265,11 +248,11 @@ func (s *failStableWrite) Write(ctx context.Context, path string, r vault.Record
 // its reconcile is due a full reconcile_interval (1h) after that 200, after
 // the extended grace has ended.
 func TestAdversaryExtendGraceAfterDropVaultBlip(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	e.grace = 10 * time.Minute
 	mod := func(o *rotator.Options) { o.ReconcileInterval = time.Hour; o.ClockSkewMargin = 30 * time.Second }
 	d := e.proc("pod-a")
-	fs := &failStableWrite{Store: (*fenceStore)(d)}
+	fs := &failStableWrite{Store: (*memStore)(d)}
 	rd := d.rotator(func(o *rotator.Options) { mod(o); o.Store = fs })
 	runD := e.rotate(d, rd, d.client(), e.once())
 	e.drive(time.Second, 15*time.Minute, fs.failed.Load)
@@ -281,8 +264,8 @@ func TestAdversaryExtendGraceAfterDropVaultBlip(t *testing.T) {
 	x := e.proc("host/extend-grace-1")
 	rx := x.rotator(mod)
 	var until time.Time
-	runX := e.spawn(x, 1, func(ctx context.Context, r *fenceRun) {
-		until, r.err = rx.ExtendGrace(ctx, x.client(), 30*time.Minute, advAudit)
+	runX := e.spawn(x, 1, func(ctx context.Context, r *memRun) {
+		until, r.err = rx.ExtendGrace(ctx, x.client(), 30*time.Minute, operatorAudit)
 	})
 	e.wait(runX)
 	if runX.err != nil {
@@ -307,7 +290,7 @@ func TestAdversaryExtendGraceAfterDropVaultBlip(t *testing.T) {
 // (~2900 a day), each leaving Vault versions that push the overlap history
 // -reaccept-previous needs out of the mount's max_versions.
 func TestAdversaryAbortRetriedByRereadNotRetryMax(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	e.setRotatedAt(e.start0.Add(-800 * time.Hour)) // due
 	for i := 0; i < 200; i++ {
 		e.fake.Inject(affixtest.Fault{Status: 401})

@@ -13,9 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/robfig/cron/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -276,9 +274,8 @@ func TestEventFailed(t *testing.T) {
 // reads the record reports the same event under the same id (receivers
 // deduplicate on webhook-id).
 func TestEventOperatorAction(t *testing.T) {
-	clock := clockwork.NewFakeClockAt(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
-	sched, _ := cron.ParseStandard("@every 720h")
-	c := withAffix(t, &rotator.Client{Name: "p", VaultPath: "affix/p", Schedule: sched, GracePeriod: time.Hour})
+	f, c := actionFixture(t)
+	clock := f.clock
 	mem := vaultmem.New("secret")
 	ctx := context.Background()
 	// The daemon starts before the action (it reports actions taken since).
@@ -440,7 +437,7 @@ func TestHostileReceiversLeaveTheRotationOnTime(t *testing.T) {
 // current at once; consumers that refresh on rotation.overlap need that
 // event too (there is no grace to wait for).
 func TestBootstrapReportsOverlap(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	var sink eventSink
 	op := e.proc("host/once-1")
 	c := op.client()

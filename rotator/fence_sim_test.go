@@ -19,7 +19,7 @@ import (
 // reconcile came a whole interval later, so drift lasted up to two
 // intervals. It now follows the lease and repairs as soon as it ends.
 func TestReconcileWaitsOutAFrozenHoldersLease(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	e.setRotatedAt(e.start0)
 	b := e.proc("pod-b")
 	e.daemon(b, b.rotator(func(o *rotator.Options) { o.ReconcileInterval = 10 * time.Minute }), b.client())
@@ -31,7 +31,7 @@ func TestReconcileWaitsOutAFrozenHoldersLease(t *testing.T) {
 	rec := e.record()
 	rec["lease_owner"], rec["lease_until"] = "pod-a", e.clock.Now().Add(90*time.Second).Format(time.RFC3339Nano)
 	e.put(rec)
-	e.fake.AddClient(e.key, "client-id-1", e.s0, fenceSecret(t))
+	e.fake.AddClient(e.key, "client-id-1", e.s0, newSecret(t))
 	leaseEnd := e.clock.Now().Add(90 * time.Second)
 	e.drive(5*time.Second, 5*time.Minute, func() bool { return e.mismatch() == "" })
 	if mm := e.mismatch(); mm != "" {
@@ -71,8 +71,8 @@ func TestGivenUpRunRecordsFloorOnATakenRecord(t *testing.T) {
 // (its instance id) without knowing the lease was its own, and a clean
 // stop left it in place for the lease to run out.
 func TestLostWriteThenAnnotationReleasesLease(t *testing.T) {
-	e := newFenceEnv(t)
-	n1 := fenceSecret(t)
+	e := newMemHarness(t)
+	n1 := newSecret(t)
 	graceUntil := e.start0.Add(10 * time.Minute)
 	e.put(map[string]any{"client_secret": n1, "previous_client_secret": e.s0, "phase": "overlap",
 		"rotation_id": "started-by-pod-b", "grace_until": graceUntil.Format(time.RFC3339Nano)})
@@ -81,9 +81,9 @@ func TestLostWriteThenAnnotationReleasesLease(t *testing.T) {
 	var lost atomic.Bool
 	// pod-a takes the released overlap over: that write's answer is lost,
 	// and an operator annotates the record right after it.
-	takeover := func(c fenceCall) bool { return c.op == "write" && c.rec.LeaseOwner == "pod-a" && !lost.Load() }
+	takeover := func(c ioCall) bool { return c.op == "write" && c.rec.LeaseOwner == "pod-a" && !lost.Load() }
 	p.loseAnswer = func(r vault.Record) bool { return r.LeaseOwner == "pod-a" && lost.CompareAndSwap(false, true) }
-	p.hook(&fenceHook{after: true, match: takeover, action: func() {
+	p.hook(&ioHook{after: true, match: takeover, action: func() {
 		rec := e.record()
 		rec["owner_team"] = "payments" // keeps the lease fields
 		e.put(rec)

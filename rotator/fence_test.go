@@ -12,9 +12,6 @@ package rotator_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,10 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/robfig/cron/v3"
-	"go.uber.org/zap"
 
 	"github.com/affix-rotator/affix-rotator/affix"
 	"github.com/affix-rotator/affix-rotator/affix/affixtest"
@@ -33,600 +28,7 @@ import (
 	"github.com/affix-rotator/affix-rotator/internal/secret"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
-	"github.com/affix-rotator/affix-rotator/vault/vaultmem"
 )
-
-// fenceEnv is one Affix client: its record in an in-memory KV v2 mount, the
-// Affix fake that knows it, and the fake clock every process shares.
-type fenceEnv struct {
-	t      *testing.T
-	ctx    context.Context
-	clock  *clockwork.FakeClock
-	store  *vaultmem.Store
-	fake   *affixtest.Server
-	api    *affix.Client
-	key    string
-	path   string
-	s0     string
-	grace  time.Duration
-	start0 time.Time
-
-	nowNanos atomic.Int64 // the clock's time, for lockFreeClock
-
-	running  atomic.Int32 // goroutines inside Rotate or Run's client loops
-	paused   atomic.Int32 // of those, held by a test at an I/O call
-	inflight atomic.Int32 // I/O calls under way
-	ios      atomic.Int64 // I/O calls begun or ended, for quiescence
-
-	mu   sync.Mutex
-	runs []*fenceRun
-}
-
-const fencePath = "affix/fence"
-
-var errFenceKilled = errors.New("process killed (injected SIGKILL)")
-
-func newFenceEnv(t *testing.T) *fenceEnv {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	e := &fenceEnv{t: t, ctx: ctx, clock: clockwork.NewFakeClockAt(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)),
-		store: vaultmem.New("secret"), key: "key-fence", path: fencePath, grace: 10 * time.Second}
-	t.Cleanup(cancel)
-	e.start0 = e.clock.Now()
-	e.store.Now = e.clock.Now // created_time of each version, on the fake clock
-	e.nowNanos.Store(e.start0.UnixNano())
-	e.fake = affixtest.NewServer()
-	t.Cleanup(e.fake.Close)
-	e.fake.SetClock(e.clock.Now)
-	e.s0 = fenceSecret(t)
-	e.fake.AddClient(e.key, "client-id-1", e.s0)
-	e.put(map[string]any{"client_secret": e.s0})
-	var err error
-	e.api, err = affix.New(e.fake.URL, secret.New(e.key), affix.WithTimeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Runs first: stop every process and wait for it, before the fake closes.
-	t.Cleanup(func() {
-		cancel()
-		e.mu.Lock()
-		runs := append([]*fenceRun(nil), e.runs...)
-		e.mu.Unlock()
-		for _, r := range runs {
-			select {
-			case <-r.done:
-			case <-time.After(10 * time.Second):
-			}
-		}
-	})
-	return e
-}
-
-func fenceSecret(t *testing.T) string {
-	t.Helper()
-	s, err := secret.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.Reveal()
-}
-
-// put writes raw KV data over the latest version, as an operator would.
-func (e *fenceEnv) put(data map[string]any) {
-	e.t.Helper()
-	if _, err := e.store.Put(e.path, data, -1); err != nil {
-		e.t.Fatal(err)
-	}
-}
-
-// record returns the latest version's data (nil if none or deleted).
-func (e *fenceEnv) record() map[string]any {
-	h := e.store.History(e.path)
-	if len(h) == 0 {
-		return nil
-	}
-	return h[len(h)-1]
-}
-
-func (e *fenceEnv) recordTime(field string) time.Time {
-	t, _ := time.Parse(time.RFC3339Nano, str(e.record(), field))
-	return t
-}
-
-// names labels every secret: S0 the seed, N1, N2… in the order they entered
-// the record.
-func (e *fenceEnv) names() map[string]string {
-	m := map[string]string{e.s0: "S0"}
-	n := 0
-	for _, d := range e.store.History(e.path) {
-		for _, k := range []string{"pending_client_secret", "client_secret", "previous_client_secret"} {
-			if s, _ := d[k].(string); s != "" {
-				if _, ok := m[s]; !ok {
-					n++
-					m[s] = "N" + strconv.Itoa(n)
-				}
-			}
-		}
-	}
-	return m
-}
-
-func (e *fenceEnv) labels(secrets []string) []string {
-	m := e.names()
-	out := make([]string, 0, len(secrets))
-	for _, s := range secrets {
-		l, ok := m[s]
-		if !ok {
-			l = "X(never recorded)"
-		}
-		out = append(out, l)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// requests renders Affix's request history as "STATUS[N1,S0]" (0: no answer).
-func (e *fenceEnv) requests() []string {
-	m := e.names()
-	var out []string
-	for _, r := range e.fake.Requests() {
-		parts := make([]string, 0, len(r.ClientSecret))
-		for _, s := range r.ClientSecret {
-			l, ok := m[s]
-			if !ok {
-				l = "X"
-			}
-			parts = append(parts, l)
-		}
-		out = append(out, strconv.Itoa(r.Status)+"["+strings.Join(parts, ",")+"]")
-	}
-	return out
-}
-
-// stagedCount is how many distinct secrets were ever written as pending:
-// the number of rotations started.
-func (e *fenceEnv) stagedCount() int {
-	seen := map[string]bool{}
-	for _, d := range e.store.History(e.path) {
-		if s, _ := d["pending_client_secret"].(string); s != "" {
-			seen[s] = true
-		}
-	}
-	return len(seen)
-}
-
-// implied is the set Affix must accept given the record (DESIGN.md §4,
-// repair); ok is false in phase staged (resume, no single set).
-func implied(rec map[string]any) (set []string, ok bool) {
-	switch str(rec, "phase") {
-	case "", "stable":
-		return []string{str(rec, "client_secret")}, true
-	case "overlap":
-		return []string{str(rec, "client_secret"), str(rec, "previous_client_secret")}, true
-	}
-	return nil, false
-}
-
-func sameSet(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	m := map[string]int{}
-	for _, s := range a {
-		m[s]++
-	}
-	for _, s := range b {
-		m[s]--
-	}
-	for _, n := range m {
-		if n != 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// phaseOf is the record's phase ("stable" when absent, as Decode reads it).
-func phaseOf(rec map[string]any) string {
-	if p := str(rec, "phase"); p != "" {
-		return p
-	}
-	return "stable"
-}
-
-// violations checks I1 and I2 at this instant.
-func (e *fenceEnv) violations() []string {
-	rec := e.record()
-	got := e.fake.Secrets(e.key)
-	phase := phaseOf(rec)
-	var out []string
-	cur := str(rec, "client_secret")
-	if cur != "" && !e.fake.Accepts(e.key, cur) {
-		out = append(out, fmt.Sprintf("I1 violated: Vault's client_secret %v is not accepted by Affix, which accepts %v (phase %q): consumers are locked out",
-			e.labels([]string{cur}), e.labels(got), phase))
-	}
-	for _, s := range got {
-		if s != cur && s != str(rec, "previous_client_secret") && s != str(rec, "pending_client_secret") {
-			out = append(out, fmt.Sprintf("I2 violated: Affix accepts %v, which the record (phase %q) does not hold: nothing will ever drop it",
-				e.labels([]string{s}), phase))
-		}
-	}
-	return out
-}
-
-// mismatch says how Affix's accepted set differs from the one the record
-// implies ("" if it matches, or the record is staged).
-func (e *fenceEnv) mismatch() string {
-	rec := e.record()
-	want, ok := implied(rec)
-	got := e.fake.Secrets(e.key)
-	if !ok || sameSet(want, got) {
-		return ""
-	}
-	return fmt.Sprintf("Affix accepts %v, but the record (phase %q) implies %v", e.labels(got), phaseOf(rec), e.labels(want))
-}
-
-// quiet waits until every running process sleeps on the fake clock (or is
-// held by the test) and no I/O call has begun or ended for a while.
-func (e *fenceEnv) quiet() {
-	e.t.Helper()
-	for {
-		if e.ctx.Err() != nil {
-			e.t.Fatalf("processes never went quiet; requests so far %v", e.requests())
-		}
-		want := int(e.running.Load() - e.paused.Load())
-		bctx, cancel := context.WithTimeout(e.ctx, 100*time.Millisecond)
-		err := e.clock.BlockUntilContext(bctx, want)
-		cancel()
-		if err != nil {
-			continue
-		}
-		n := e.ios.Load()
-		time.Sleep(15 * time.Millisecond)
-		if e.inflight.Load() != 0 || e.ios.Load() != n || int(e.running.Load()-e.paused.Load()) != want {
-			continue
-		}
-		bctx, cancel = context.WithTimeout(e.ctx, 5*time.Millisecond)
-		err = e.clock.BlockUntilContext(bctx, want)
-		cancel()
-		if err == nil {
-			return
-		}
-	}
-}
-
-// drive advances the clock by step whenever every process is quiet, until
-// cond holds (true) or limit of fake time has passed (false).
-func (e *fenceEnv) drive(step, limit time.Duration, cond func() bool) bool {
-	e.t.Helper()
-	end := e.clock.Now().Add(limit)
-	for {
-		e.quiet()
-		if cond() {
-			return true
-		}
-		if !e.clock.Now().Before(end) {
-			return false
-		}
-		e.tick(step)
-	}
-}
-
-// advance moves the clock once the processes are quiet, and waits for them
-// to be quiet again.
-func (e *fenceEnv) advance(d time.Duration) {
-	e.t.Helper()
-	e.quiet()
-	e.tick(d)
-	e.quiet()
-}
-
-// tick advances the clock by d.
-func (e *fenceEnv) tick(d time.Duration) {
-	e.nowNanos.Store(e.clock.Now().Add(d).UnixNano())
-	e.clock.Advance(d)
-}
-
-// lockFreeClock is the fake clock with a Now that takes no lock, like
-// time.Now. (FakeClock.Now takes a read lock that its timers' writes
-// release: that orders goroutines that do nothing to order themselves, and
-// hides their races from the race detector.) Only tick may move the clock.
-type lockFreeClock struct {
-	*clockwork.FakeClock
-	now *atomic.Int64
-}
-
-func (c lockFreeClock) Now() time.Time                  { return time.Unix(0, c.now.Load()).UTC() }
-func (c lockFreeClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
-func (c lockFreeClock) Until(t time.Time) time.Duration { return t.Sub(c.Now()) }
-
-func (e *fenceEnv) once() rotator.Trigger {
-	return rotator.Trigger{Reason: rotator.ReasonOnce, Time: e.clock.Now()}
-}
-
-// resume is a daemon's start: it drives the rotation in flight to its end
-// and starts none (a -once would go on with a rotation of its own).
-func (e *fenceEnv) resume() rotator.Trigger {
-	return rotator.Trigger{Reason: rotator.ReasonStartup, Time: e.clock.Now()}
-}
-
-func (e *fenceEnv) begin() { e.inflight.Add(1); e.ios.Add(1) }
-func (e *fenceEnv) end()   { e.inflight.Add(-1); e.ios.Add(1) }
-
-// fenceRun is one Rotate or Run call in its own goroutine.
-type fenceRun struct {
-	done chan struct{}
-	out  rotator.Outcome
-	err  error
-}
-
-func (r *fenceRun) finished() bool {
-	select {
-	case <-r.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// String describes the run's outcome so far, for messages.
-func (r *fenceRun) String() string {
-	if !r.finished() {
-		return "still running"
-	}
-	return fmt.Sprintf("returned %+v, error %v", r.out, r.err)
-}
-
-func (e *fenceEnv) wait(r *fenceRun) {
-	e.t.Helper()
-	select {
-	case <-r.done:
-	case <-e.ctx.Done():
-		e.t.Fatalf("process did not return; requests so far %v", e.requests())
-	}
-}
-
-func (e *fenceEnv) spawn(p *fenceProc, goroutines int32, fn func(ctx context.Context, r *fenceRun)) *fenceRun {
-	ctx, cancel := context.WithCancel(e.ctx)
-	p.mu.Lock()
-	p.cancel = cancel
-	p.mu.Unlock()
-	run := &fenceRun{done: make(chan struct{})}
-	e.mu.Lock()
-	e.runs = append(e.runs, run)
-	e.mu.Unlock()
-	e.running.Add(goroutines)
-	go func() {
-		defer close(run.done)
-		defer e.running.Add(-goroutines)
-		fn(ctx, run)
-	}()
-	return run
-}
-
-// rotate runs r.Rotate(c, trig) as process p.
-func (e *fenceEnv) rotate(p *fenceProc, r *rotator.Rotator, c *rotator.Client, trig rotator.Trigger) *fenceRun {
-	return e.spawn(p, 1, func(ctx context.Context, run *fenceRun) { run.out, run.err = r.Rotate(ctx, c, trig) })
-}
-
-// daemon runs r.Run(clients) as process p.
-func (e *fenceEnv) daemon(p *fenceProc, r *rotator.Rotator, clients ...*rotator.Client) *fenceRun {
-	return e.spawn(p, int32(len(clients)), func(ctx context.Context, _ *fenceRun) { r.Run(ctx, clients) })
-}
-
-// fenceProc is one rotator process; its Store and Affix go through hooks.
-type fenceProc struct {
-	e      *fenceEnv
-	id     string
-	mu     sync.Mutex
-	hooks  []*fenceHook
-	cancel context.CancelFunc
-	dead   atomic.Bool
-	// loseAnswer, if set, is asked after each successful write: true
-	// returns an error to the process although the write was applied.
-	loseAnswer func(vault.Record) bool
-	// failWrite, if set, is asked before each write: true fails it with
-	// Vault unavailable, and nothing is written.
-	failWrite func(vault.Record) bool
-}
-
-type fenceCall struct {
-	op      string       // read, write, post
-	rec     vault.Record // write: what is written
-	secrets []string     // post: what is sent
-}
-
-type fenceHook struct {
-	after      bool
-	match      func(fenceCall) bool
-	action     func()
-	answerLost bool // post: apply the request, but the process gets no answer
-	fired      bool
-}
-
-func (e *fenceEnv) proc(id string) *fenceProc { return &fenceProc{e: e, id: id} }
-
-func fenceLogger() *zap.Logger {
-	if os.Getenv("FENCE_DEBUG") == "" {
-		return nil
-	}
-	l, _ := zap.NewDevelopment()
-	return l
-}
-
-func (p *fenceProc) rotator(mod func(*rotator.Options)) *rotator.Rotator {
-	o := rotator.Options{InstanceID: p.id, Store: (*fenceStore)(p), Clock: p.e.clock, Logger: fenceLogger(),
-		LeaseDuration: time.Minute, RetryInitial: time.Second, RetryMax: 8 * time.Second, RequestTimeout: 5 * time.Second}
-	if mod != nil {
-		mod(&o)
-	}
-	return rotator.New(o)
-}
-
-func (p *fenceProc) client() *rotator.Client {
-	sched, _ := cron.ParseStandard("@every 720h")
-	return &rotator.Client{Name: "c1", VaultPath: p.e.path, Schedule: sched, GracePeriod: p.e.grace, Affix: (*fenceAffix)(p)}
-}
-
-// stop ends the process cleanly (SIGTERM, or -once interrupted).
-func (p *fenceProc) stop() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cancel != nil {
-		p.cancel()
-	}
-}
-
-// kill ends the process abruptly: no further I/O call of it reaches
-// anything (SIGKILL).
-func (p *fenceProc) kill() {
-	p.dead.Store(true)
-	p.stop()
-}
-
-func (p *fenceProc) hook(h *fenceHook) {
-	p.mu.Lock()
-	p.hooks = append(p.hooks, h)
-	p.mu.Unlock()
-}
-
-// fire runs the hooks matching c, once each; it reports whether one held
-// the call and whether its answer is to be lost.
-func (p *fenceProc) fire(c fenceCall, after bool) (held, answerLost bool) {
-	p.mu.Lock()
-	var hs []*fenceHook
-	for _, h := range p.hooks {
-		if !h.fired && h.after == after && h.match(c) {
-			h.fired = true
-			hs = append(hs, h)
-		}
-	}
-	p.mu.Unlock()
-	for _, h := range hs {
-		h.action()
-		held = true
-		answerLost = answerLost || h.answerLost
-	}
-	return held, answerLost
-}
-
-// fencePause holds a process at an I/O call until resumed.
-type fencePause struct {
-	e       *fenceEnv
-	reached chan struct{}
-	release chan struct{}
-}
-
-// pauseBefore holds p just before the first call matching match reaches
-// Vault or Affix. For a post, the request is then sent when resumed, even if
-// the process's context has ended meanwhile (it was already on its way:
-// a frozen VM, a proxy queue); with answerLost the process gets no answer.
-func (p *fenceProc) pauseBefore(match func(fenceCall) bool, answerLost bool) *fencePause {
-	pp := &fencePause{e: p.e, reached: make(chan struct{}), release: make(chan struct{})}
-	p.hook(&fenceHook{match: match, answerLost: answerLost, action: func() {
-		p.e.paused.Add(1)
-		defer p.e.paused.Add(-1)
-		close(pp.reached)
-		select {
-		case <-pp.release:
-		case <-p.e.ctx.Done():
-		}
-	}})
-	return pp
-}
-
-func (pp *fencePause) await() {
-	pp.e.t.Helper()
-	select {
-	case <-pp.reached:
-	case <-pp.e.ctx.Done():
-		pp.e.t.Fatalf("process never reached the pause point; requests %v", pp.e.requests())
-	}
-}
-
-func (pp *fencePause) resume() { close(pp.release) }
-
-func (pp *fencePause) isReached() bool {
-	select {
-	case <-pp.reached:
-		return true
-	default:
-		return false
-	}
-}
-
-func isPost(n int) func(fenceCall) bool {
-	return func(c fenceCall) bool { return c.op == "post" && len(c.secrets) == n }
-}
-
-type fenceStore fenceProc
-
-func (s *fenceStore) Read(ctx context.Context, path string) (vault.Record, int, error) {
-	p := (*fenceProc)(s)
-	c := fenceCall{op: "read"}
-	p.fire(c, false)
-	if p.dead.Load() {
-		return vault.Record{}, 0, errFenceKilled
-	}
-	p.e.begin()
-	rec, v, err := p.e.store.Read(ctx, path)
-	p.e.end()
-	p.fire(c, true)
-	return rec, v, err
-}
-
-func (s *fenceStore) Write(ctx context.Context, path string, r vault.Record, cas int) (int, error) {
-	p := (*fenceProc)(s)
-	c := fenceCall{op: "write", rec: r}
-	p.fire(c, false)
-	if p.dead.Load() {
-		return 0, errFenceKilled
-	}
-	if p.failWrite != nil && p.failWrite(r) {
-		return 0, fmt.Errorf("vault: write secret/%s: %w: 503 (injected; nothing written)", path, vault.ErrUnavailable)
-	}
-	p.e.begin()
-	v, err := p.e.store.Write(ctx, path, r, cas)
-	p.e.end()
-	p.fire(c, true)
-	if err == nil && p.loseAnswer != nil && p.loseAnswer(r) {
-		return 0, fmt.Errorf("vault: write secret/%s: %w: connection reset before the answer (injected; the write was applied)", path, vault.ErrUnavailable)
-	}
-	return v, err
-}
-
-type fenceAffix fenceProc
-
-func (a *fenceAffix) UpdateClient(ctx context.Context, req affix.UpdateRequest) (*affix.UpdateResponse, error) {
-	p := (*fenceProc)(a)
-	c := fenceCall{op: "post"}
-	for _, s := range req.ClientSecret {
-		c.secrets = append(c.secrets, s.Reveal())
-	}
-	held, lost := p.fire(c, false)
-	if p.dead.Load() {
-		return nil, fmt.Errorf("%w: %v", affix.ErrNotSent, errFenceKilled)
-	}
-	p.e.begin()
-	var resp *affix.UpdateResponse
-	var err error
-	switch {
-	case held && (lost || ctx.Err() != nil):
-		// The request left before the pause: Affix applies it now,
-		// whatever became of the process that sent it.
-		_, _ = p.e.api.UpdateClient(context.Background(), req)
-		if ctx.Err() == nil {
-			// ...and the answer is lost on the way back.
-			p.e.fake.Inject(affixtest.Fault{Drop: true})
-		}
-		resp, err = p.e.api.UpdateClient(ctx, req)
-	default:
-		resp, err = p.e.api.UpdateClient(ctx, req)
-	}
-	p.e.end()
-	p.fire(c, true)
-	return resp, err
-}
 
 // ---------------------------------------------------------------------------
 // Item 1: an abort after a takeover must not drop a secret Affix accepts.
@@ -638,12 +40,12 @@ func (a *fenceAffix) UpdateClient(ctx context.Context, req affix.UpdateRequest) 
 // 401. Since B drove the rotation, N1 may be accepted: A must keep it
 // (staged, retrying), not abort and drop it from Vault (I2).
 func TestFenceAbortAfterTakeoverKeepsSecret(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	e.fake.Inject(affixtest.Fault{Status: 429, RetryAfter: "30"})
 	a := e.proc("pod-a")
 	var armed atomic.Bool
-	a.hook(&fenceHook{after: true, match: isPost(2), action: func() { armed.Store(true) }})
-	freeze := a.pauseBefore(func(fenceCall) bool { return armed.Load() }, false)
+	a.hook(&ioHook{after: true, match: isPost(2), action: func() { armed.Store(true) }})
+	freeze := a.pauseBefore(func(ioCall) bool { return armed.Load() }, false)
 	runA := e.rotate(a, a.rotator(nil), a.client(), e.once())
 	e.drive(time.Second, 2*time.Minute, freeze.isReached)
 	freeze.await()
@@ -651,7 +53,7 @@ func TestFenceAbortAfterTakeoverKeepsSecret(t *testing.T) {
 
 	e.advance(2 * time.Minute) // A's lease (1m) is over while it is frozen
 	b := e.proc("host/once-1")
-	b.hook(&fenceHook{after: true, match: isPost(2), action: b.kill})
+	b.hook(&ioHook{after: true, match: isPost(2), action: b.kill})
 	e.fake.Inject(affixtest.Fault{ApplyThenDrop: true})
 	runB := e.rotate(b, b.rotator(nil), b.client(), e.once())
 	e.wait(runB)
@@ -686,8 +88,8 @@ func TestFenceAbortAfterTakeoverKeepsSecret(t *testing.T) {
 // its [N1,S0] reaches Affix. Its lease runs out; B takes over and completes
 // the rotation (Affix accepts {N1}, the record is stable on N1).
 // modA, if set, adjusts A's options.
-func staleSetup(t *testing.T, answerLost bool, modA func(*rotator.Options)) (e *fenceEnv, a, b *fenceProc, runA *fenceRun, hold *fencePause) {
-	e = newFenceEnv(t)
+func staleSetup(t *testing.T, answerLost bool, modA func(*rotator.Options)) (e *memHarness, a, b *memProc, runA *memRun, hold *memPause) {
+	e = newMemHarness(t)
 	a = e.proc("pod-a")
 	hold = a.pauseBefore(isPost(2), answerLost)
 	runA = e.rotate(a, a.rotator(modA), a.client(), e.once())
@@ -758,7 +160,7 @@ func TestFenceStaleRequestDuringNextRotation(t *testing.T) {
 // ---------------------------------------------------------------------------
 // Item 3: the schedule is anchored on the record, not on the process.
 
-func (e *fenceEnv) setRotatedAt(t time.Time) {
+func (e *memHarness) setRotatedAt(t time.Time) {
 	e.t.Helper()
 	rec := e.record()
 	rec["rotated_at"] = t.UTC().Format(time.RFC3339Nano)
@@ -768,7 +170,7 @@ func (e *fenceEnv) setRotatedAt(t time.Time) {
 // TestFenceScheduleSurvivesRestarts: @every 720h with a daemon restarted
 // every 24h: the rotation still happens 720h after rotated_at.
 func TestFenceScheduleSurvivesRestarts(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	e.setRotatedAt(e.start0)
 	for day := 0; day < 31; day++ {
 		p := e.proc("pod-a")
@@ -789,7 +191,7 @@ func TestFenceScheduleSurvivesRestarts(t *testing.T) {
 // TestFenceScheduleMissedRunAtStart: a run missed while the daemon was down
 // (rotated_at+720h is in the past) happens at start, even without max_age.
 func TestFenceScheduleMissedRunAtStart(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	e.setRotatedAt(e.start0.Add(-800 * time.Hour))
 	p := e.proc("pod-a")
 	e.daemon(p, p.rotator(nil), p.client())
@@ -802,7 +204,7 @@ func TestFenceScheduleMissedRunAtStart(t *testing.T) {
 // TestFenceMaxAgeHardBound: a running daemon rotates when max_age is
 // reached, before the schedule's next run.
 func TestFenceMaxAgeHardBound(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	e.setRotatedAt(e.start0)
 	p := e.proc("pod-a")
 	c := p.client()
@@ -821,7 +223,7 @@ func TestFenceMaxAgeHardBound(t *testing.T) {
 // after d1) run one client @every 1h: one rotation per period, not one per
 // replica.
 func TestFenceTwoReplicasOneRotationPerPeriod(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	e.setRotatedAt(e.start0)
 	sched, _ := cron.ParseStandard("@every 1h")
 	d1, d2 := e.proc("d1"), e.proc("d2")
@@ -841,7 +243,7 @@ func TestFenceTwoReplicasOneRotationPerPeriod(t *testing.T) {
 // Item 4: bootstrap never posts [new] alone onto a soft-deleted record.
 
 func TestFenceBootstrapRefusesSoftDeleted(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	e.store.Delete(e.path) // `vault kv delete`: the latest version is soft-deleted
 	p := e.proc("host/once-1")
 	c := p.client()
@@ -864,7 +266,7 @@ func TestFenceBootstrapRefusesSoftDeleted(t *testing.T) {
 // Item 5: lease hygiene.
 
 // leaseHeld says whether the record still names owner as an unexpired lease holder.
-func (e *fenceEnv) leaseHeld(owner string) bool {
+func (e *memHarness) leaseHeld(owner string) bool {
 	rec := e.record()
 	return str(rec, "lease_owner") == owner && e.clock.Now().Before(e.recordTime("lease_until"))
 }
@@ -873,7 +275,7 @@ func (e *fenceEnv) leaseHeld(owner string) bool {
 // releases its lease, so another process proceeds at once.
 func TestFenceCleanStopReleasesLease(t *testing.T) {
 	t.Run("staged", func(t *testing.T) {
-		e := newFenceEnv(t)
+		e := newMemHarness(t)
 		e.fake.Inject(affixtest.Fault{Status: 500})
 		a := e.proc("pod-a")
 		runA := e.rotate(a, a.rotator(nil), a.client(), e.once())
@@ -889,7 +291,7 @@ func TestFenceCleanStopReleasesLease(t *testing.T) {
 		eq(t, "requests once pod-b started, with no time passing", e.requests(), []string{"500[N1,S0]", "200[N1,S0]"})
 	})
 	t.Run("overlap", func(t *testing.T) {
-		e := newFenceEnv(t)
+		e := newMemHarness(t)
 		a := e.proc("pod-a")
 		runA := e.rotate(a, a.rotator(nil), a.client(), e.once())
 		e.quiet() // in the grace
@@ -913,7 +315,7 @@ func TestFenceCleanStopReleasesLease(t *testing.T) {
 // TestFenceGiveUpReleasesLease: a -once run that gives up (GiveUpAfter)
 // releases its lease.
 func TestFenceGiveUpReleasesLease(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	for i := 0; i < 50; i++ {
 		e.fake.Inject(affixtest.Fault{Status: 500})
 	}
@@ -933,7 +335,7 @@ func TestFenceGiveUpReleasesLease(t *testing.T) {
 // left extends the lease first and is recorded as retry_not_before; a
 // replica taking over after a clean stop does not POST before it.
 func TestFenceRetryAfterFloorShared(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	e.fake.Inject(affixtest.Fault{Status: 429, RetryAfter: "600"})
 	a := e.proc("pod-a")
 	runA := e.rotate(a, a.rotator(nil), a.client(), e.once())
@@ -966,7 +368,7 @@ func TestFenceRetryAfterFloorShared(t *testing.T) {
 // TestFenceLostFinalWriteIsOwn: the overlap → stable write is applied but
 // its answer lost: the run reports its own success and counts it.
 func TestFenceLostFinalWriteIsOwn(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	reg := prometheus.NewRegistry()
 	m := rotator.NewMetrics(reg)
 	p := e.proc("pod-a")
@@ -990,7 +392,7 @@ func TestFenceLostFinalWriteIsOwn(t *testing.T) {
 // TestFenceLostAbortWriteIsOwn: the abort write (after a 401) is applied but
 // its answer lost: the run reports the abort; no new secret is generated.
 func TestFenceLostAbortWriteIsOwn(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	e.fake.Inject(affixtest.Fault{Status: 401})
 	p := e.proc("pod-a")
 	var lost atomic.Bool
@@ -1014,16 +416,16 @@ func TestFenceLostAbortWriteIsOwn(t *testing.T) {
 // ---------------------------------------------------------------------------
 // Item 7: no *rand.Rand shared between client goroutines (run with -race).
 
-// fenceBarrier releases its two callers together, so that what they do next
+// barrier releases its two callers together, so that what they do next
 // is not ordered by anything the test adds.
-type fenceBarrier struct {
+type barrier struct {
 	mu     sync.Mutex
 	n      int
 	ch     chan struct{}
 	paused *atomic.Int32
 }
 
-func (b *fenceBarrier) arrive(ctx context.Context) {
+func (b *barrier) arrive(ctx context.Context) {
 	b.mu.Lock()
 	if b.ch == nil {
 		b.ch = make(chan struct{})
@@ -1044,9 +446,9 @@ func (b *fenceBarrier) arrive(ctx context.Context) {
 }
 
 type barrierAffix struct {
-	e     *fenceEnv
+	e     *memHarness
 	api   *affix.Client
-	b     *fenceBarrier
+	b     *barrier
 	posts atomic.Int32
 }
 
@@ -1070,14 +472,14 @@ func (a *barrierAffix) UpdateClient(ctx context.Context, req affix.UpdateRequest
 // their draws (nothing else orders them, as with the real clock). Without
 // -race it only checks that both clients back off.
 func TestFenceRandNotShared(t *testing.T) {
-	e := newFenceEnv(t)
-	b := &fenceBarrier{paused: &e.paused}
+	e := newMemHarness(t)
+	b := &barrier{paused: &e.paused}
 	var clients []*rotator.Client
 	var affixes []*barrierAffix
 	for i := 1; i <= 2; i++ {
-		key, path, cur := "key-race-"+strconv.Itoa(i), "affix/race-"+strconv.Itoa(i), fenceSecret(t)
+		key, path, cur := "key-race-"+strconv.Itoa(i), "affix/race-"+strconv.Itoa(i), newSecret(t)
 		e.fake.AddClient(key, "client-id-race", cur)
-		if _, err := e.store.Put(path, map[string]any{"client_secret": cur, "pending_client_secret": fenceSecret(t), "phase": "staged", "rotation_id": "r" + strconv.Itoa(i)}, 0); err != nil {
+		if _, err := e.store.Put(path, map[string]any{"client_secret": cur, "pending_client_secret": newSecret(t), "phase": "staged", "rotation_id": "r" + strconv.Itoa(i)}, 0); err != nil {
 			t.Fatal(err)
 		}
 		api, err := affix.New(e.fake.URL, secret.New(key), affix.WithTimeout(5*time.Second))
@@ -1086,15 +488,15 @@ func TestFenceRandNotShared(t *testing.T) {
 		}
 		a := &barrierAffix{e: e, api: api, b: b}
 		affixes = append(affixes, a)
-		sched, _ := cron.ParseStandard("@every 720h")
-		clients = append(clients, &rotator.Client{Name: "race-" + strconv.Itoa(i), VaultPath: path, Schedule: sched, GracePeriod: e.grace, Affix: a})
+		c := e.newClient("@every 720h", a)
+		c.Name, c.VaultPath = "race-"+strconv.Itoa(i), path
+		clients = append(clients, c)
 	}
 	for i := 0; i < 40; i++ {
 		e.fake.Inject(affixtest.Fault{Status: 500})
 	}
 	p := e.proc("pod-a")
-	r := rotator.New(rotator.Options{InstanceID: p.id, Store: e.store, Clock: lockFreeClock{e.clock, &e.nowNanos}, Logger: fenceLogger(),
-		LeaseDuration: time.Minute, RetryInitial: time.Second, RetryMax: 8 * time.Second, RequestTimeout: 5 * time.Second})
+	r := rotator.New(e.options(p.id, e.store, func(o *rotator.Options) { o.Clock = lockFreeClock{e.clock, &e.nowNanos} }))
 	run := e.daemon(p, r, clients...)
 	ok := e.drive(time.Second, 5*time.Minute, func() bool { return affixes[0].posts.Load() >= 3 && affixes[1].posts.Load() >= 3 })
 	p.stop()
@@ -1102,16 +504,4 @@ func TestFenceRandNotShared(t *testing.T) {
 	if !ok {
 		t.Fatalf("setup: the two clients did not back off together (%d and %d requests)", affixes[0].posts.Load(), affixes[1].posts.Load())
 	}
-}
-
-// ReadVersion reads an earlier version for -reaccept-previous, through the
-// same hooks as Read.
-func (s *fenceStore) ReadVersion(ctx context.Context, path string, version int) (vault.Record, error) {
-	p := (*fenceProc)(s)
-	if p.dead.Load() {
-		return vault.Record{}, errFenceKilled
-	}
-	p.e.begin()
-	defer p.e.end()
-	return p.e.store.ReadVersion(ctx, path, version)
 }

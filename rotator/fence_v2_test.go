@@ -24,20 +24,20 @@ import (
 func TestFenceV2ReconcileRepairsDrift(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		drift func(e *fenceEnv, rogue string)
+		drift func(e *memHarness, rogue string)
 	}{
-		{"extra secret accepted", func(e *fenceEnv, rogue string) { e.fake.AddClient(e.key, "client-id-1", e.s0, rogue) }},
-		{"current secret no longer accepted", func(e *fenceEnv, rogue string) { e.fake.AddClient(e.key, "client-id-1", rogue) }},
+		{"extra secret accepted", func(e *memHarness, rogue string) { e.fake.AddClient(e.key, "client-id-1", e.s0, rogue) }},
+		{"current secret no longer accepted", func(e *memHarness, rogue string) { e.fake.AddClient(e.key, "client-id-1", rogue) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newFenceEnv(t)
+			e := newMemHarness(t)
 			e.setRotatedAt(e.start0)
 			reg := prometheus.NewRegistry()
 			m := rotator.NewMetrics(reg)
 			p := e.proc("pod-a")
 			e.daemon(p, p.rotator(func(o *rotator.Options) { o.ReconcileInterval = 10 * time.Minute; o.Metrics = m }), p.client())
 			e.quiet()
-			tc.drift(e, fenceSecret(t))
+			tc.drift(e, newSecret(t))
 			if e.mismatch() == "" {
 				t.Fatal("setup: no drift")
 			}
@@ -76,8 +76,8 @@ func TestFenceV2TakeoverDropAfterSkewMargin(t *testing.T) {
 		owner string // lease_owner of the overlap record ("": released)
 	}{{"lease released", ""}, {"lease ended at grace_until", "pod-a"}} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newFenceEnv(t)
-			n1 := fenceSecret(t)
+			e := newMemHarness(t)
+			n1 := newSecret(t)
 			graceUntil := e.start0.Add(10 * time.Second)
 			data := map[string]any{"client_secret": n1, "previous_client_secret": e.s0, "phase": "overlap",
 				"rotation_id": "started-by-pod-a", "grace_until": graceUntil.Format(time.RFC3339Nano)}
@@ -109,7 +109,7 @@ func TestFenceV2TakeoverDropAfterSkewMargin(t *testing.T) {
 
 // Item 5: the 429's floor is in the record, typed.
 func TestFenceV2RetryNotBefore(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	e.fake.Inject(affixtest.Fault{Status: 429, RetryAfter: "600"})
 	a := e.proc("pod-a")
 	e.rotate(a, a.rotator(nil), a.client(), e.once())
@@ -127,7 +127,7 @@ func TestFenceV2RetryNotBefore(t *testing.T) {
 // Item 6: after its own final write's answer was lost, the outcome carries
 // the record's rotated_at.
 func TestFenceV2LostFinalWriteRotatedAt(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	p := e.proc("pod-a")
 	lost := false
 	p.loseAnswer = func(r vault.Record) bool {

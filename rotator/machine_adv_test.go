@@ -53,8 +53,8 @@ func (s slowAffix) UpdateClient(ctx context.Context, req affix.UpdateRequest) (*
 // [N1,S0]), yet the two replicas hammer Affix until the grace ends (or
 // Affix answers 429).
 func TestAdvStealPingPongStorm(t *testing.T) {
-	e := newFenceEnv(t)
-	n1 := fenceSecret(t)
+	e := newMemHarness(t)
+	n1 := newSecret(t)
 	graceUntil := e.start0.Add(time.Hour)
 	e.put(map[string]any{"client_secret": n1, "previous_client_secret": e.s0, "phase": "overlap",
 		"rotation_id": "r1", "grace_until": graceUntil.Format(time.RFC3339Nano)})
@@ -74,12 +74,12 @@ func TestAdvStealPingPongStorm(t *testing.T) {
 	b := e.proc("pod-b")
 	cb := b.client()
 	cb.Affix = slowAffix{inner: cb.Affix, rtt: rtt}
-	stealB := b.pauseBefore(func(c fenceCall) bool { return c.op == "write" && c.rec.LeaseOwner == "pod-b" }, false)
+	stealB := b.pauseBefore(func(c ioCall) bool { return c.op == "write" && c.rec.LeaseOwner == "pod-b" }, false)
 	e.daemon(b, b.rotator(mod), cb)
 	e.quiet() // pod-b follows pod-a's grace
 
 	// pod-a's reconcile request: pod-b's steal lands 20ms into it.
-	a.hook(&fenceHook{match: isPost(2), action: func() {
+	a.hook(&ioHook{match: isPost(2), action: func() {
 		stealB.await()
 		go func() {
 			time.Sleep(rtt / 2)
@@ -100,13 +100,6 @@ func TestAdvStealPingPongStorm(t *testing.T) {
 	}
 }
 
-func firstN(s []string, n int) []string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
-}
-
 // TestAdvLostOverlapWriteThenFloorNoOverlapEvent: pod-a's staged → overlap
 // write lands but its answer is lost; before pod-a reads again, another
 // process stopping cleanly records its 429 floor on the record (release()
@@ -121,13 +114,13 @@ func firstN(s []string, n int) []string {
 // here the event is never even queued. (The same happens with the operator
 // annotation of TestLostWriteThenAnnotationReleasesLease.)
 func TestAdvLostOverlapWriteThenFloorNoOverlapEvent(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	p := e.proc("pod-a")
 	var mu sync.Mutex
 	var events []string
 	var lost atomic.Bool
 	p.loseAnswer = func(r vault.Record) bool { return r.Phase == vault.PhaseOverlap && lost.CompareAndSwap(false, true) }
-	p.hook(&fenceHook{after: true, match: func(c fenceCall) bool { return c.op == "write" && c.rec.Phase == vault.PhaseOverlap }, action: func() {
+	p.hook(&ioHook{after: true, match: func(c ioCall) bool { return c.op == "write" && c.rec.Phase == vault.PhaseOverlap }, action: func() {
 		// Another process's release(): its floor, every other field kept.
 		rec := e.record()
 		rec["retry_not_before"] = e.clock.Now().Add(2 * time.Second).Format(time.RFC3339Nano)

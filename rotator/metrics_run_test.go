@@ -5,12 +5,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/robfig/cron/v3"
 
 	"github.com/affix-rotator/affix-rotator/internal/metrictest"
-	"github.com/affix-rotator/affix-rotator/rotator"
 )
 
 // TestRunMetricsExpectedIntervalAndEndToEnd: Run exports each client's
@@ -22,16 +20,14 @@ func TestRunMetricsExpectedIntervalAndEndToEnd(t *testing.T) {
 	h.setRotatedAt(h.clock.Now().Add(-40 * 24 * time.Hour))
 	ctx, cancel := context.WithCancel(ctxT(t))
 	defer cancel()
-	reg := prometheus.NewRegistry()
-	m := rotator.NewMetrics(reg)
+	metered, reg := withMetrics()
 	p := h.process("d1", nil)
-	r := p.rotator(func(o *rotator.Options) { o.Metrics = m })
+	r := p.rotator(metered)
 	c := p.client()
 	c.Schedule, _ = cron.ParseStandard("@every 720h")
 	c.MaxAge = 30 * 24 * time.Hour
 	c.Jitter = time.Minute
-	ran := make(chan struct{})
-	go func() { r.Run(ctx, []*rotator.Client{c}); close(ran) }()
+	ran := h.daemon(ctx, r, c)
 	h.asleep(ctx) // in the grace period of the catch-up rotation
 	want := (720*time.Hour + h.grace + time.Minute).Seconds()
 	if v := metrictest.Value(t, reg, "affix_rotator_expected_interval_seconds", "client", "c1"); v != want {

@@ -35,11 +35,11 @@ import (
 // accepted within Grace)"; the same scenario with the daemon alive (it
 // confirms, the -once ends that grace) is retired within a minute.
 func TestIncidentResumingAStagedRotationEndsItsGrace(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	d := e.proc("pod-a")
 	dc := d.client()
 	dc.GracePeriod = time.Hour
-	d.hook(&fenceHook{match: isPost(2), action: d.kill}) // killed before Affix hears of N1
+	d.hook(&ioHook{match: isPost(2), action: d.kill}) // killed before Affix hears of N1
 	run := e.rotate(d, d.rotator(nil), dc, rotator.Trigger{Reason: rotator.ReasonSchedule, Time: e.clock.Now()})
 	e.drive(time.Second, time.Minute, run.finished)
 	if phaseOf(e.record()) != "staged" {
@@ -86,7 +86,7 @@ func TestIncidentResumingAStagedRotationEndsItsGrace(t *testing.T) {
 // record written before staged_at existed ("must survive the end of the
 // reopened grace, whatever operator action came in between").
 func TestLegacyReacceptThenEndGraceKeepsRotatedAt(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	a := e.proc("pod-a")
 	run := e.rotate(a, a.rotator(nil), a.client(), e.once())
 	e.drive(time.Second, 5*time.Minute, run.finished)
@@ -155,7 +155,7 @@ func (c skewedClock) Until(t time.Time) time.Duration { return t.Sub(c.Now()) }
 // max_age fire an hour early, and the record says the current secret is
 // an hour older than it is. No grace was reopened; only 20s of skew.
 func TestRotatedAtOfARotationAfterASkewedOneIsKept(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	a := e.proc("pod-a")
 	ac := a.client()
 	ac.GracePeriod = 2 * time.Minute
@@ -207,13 +207,13 @@ func TestRotatedAtOfARotationAfterASkewedOneIsKept(t *testing.T) {
 // (design: with only one-shot runs, the drift lasts "until the stale
 // process wakes and detects it"; it woke and did not).
 func TestExtendGraceStaleRequestIsRepaired(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	ext, freeze := e.heldExtendGrace()
 	e.advance(2 * time.Minute) // op1's 1m lease ends while it is frozen
 
 	op2 := e.proc("host/endgrace-1")
 	r2 := op2.rotator(nil)
-	end := e.spawn(op2, 1, func(ctx context.Context, run *fenceRun) {
+	end := e.spawn(op2, 1, func(ctx context.Context, run *memRun) {
 		run.out, run.err = r2.EndGrace(ctx, op2.client(), rotator.Audit{By: "carol", Reason: "S0 leaked"})
 	})
 	e.drive(time.Second, time.Minute, end.finished)
@@ -240,22 +240,15 @@ func TestExtendGraceStaleRequestIsRepaired(t *testing.T) {
 // clock catches up an hour later. A -once must be satisfied by the
 // rotation it staged itself; after 3 minutes it is still rotating.
 func TestOnceAfterAClockStepBackTerminates(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	op := e.proc("host/once-1")
 	trig := rotator.Trigger{Reason: rotator.ReasonOnce, Time: e.clock.Now().Add(time.Hour)} // read before the step back
 	run := e.rotate(op, op.rotator(func(o *rotator.Options) { o.ClockSkewMargin = 30 * time.Second }), op.client(), trig)
 	e.drive(time.Second, 3*time.Minute, run.finished)
 	if !run.finished() || e.stagedCount() != 1 {
 		t.Fatalf("-once after its host's clock was stepped back 1h: %d rotations in %s and %s (want one rotation, its own, then exit); first requests %v",
-			e.stagedCount(), e.clock.Now().Sub(e.start0), run, first(e.requests(), 8))
+			e.stagedCount(), e.clock.Now().Sub(e.start0), run, firstN(e.requests(), 8))
 	}
-}
-
-func first(s []string, n int) []string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }
 
 // TestExtendGraceStaleRequestDuringIncidentLocksOut: the same blind
@@ -273,7 +266,7 @@ func first(s []string, n int) []string {
 // it: consumers are locked out until the incident's drop 10 minutes later
 // (with the leaked S0 accepted again meanwhile).
 func TestExtendGraceStaleRequestDuringIncidentLocksOut(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	ext, held := e.heldExtendGrace()
 
 	op2 := e.proc("host/once-2")
@@ -310,12 +303,12 @@ func TestExtendGraceStaleRequestDuringIncidentLocksOut(t *testing.T) {
 // grace + margins); a rotation that started a moment after the incident,
 // with another process's grace, does not keep it.
 func TestIncidentSatisfiedByALongGraceRotation(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	leaked := e.s0
 	op := e.proc("host/once-1")
 	c := op.client()
 	c.GracePeriod = 30 * time.Second
-	race := op.pauseBefore(func(fc fenceCall) bool { return fc.op == "write" && fc.rec.Phase == "staged" }, false)
+	race := op.pauseBefore(func(fc ioCall) bool { return fc.op == "write" && fc.rec.Phase == "staged" }, false)
 	start := e.clock.Now()
 	once := e.rotate(op, op.rotator(func(o *rotator.Options) { o.ClockSkewMargin = 30 * time.Second }), c,
 		rotator.Trigger{Reason: rotator.ReasonOnce, Time: start, Grace: 30 * time.Second, Audit: incidentAudit})
@@ -358,7 +351,7 @@ func TestIncidentSatisfiedByALongGraceRotation(t *testing.T) {
 // moment it is made current: with @every 720h the schedule is due at
 // once, and the new daemon starts yet another rotation right away.
 func TestRotationStagedByAnOlderReplicaUpdatesRotatedAt(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	a := e.proc("pod-a")
 	run := e.rotate(a, a.rotator(nil), a.client(), e.once())
 	e.drive(time.Second, 5*time.Minute, run.finished)
@@ -371,7 +364,7 @@ func TestRotationStagedByAnOlderReplicaUpdatesRotatedAt(t *testing.T) {
 	// The old replica (pod-old) stages N2 and confirms it, as bf7ad79 did:
 	// its writes keep every field it does not own, staged_at included.
 	n1 := str(e.record(), "client_secret")
-	n2 := fenceSecret(t)
+	n2 := newSecret(t)
 	now := e.clock.Now()
 	staged := e.record()
 	staged["phase"], staged["pending_client_secret"], staged["rotation_id"] = "staged", n2, "r-old-2"
@@ -416,7 +409,7 @@ func TestRotationStagedByAnOlderReplicaUpdatesRotatedAt(t *testing.T) {
 // cleanly (no daemon from here on; its lease is released), and an operator's
 // -extend-grace 30m whose record write landed and whose [N1, S0] request is
 // held just before it reaches Affix.
-func (e *fenceEnv) heldExtendGrace() (*fenceRun, *fencePause) {
+func (e *memHarness) heldExtendGrace() (*memRun, *memPause) {
 	e.t.Helper()
 	a, runA, _ := e.inOverlap("pod-a", time.Hour)
 	a.stop()
@@ -425,7 +418,7 @@ func (e *fenceEnv) heldExtendGrace() (*fenceRun, *fencePause) {
 	op1 := e.proc("host/extend-1")
 	held := op1.pauseBefore(isPost(2), false)
 	r1 := op1.rotator(nil)
-	ext := e.spawn(op1, 1, func(ctx context.Context, run *fenceRun) {
+	ext := e.spawn(op1, 1, func(ctx context.Context, run *memRun) {
 		_, run.err = r1.ExtendGrace(ctx, op1.client(), 30*time.Minute, rotator.Audit{By: "bob", Reason: "partner late"})
 	})
 	held.await()

@@ -25,7 +25,7 @@ var incidentAudit = &rotator.Audit{By: "alice", Reason: "secret pasted in a chat
 
 // inOverlap starts a rotation of grace g by process id and waits until its
 // new secret is current; it returns the process, its run and that secret.
-func (e *fenceEnv) inOverlap(id string, g time.Duration) (*fenceProc, *fenceRun, string) {
+func (e *memHarness) inOverlap(id string, g time.Duration) (*memProc, *memRun, string) {
 	e.t.Helper()
 	d := e.proc(id)
 	c := d.client()
@@ -44,7 +44,7 @@ func (e *fenceEnv) inOverlap(id string, g time.Duration) (*fenceProc, *fenceRun,
 // never report success while that secret is still accepted. (On bf7ad79 it
 // waited out the 24h grace and reported "completed by another process".)
 func TestOnceWithGraceDuringOverlapRetiresTheLeakedSecret(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	_, _, leaked := e.inOverlap("pod-a", 24*time.Hour)
 	op := e.proc("host/once-1")
 	c := op.client()
@@ -80,7 +80,7 @@ func TestOnceWithGraceDuringOverlapRetiresTheLeakedSecret(t *testing.T) {
 // A plain -once (no -grace) during an overlap waits for that grace, and is
 // satisfied only by a rotation staged at or after it: it runs a new one.
 func TestOnceIsSatisfiedOnlyByARotationStagedAfterIt(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	_, _, current := e.inOverlap("pod-a", time.Hour)
 	op := e.proc("host/once-1")
 	run := e.rotate(op, op.rotator(nil), op.client(), e.once())
@@ -101,11 +101,11 @@ func TestOnceIsSatisfiedOnlyByARotationStagedAfterIt(t *testing.T) {
 // own grace is 24h; the overlap it confirms lasts 5m. (On bf7ad79 the 5m
 // lived in the -once's memory only, and the daemon used 24h.)
 func TestOperatorGraceTravelsWithTheRotation(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	op := e.proc("host/once-1")
 	c := op.client()
 	c.GracePeriod = 5 * time.Minute
-	op.hook(&fenceHook{match: isPost(2), action: op.kill})
+	op.hook(&ioHook{match: isPost(2), action: op.kill})
 	run := e.rotate(op, op.rotator(nil), c, rotator.Trigger{Reason: rotator.ReasonOnce, Time: e.clock.Now(), Grace: 5 * time.Minute, Audit: incidentAudit})
 	e.drive(time.Second, time.Minute, run.finished)
 	if phaseOf(e.record()) != "staged" {
@@ -136,13 +136,13 @@ func TestOperatorGraceTravelsWithTheRotation(t *testing.T) {
 // extension must be honoured by Affix, not only by the record. (On
 // bf7ad79 Affix rejected the previous secret for the whole extended grace.)
 func TestExtendGraceAfterAnUnrecordedDropIsHonoured(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	a := e.proc("pod-a")
 	c := a.client()
 	c.GracePeriod = time.Minute
 	failing := false
 	a.failWrite = func(r vault.Record) bool { return failing }
-	a.hook(&fenceHook{after: true, match: isPost(1), action: func() { failing = true }})
+	a.hook(&ioHook{after: true, match: isPost(1), action: func() { failing = true }})
 	e.rotate(a, a.rotator(nil), c, e.once())
 	prev := ""
 	e.drive(time.Second, 5*time.Minute, func() bool {
@@ -159,7 +159,7 @@ func TestExtendGraceAfterAnUnrecordedDropIsHonoured(t *testing.T) {
 	op := e.proc("host/op-1")
 	r := op.rotator(nil)
 	var until time.Time
-	run := e.spawn(op, 1, func(ctx context.Context, run *fenceRun) {
+	run := e.spawn(op, 1, func(ctx context.Context, run *memRun) {
 		until, run.err = r.ExtendGrace(ctx, op.client(), 30*time.Minute, rotator.Audit{By: "bob", Reason: "partner late"})
 	})
 	e.drive(time.Second, time.Minute, run.finished)
@@ -177,7 +177,7 @@ func TestExtendGraceAfterAnUnrecordedDropIsHonoured(t *testing.T) {
 // rotated_at (the schedule's anchor) must not move. (On bf7ad79 the
 // end-grace action overwrote last_action, which was the only trace.)
 func TestReacceptThenEndGraceKeepsRotatedAt(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	a := e.proc("pod-a")
 	run := e.rotate(a, a.rotator(nil), a.client(), e.once())
 	e.drive(time.Second, 5*time.Minute, run.finished)
@@ -199,7 +199,7 @@ func TestReacceptThenEndGraceKeepsRotatedAt(t *testing.T) {
 // action. A path that looks never used (its metadata deleted) stays an
 // error for the daemon. (On bf7ad79 `bootstrap: true` stayed armed.)
 func TestDaemonNeverBootstraps(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	d := e.proc("pod-a")
 	c := d.client()
 	c.VaultPath, c.Bootstrap = "affix/never-used", true
@@ -222,7 +222,7 @@ func TestDaemonNeverBootstraps(t *testing.T) {
 // facing a rotated_at and staged_at 10 days in the future rotates (on
 // bf7ad79 it did nothing and reported success), and the daemon counts it.
 func TestFutureRecordTimesAreNotTrusted(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	rec := e.record()
 	future := e.clock.Now().Add(240 * time.Hour).UTC().Format(time.RFC3339Nano)
 	rec["rotated_at"], rec["staged_at"] = future, future
@@ -245,7 +245,7 @@ func TestFutureRecordTimesAreNotTrusted(t *testing.T) {
 // step_error, with failing_since, and no stale last_error. (On bf7ad79
 // -status showed the previous rotation's 401.)
 func TestStepErrorBelongsToItsRotation(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	e.fake.Inject(affixtest.Fault{Status: 401})
 	a := e.proc("pod-a")
 	run := e.rotate(a, a.rotator(nil), a.client(), e.once())
@@ -274,7 +274,7 @@ func TestStepErrorBelongsToItsRotation(t *testing.T) {
 // 40s rotates within 3 minutes. (On bf7ad79 each start re-anchored the
 // schedule, so it never rotated.)
 func TestSeededRecordRotatesDespiteRestarts(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	sched, _ := cron.ParseStandard("@every 1m")
 	for i := 0; i < 5 && e.stagedCount() == 0; i++ {
 		p := e.proc("pod-a")
@@ -290,15 +290,15 @@ func TestSeededRecordRotatesDespiteRestarts(t *testing.T) {
 	}
 }
 
-// fenceMarked is a process's store with the change marker (ChangeMarker):
+// markedStore is a process's store with the change marker (ChangeMarker):
 // a daemon on it runs one more goroutine, the marker's watcher.
-type fenceMarked struct{ *fenceStore }
+type markedStore struct{ *memStore }
 
-func (s fenceMarked) ChangesVersion(ctx context.Context) (int, error) {
+func (s markedStore) ChangesVersion(ctx context.Context) (int, error) {
 	return s.e.store.ChangesVersion(ctx)
 }
 
-func (s fenceMarked) BumpChanges(ctx context.Context, client, what string) error {
+func (s markedStore) BumpChanges(ctx context.Context, client, what string) error {
 	return s.e.store.BumpChanges(ctx, client, what)
 }
 
@@ -310,7 +310,7 @@ func (s fenceMarked) BumpChanges(ctx context.Context, client, what string) error
 // accepted minutes past grace_until, and the daemon counted what it
 // happened to see.)
 func TestOperatorChangeReachesTheDaemonWithinRereadInterval(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	a := e.proc("pod-a")
 	first := e.rotate(a, a.rotator(nil), a.client(), e.once())
 	e.drive(time.Second, 5*time.Minute, first.finished)
@@ -318,21 +318,21 @@ func TestOperatorChangeReachesTheDaemonWithinRereadInterval(t *testing.T) {
 		t.Fatalf("setup: %s", first)
 	}
 	const reread, margin = 30 * time.Second, 30 * time.Second
-	marked := func(p *fenceProc, reg *prometheus.Registry) *rotator.Rotator {
+	marked := func(p *memProc, reg *prometheus.Registry) *rotator.Rotator {
 		return p.rotator(func(o *rotator.Options) {
-			o.Changes, o.RereadInterval, o.ClockSkewMargin, o.Metrics = fenceMarked{(*fenceStore)(p)}, reread, margin, rotator.NewMetrics(reg)
+			o.Changes, o.RereadInterval, o.ClockSkewMargin, o.Metrics = markedStore{(*memStore)(p)}, reread, margin, rotator.NewMetrics(reg)
 		})
 	}
 	regD, regOp := prometheus.NewRegistry(), prometheus.NewRegistry()
 	d := e.proc("pod-d")
 	rd := marked(d, regD)
-	e.spawn(d, 2, func(ctx context.Context, _ *fenceRun) { rd.Run(ctx, []*rotator.Client{d.client()}) })
+	e.spawn(d, 2, func(ctx context.Context, _ *memRun) { rd.Run(ctx, []*rotator.Client{d.client()}) })
 	e.drive(time.Second, time.Minute, func() bool { return false })
 
 	op := e.proc("host/op-1")
 	rop := marked(op, regOp)
 	var until time.Time
-	act := e.spawn(op, 1, func(ctx context.Context, run *fenceRun) {
+	act := e.spawn(op, 1, func(ctx context.Context, run *memRun) {
 		until, run.err = rop.ReacceptPrevious(ctx, op.client(), time.Minute, rotator.Audit{By: "bob", Reason: "partner broke"})
 	})
 	e.drive(time.Second, time.Minute, act.finished)
@@ -371,7 +371,7 @@ func TestOperatorChangeReachesTheDaemonWithinRereadInterval(t *testing.T) {
 // driver waits the clock-skew margin too: the operator's clock wrote it.
 // (Found by the simulation, seed 832, with grace_by holding a token only.)
 func TestGraceUntilMovedByHandGetsTheMargin(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	a := e.proc("pod-a")
 	c := a.client()
 	c.GracePeriod = time.Hour
@@ -391,10 +391,10 @@ func TestGraceUntilMovedByHandGetsTheMargin(t *testing.T) {
 
 // reacceptThenEndGrace runs -reaccept-previous 1h, then -end-grace, as one
 // operator's process, and waits for it.
-func (e *fenceEnv) reacceptThenEndGrace() *fenceRun {
+func (e *memHarness) reacceptThenEndGrace() *memRun {
 	op := e.proc("host/op-1")
 	r := op.rotator(nil)
-	act := e.spawn(op, 1, func(ctx context.Context, run *fenceRun) {
+	act := e.spawn(op, 1, func(ctx context.Context, run *memRun) {
 		_, run.err = r.ReacceptPrevious(ctx, op.client(), time.Hour, rotator.Audit{By: "bob", Reason: "partner"})
 		if run.err == nil {
 			run.out, run.err = r.EndGrace(ctx, op.client(), rotator.Audit{By: "bob", Reason: "done"})

@@ -20,56 +20,6 @@ import (
 	"github.com/affix-rotator/affix-rotator/vault"
 )
 
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-func eq(t *testing.T, what string, got, want []string) {
-	t.Helper()
-	if strings.Join(got, " ") != strings.Join(want, " ") {
-		t.Fatalf("%s:\n got  %v\n want %v", what, got, want)
-	}
-}
-
-type result struct {
-	out rotator.Outcome
-	err error
-}
-
-func (h *harness) start(ctx context.Context, r *rotator.Rotator, p *process, trig rotator.Trigger) chan result {
-	done := make(chan result, 1)
-	h.running.Add(1)
-	go func() {
-		defer h.running.Add(-1)
-		out, err := r.Rotate(ctx, p.client(), trig)
-		done <- result{out, err}
-	}()
-	return done
-}
-
-// asleep waits until the rotator waits on the clock.
-func (h *harness) asleep(ctx context.Context) {
-	h.t.Helper()
-	if err := h.clock.BlockUntilContext(ctx, 1); err != nil {
-		h.t.Fatalf("rotator never went to sleep: %v", err)
-	}
-}
-
-func (h *harness) wait(ctx context.Context, done chan result) result {
-	h.t.Helper()
-	select {
-	case r := <-done:
-		return r
-	case <-ctx.Done():
-		h.t.Fatalf("rotation did not finish; requests so far %v", h.requests())
-		return result{}
-	}
-}
-
-func str(m map[string]any, k string) string { s, _ := m[k].(string); return s }
-
 // TestFullRotation: the exact request sequence [new, old] then [new], the
 // Vault record at each phase, and the grace period honoured to the
 // millisecond (I3) on the injected clock.

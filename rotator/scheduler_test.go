@@ -6,25 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/robfig/cron/v3"
 
 	"github.com/affix-rotator/affix-rotator/internal/metrictest"
 	"github.com/affix-rotator/affix-rotator/rotator"
 )
-
-func (h *harness) setRotatedAt(t time.Time) {
-	h.t.Helper()
-	ctx := context.Background()
-	rec, v, err := h.store.Read(ctx, h.path)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	rec.RotatedAt = t
-	if _, err := h.store.Write(ctx, h.path, rec, v); err != nil {
-		h.t.Fatal(err)
-	}
-}
 
 // TestRunCatchesUpMaxAge: at start the daemon rotates at once a client whose
 // last rotation is older than max_age, and not one that is recent.
@@ -39,15 +25,13 @@ func TestRunCatchesUpMaxAge(t *testing.T) {
 			h.setRotatedAt(h.clock.Now().Add(-tc.age))
 			ctx, cancel := context.WithCancel(ctxT(t))
 			defer cancel()
-			reg := prometheus.NewRegistry()
-			m := rotator.NewMetrics(reg)
+			metered, reg := withMetrics()
 			p := h.process("d1", nil)
-			r := p.rotator(func(o *rotator.Options) { o.Metrics = m })
+			r := p.rotator(metered)
 			c := p.client()
 			c.Schedule, _ = cron.ParseStandard("@every 720h")
 			c.MaxAge = 30 * 24 * time.Hour
-			ran := make(chan struct{})
-			go func() { r.Run(ctx, []*rotator.Client{c}); close(ran) }()
+			ran := h.daemon(ctx, r, c)
 			h.asleep(ctx)
 			if tc.rotates {
 				h.clock.Advance(h.grace)
@@ -103,8 +87,7 @@ func TestScheduleFires(t *testing.T) {
 	p := h.process("d1", nil)
 	r := p.rotator(nil)
 	c := p.client() // @every 1h, grace 10s
-	ran := make(chan struct{})
-	go func() { r.Run(ctx, []*rotator.Client{c}); close(ran) }()
+	ran := h.daemon(ctx, r, c)
 	h.asleep(ctx)
 	h.clock.Advance(time.Hour - time.Second)
 	h.asleep(ctx)

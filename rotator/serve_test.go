@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/robfig/cron/v3"
 
 	"github.com/affix-rotator/affix-rotator/internal/metrictest"
@@ -20,10 +19,9 @@ func TestServeReload(t *testing.T) {
 	h := newHarness(t)
 	ctx, cancel := context.WithCancel(ctxT(t))
 	defer cancel()
-	reg := prometheus.NewRegistry()
-	m := rotator.NewMetrics(reg)
+	metered, reg := withMetrics()
 	p := h.process("d1", nil)
-	r := p.rotator(func(o *rotator.Options) { o.Metrics = m })
+	r := p.rotator(metered)
 	c := p.client() // @every 1h
 	updates := make(chan []*rotator.Client)
 	ran := make(chan struct{})

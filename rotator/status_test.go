@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/affix-rotator/affix-rotator/affix/affixtest"
 	"github.com/affix-rotator/affix-rotator/internal/metrictest"
 	"github.com/affix-rotator/affix-rotator/rotator"
@@ -20,13 +18,11 @@ func TestStatusNextRunDuringGrace(t *testing.T) {
 	h := newHarness(t)
 	ctx, cancel := context.WithCancel(ctxT(t))
 	defer cancel()
-	reg := prometheus.NewRegistry()
-	m := rotator.NewMetrics(reg)
+	metered, reg := withMetrics()
 	p := h.process("d1", nil)
-	r := p.rotator(func(o *rotator.Options) { o.Metrics = m })
+	r := p.rotator(metered)
 	c := p.client() // @every 1h, grace 10s
-	ran := make(chan struct{})
-	go func() { r.Run(ctx, []*rotator.Client{c}); close(ran) }()
+	ran := h.daemon(ctx, r, c)
 	h.asleep(ctx)
 	h.clock.Advance(time.Hour)
 	h.asleep(ctx) // in overlap, waiting for the grace
@@ -72,7 +68,7 @@ func TestStatusLastErrorClearedOnSuccess(t *testing.T) {
 // is read, with the phase apart, as -status does (on bf7ad79 it said the
 // phase in state, "stable", where -status said "ok").
 func TestStatusStateIsOneVocabulary(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	p := e.proc("pod-a")
 	r := p.rotator(nil)
 	run := e.rotate(p, r, p.client(), e.resume())
