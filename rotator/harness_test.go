@@ -1027,3 +1027,43 @@ func (s *memStore) ReadVersion(ctx context.Context, path string, version int) (v
 	defer p.e.end()
 	return p.e.store.ReadVersion(ctx, path, version)
 }
+
+func (e *memHarness) setRotatedAt(t time.Time) {
+	e.t.Helper()
+	rec := e.record()
+	rec["rotated_at"] = t.UTC().Format(time.RFC3339Nano)
+	e.put(rec)
+}
+
+// leaseHeld says whether the record still names owner as an unexpired lease holder.
+func (e *memHarness) leaseHeld(owner string) bool {
+	rec := e.record()
+	return str(rec, "lease_owner") == owner && e.clock.Now().Before(e.recordTime("lease_until"))
+}
+
+// completeRotation runs one full rotation S0 -> N1 with a -once process
+// and returns when the record is stable on N1.
+func completeRotation(t *testing.T, e *memHarness) {
+	t.Helper()
+	a := e.proc("host/once-setup")
+	run := e.rotate(a, a.rotator(nil), a.client(), e.once())
+	e.drive(time.Second, 10*time.Minute, run.finished)
+	if !run.finished() || run.err != nil || run.out.Result != rotator.ResultSuccess {
+		t.Fatalf("setup rotation: %v", run)
+	}
+}
+
+// inOverlap starts a rotation of grace g by process id and waits until its
+// new secret is current; it returns the process, its run and that secret.
+func (e *memHarness) inOverlap(id string, g time.Duration) (*memProc, *memRun, string) {
+	e.t.Helper()
+	d := e.proc(id)
+	c := d.client()
+	c.GracePeriod = g
+	run := e.rotate(d, d.rotator(nil), c, rotator.Trigger{Reason: rotator.ReasonSchedule, Time: e.clock.Now()})
+	if !e.drive(time.Second, time.Minute, func() bool { return phaseOf(e.record()) == "overlap" }) {
+		e.t.Fatalf("no overlap within 1m; requests %v", e.requests())
+	}
+	e.advance(time.Second) // what follows comes after the staging
+	return d, run, str(e.record(), "client_secret")
+}

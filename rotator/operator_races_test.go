@@ -5,11 +5,15 @@ package rotator_test
 // landing after another process moved on, the schedule's anchor across a
 // reopened grace, a clock stepped back, and records written by an older
 // release. Each test is a scenario that once broke a documented promise or
-// an invariant (found by an adversarial review). They run on the fence
-// harness (fence_test.go).
+// an invariant (found by an adversarial review), among them an operator's
+// action undone or voided by a daemon's request in flight (a reconcile, a
+// drop whose record write failed). They run on the in-memory harness
+// (memHarness, harness_test.go).
 
 import (
 	"context"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +22,7 @@ import (
 	"github.com/affix-rotator/affix-rotator/affix"
 	"github.com/affix-rotator/affix-rotator/internal/secret"
 	"github.com/affix-rotator/affix-rotator/rotator"
+	"github.com/affix-rotator/affix-rotator/vault"
 )
 
 // TestIncidentResumingAStagedRotationEndsItsGrace: the leaked-secret
@@ -423,4 +428,157 @@ func (e *memHarness) heldExtendGrace() (*memRun, *memPause) {
 	})
 	held.await()
 	return ext, held
+}
+
+var operatorAudit = rotator.Audit{By: "alice", Reason: "adversary test"}
+
+// TestAdversaryReacceptUndoneByReconcile (§4 repair / -reaccept-previous).
+//
+// Production: the daemon's hourly reconcile on a stable client (current N1)
+// takes the lease and sends [N1]; the request is slow. An operator runs
+// -reaccept-previous 2h (an app broke after the drop): the action ignores
+// the daemon's live lease, writes overlap {N1, previous S0}, sends
+// [N1,S0] -> 200 and reports success. The daemon's [N1] lands after it:
+// Affix accepts {N1} only. The daemon's lease-release write then fails with
+// a CAS conflict right after its 200 (DESIGN §4 detect), but no re-assert
+// follows (reassertSet never sets run.posted); the daemon takes over the
+// overlap and sleeps. The broken app stays broken for up to a whole
+// reconcile_interval of the 2h the operator asked for.
+func TestAdversaryReacceptUndoneByReconcile(t *testing.T) {
+	e := newMemHarness(t)
+	completeRotation(t, e)
+	e.advance(time.Hour)
+	mod := func(o *rotator.Options) { o.ReconcileInterval = time.Hour; o.ClockSkewMargin = 30 * time.Second }
+
+	d := e.proc("pod-a")
+	hold := d.pauseBefore(isPost(1), false)
+	runD := e.rotate(d, d.rotator(mod), d.client(), rotator.Trigger{Reason: rotator.ReasonReconcile, Time: e.clock.Now()})
+	hold.await()
+
+	x := e.proc("host/reaccept-previous-1")
+	rx := x.rotator(mod)
+	runX := e.spawn(x, 1, func(ctx context.Context, r *memRun) {
+		_, r.err = rx.ReacceptPrevious(ctx, x.client(), 2*time.Hour, operatorAudit)
+	})
+	e.wait(runX)
+	if runX.err != nil {
+		t.Fatalf("setup: reaccept-previous: %v", runX.err)
+	}
+	if !e.fake.Accepts(e.key, e.s0) {
+		t.Fatalf("setup: reaccept-previous did not make Affix accept S0: %v", e.requests())
+	}
+
+	hold.resume()
+	e.quiet()
+	e.drive(time.Second, 2*time.Minute, func() bool { return false })
+	if m := e.mismatch(); m != "" {
+		t.Errorf("2m after -reaccept-previous 2h succeeded and the daemon's concurrent reconcile [N1] landed after it (the daemon saw a CAS conflict right after its 200; DESIGN §4 detect/repair: re-assert at once): %s; the previous secret the operator re-accepted is rejected; requests %v (daemon %v)",
+			m, e.requests(), runD)
+	}
+}
+
+// TestAdversaryEndGraceRevivedByDaemonReconcile (I2, a leaked secret).
+//
+// Production: the daemon drives an overlap {N1, previous S0} (grace 2h,
+// reconcile_interval 10m) and sends its periodic [N1,S0]; the request is
+// slow. S0 leaked: an operator runs -end-grace. The action ignores the
+// daemon's live lease, sends [N1] -> 200, writes stable and reports
+// success. The daemon's [N1,S0] lands after it: Affix accepts the leaked
+// S0 again, which the record no longer holds (I2). The daemon's 200 comes
+// well inside its lease, and it learns of the move by a read, not a CAS
+// conflict: no detection rule fires, it reports "completed by another
+// process" and sleeps. EndGrace's own doc says the daemon "sends nothing
+// more for this rotation". S0 stays valid until the daemon's next reconcile
+// (a full reconcile_interval after; never with reconcile_interval 0).
+func TestAdversaryEndGraceRevivedByDaemonReconcile(t *testing.T) {
+	e := newMemHarness(t)
+	e.grace = 2 * time.Hour
+	e.setRotatedAt(e.start0.Add(-800 * time.Hour)) // due at start
+	mod := func(o *rotator.Options) { o.ReconcileInterval = 10 * time.Minute; o.ClockSkewMargin = 30 * time.Second }
+
+	d := e.proc("pod-a")
+	var armed atomic.Bool
+	d.hook(&ioHook{after: true, match: isPost(2), action: func() { armed.Store(true) }})
+	hold := d.pauseBefore(func(c ioCall) bool { return c.op == "post" && armed.Load() }, false)
+	runD := e.daemon(d, d.rotator(mod), d.client())
+	e.drive(time.Minute, 15*time.Minute, hold.isReached)
+	hold.await()
+	eq(t, "setup: daemon's requests", e.requests(), []string{"200[N1,S0]"})
+
+	x := e.proc("host/end-grace-1")
+	rx := x.rotator(mod)
+	runX := e.spawn(x, 1, func(ctx context.Context, r *memRun) {
+		r.out, r.err = rx.EndGrace(ctx, x.client(), operatorAudit)
+	})
+	e.wait(runX)
+	if runX.err != nil || phaseOf(e.record()) != "stable" || e.fake.Accepts(e.key, e.s0) {
+		t.Fatalf("setup: end-grace: %v; phase %s; requests %v", runX, phaseOf(e.record()), e.requests())
+	}
+
+	hold.resume()
+	e.quiet()
+	e.drive(time.Second, 2*time.Minute, func() bool { return false })
+	for _, v := range e.violations() {
+		t.Errorf("2m after -end-grace reported success (S0 leaked), the daemon's in-flight reconcile [N1,S0] landed and nothing re-asserted [N1]: %s; requests %v (daemon %v)",
+			v, e.requests(), runD)
+	}
+}
+
+// failStableWrite makes one write of a stable record fail without reaching
+// Vault (a leader election, a 503), the first time fail says so.
+type failStableWrite struct {
+	rotator.Store
+	failed atomic.Bool
+}
+
+func (s *failStableWrite) Write(ctx context.Context, path string, r vault.Record, cas int) (int, error) {
+	if r.Phase == vault.PhaseStable && !r.RotatedAt.IsZero() && s.failed.CompareAndSwap(false, true) {
+		return 0, fmt.Errorf("vault: write secret/%s: %w: 503 standby (injected; not applied)", path, vault.ErrUnavailable)
+	}
+	return s.Store.Write(ctx, path, r, cas)
+}
+
+// TestAdversaryExtendGraceAfterDropVaultBlip (I3).
+//
+// Production: grace_until passes; the daemon sends the drop [N1] -> 200, but
+// its overlap -> stable write fails (Vault 503 during a leader election; not
+// applied) and it backs off. Consumers still on S0 start failing, and the
+// operator runs -extend-grace 30m: the record is still overlap, so it is
+// accepted and reports success. The daemon re-reads, sees the new
+// grace_until, and goes back to sleep in awaitGrace: it never re-sends
+// [N1,S0]. Affix rejects S0 for the whole extended grace, though the record
+// says overlap with grace_until 30m ahead: the old secret is dropped before
+// grace_until (I3), and the operator's action is void. The daemon learnt of
+// the move by a read after a 200 of its own, which no detection rule covers;
+// its reconcile is due a full reconcile_interval (1h) after that 200, after
+// the extended grace has ended.
+func TestAdversaryExtendGraceAfterDropVaultBlip(t *testing.T) {
+	e := newMemHarness(t)
+	e.grace = 10 * time.Minute
+	mod := func(o *rotator.Options) { o.ReconcileInterval = time.Hour; o.ClockSkewMargin = 30 * time.Second }
+	d := e.proc("pod-a")
+	fs := &failStableWrite{Store: (*memStore)(d)}
+	rd := d.rotator(func(o *rotator.Options) { mod(o); o.Store = fs })
+	runD := e.rotate(d, rd, d.client(), e.once())
+	e.drive(time.Second, 15*time.Minute, fs.failed.Load)
+	e.quiet()
+	if !fs.failed.Load() || phaseOf(e.record()) != "overlap" || e.fake.Accepts(e.key, e.s0) {
+		t.Fatalf("setup: drop then failed write did not happen: %v; requests %v", runD, e.requests())
+	}
+
+	x := e.proc("host/extend-grace-1")
+	rx := x.rotator(mod)
+	var until time.Time
+	runX := e.spawn(x, 1, func(ctx context.Context, r *memRun) {
+		until, r.err = rx.ExtendGrace(ctx, x.client(), 30*time.Minute, operatorAudit)
+	})
+	e.wait(runX)
+	if runX.err != nil {
+		t.Fatalf("setup: extend-grace: %v", runX.err)
+	}
+	e.drive(time.Second, 2*time.Minute, func() bool { return false })
+	if phaseOf(e.record()) == "overlap" && e.clock.Now().Before(e.recordTime("grace_until")) && !e.fake.Accepts(e.key, e.s0) {
+		t.Errorf("I3 violated: 2m after -extend-grace 30m succeeded (grace_until %s), the record is in overlap but Affix rejects the previous secret S0 (it accepts %v): the daemon's drop, sent before the extension, was never undone; requests %v (daemon %v)",
+			until.Format(time.RFC3339), e.labels(e.fake.Secrets(e.key)), e.requests(), runD)
+	}
 }

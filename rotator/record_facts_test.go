@@ -3,8 +3,9 @@ package rotator_test
 // "The record is the whole truth": each test pins a fact that once lived in
 // one process's memory, or nowhere, and now lives in the Vault record, so
 // that a restarted process, a replica or an operator's command decides the
-// same. They run on the fence harness (fence_test.go): the real rotator,
-// the in-memory KV v2 store and the Affix fake, on a fake clock.
+// same. They run on the in-memory harness (memHarness, harness_test.go):
+// the real rotator, the in-memory KV v2 store and the Affix fake, on a fake
+// clock.
 
 import (
 	"context"
@@ -22,21 +23,6 @@ import (
 )
 
 var incidentAudit = &rotator.Audit{By: "alice", Reason: "secret pasted in a chat"}
-
-// inOverlap starts a rotation of grace g by process id and waits until its
-// new secret is current; it returns the process, its run and that secret.
-func (e *memHarness) inOverlap(id string, g time.Duration) (*memProc, *memRun, string) {
-	e.t.Helper()
-	d := e.proc(id)
-	c := d.client()
-	c.GracePeriod = g
-	run := e.rotate(d, d.rotator(nil), c, rotator.Trigger{Reason: rotator.ReasonSchedule, Time: e.clock.Now()})
-	if !e.drive(time.Second, time.Minute, func() bool { return phaseOf(e.record()) == "overlap" }) {
-		e.t.Fatalf("no overlap within 1m; requests %v", e.requests())
-	}
-	e.advance(time.Second) // what follows comes after the staging
-	return d, run, str(e.record(), "client_secret")
-}
 
 // The leaked-secret incident: `-once -grace 30s` while a rotation is in its
 // 24h grace. It must end with a new secret current and the secret current
@@ -195,29 +181,6 @@ func TestReacceptThenEndGraceKeepsRotatedAt(t *testing.T) {
 	}
 }
 
-// A daemon never posts [new] alone: bootstrap is an operator's one-shot
-// action. A path that looks never used (its metadata deleted) stays an
-// error for the daemon. (On bf7ad79 `bootstrap: true` stayed armed.)
-func TestDaemonNeverBootstraps(t *testing.T) {
-	e := newMemHarness(t)
-	d := e.proc("pod-a")
-	c := d.client()
-	c.VaultPath, c.Bootstrap = "affix/never-used", true
-	e.daemon(d, d.rotator(nil), c)
-	e.drive(time.Minute, time.Hour, func() bool { return false })
-	if got := e.requests(); len(got) != 0 {
-		t.Fatalf("a daemon bootstrapped a path with no version: requests %v (it drops whatever Affix accepts)", got)
-	}
-	op := e.proc("host/once-1")
-	oc := op.client()
-	oc.VaultPath, oc.Bootstrap = "affix/never-used", true
-	run := e.rotate(op, op.rotator(nil), oc, e.once())
-	e.drive(time.Second, time.Minute, run.finished)
-	if run.err != nil || run.out.Result != rotator.ResultSuccess {
-		t.Fatalf("-once on a bootstrap client with no record: %s, want the bootstrap rotation", run)
-	}
-}
-
 // A record time written by a clock running ahead is not trusted: a -once
 // facing a rotated_at and staged_at 10 days in the future rotates (on
 // bf7ad79 it did nothing and reported success), and the daemon counts it.
@@ -363,29 +326,6 @@ func TestOperatorChangeReachesTheDaemonWithinRereadInterval(t *testing.T) {
 	}
 	if g := metrictest.Value(t, regD, "affix_rotator_last_operator_action_timestamp_seconds", "action", "reaccept-previous"); g == 0 {
 		t.Errorf("the daemon's last_operator_action_timestamp_seconds{action=reaccept-previous} is unset: its metrics do not reflect the record")
-	}
-}
-
-// grace_by vouches for one grace_until: moved by hand (`vault kv patch`,
-// which leaves grace_by alone), it is no longer the driver's own, and the
-// driver waits the clock-skew margin too: the operator's clock wrote it.
-// (Found by the simulation, seed 832, with grace_by holding a token only.)
-func TestGraceUntilMovedByHandGetsTheMargin(t *testing.T) {
-	e := newMemHarness(t)
-	a := e.proc("pod-a")
-	c := a.client()
-	c.GracePeriod = time.Hour
-	const margin = 30 * time.Second
-	e.rotate(a, a.rotator(func(o *rotator.Options) { o.ClockSkewMargin, o.RereadInterval = margin, 5*time.Second }), c, e.once())
-	e.drive(time.Second, time.Minute, func() bool { return phaseOf(e.record()) == "overlap" })
-	rec := e.record()
-	moved := e.clock.Now().Add(time.Minute)
-	rec["grace_until"] = moved.UTC().Format(time.RFC3339Nano)
-	e.put(rec)
-	prev := str(rec, "previous_client_secret")
-	e.drive(time.Second, 5*time.Minute, func() bool { return !e.fake.Accepts(e.key, prev) })
-	if reqs := e.fake.Requests(); len(reqs) < 2 || reqs[len(reqs)-1].Time.Before(moved.Add(margin)) {
-		t.Fatalf("the driver dropped at %v, want no earlier than the hand-moved grace_until + margin %s; requests %v", reqs[len(reqs)-1].Time, moved.Add(margin), e.requests())
 	}
 }
 

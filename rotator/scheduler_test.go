@@ -8,6 +8,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/affix-rotator/affix-rotator/affix/affixtest"
 	"github.com/affix-rotator/affix-rotator/internal/metrictest"
 	"github.com/affix-rotator/affix-rotator/rotator"
 )
@@ -161,5 +162,148 @@ func TestMalformedRecordIsLeftAlone(t *testing.T) {
 	meta, err := kv.GetMetadata(ctx, h.path)
 	if err != nil || meta.CurrentVersion != 2 {
 		t.Fatalf("record was written (version %d): %v", meta.CurrentVersion, err)
+	}
+}
+
+// TestFenceScheduleSurvivesRestarts: @every 720h with a daemon restarted
+// every 24h: the rotation still happens 720h after rotated_at.
+func TestFenceScheduleSurvivesRestarts(t *testing.T) {
+	e := newMemHarness(t)
+	e.setRotatedAt(e.start0)
+	for day := 0; day < 31; day++ {
+		p := e.proc("pod-a")
+		run := e.daemon(p, p.rotator(nil), p.client())
+		e.advance(24 * time.Hour)
+		p.stop()
+		e.wait(run)
+	}
+	reqs := e.fake.Requests()
+	if len(reqs) == 0 {
+		t.Fatalf("no rotation in 31 days of daily restarts with @every 720h and rotated_at 31 days ago: the schedule counts from the process start, not from rotated_at")
+	}
+	if due := e.start0.Add(720 * time.Hour); reqs[0].Time.Before(due) || reqs[0].Time.After(due.Add(24*time.Hour)) {
+		t.Fatalf("first rotation at %s, want at rotated_at+720h = %s", reqs[0].Time, due)
+	}
+}
+
+// TestFenceScheduleMissedRunAtStart: a run missed while the daemon was down
+// (rotated_at+720h is in the past) happens at start, even without max_age.
+func TestFenceScheduleMissedRunAtStart(t *testing.T) {
+	e := newMemHarness(t)
+	e.setRotatedAt(e.start0.Add(-800 * time.Hour))
+	p := e.proc("pod-a")
+	e.daemon(p, p.rotator(nil), p.client())
+	e.quiet()
+	if got := e.requests(); len(got) == 0 || got[0] != "200[N1,S0]" {
+		t.Fatalf("daemon started 80h after a missed @every 720h run (rotated_at 800h ago) and did not rotate at start: requests %v", got)
+	}
+}
+
+// TestFenceMaxAgeHardBound: a running daemon rotates when max_age is
+// reached, before the schedule's next run.
+func TestFenceMaxAgeHardBound(t *testing.T) {
+	e := newMemHarness(t)
+	e.setRotatedAt(e.start0)
+	p := e.proc("pod-a")
+	c := p.client()
+	c.MaxAge = 240 * time.Hour
+	e.daemon(p, p.rotator(nil), c)
+	e.advance(240*time.Hour + time.Minute)
+	if got := e.requests(); len(got) == 0 {
+		t.Fatalf("no rotation 240h+1m after rotated_at with max_age 240h (schedule @every 720h) while the daemon ran: max_age is only checked at start")
+	}
+	if first := e.fake.Requests()[0].Time; first.After(e.start0.Add(240*time.Hour + time.Minute)) {
+		t.Fatalf("first request at %s, after max_age", first)
+	}
+}
+
+// TestFenceTwoReplicasOneRotationPerPeriod: two replicas (d2 started 30m
+// after d1) run one client @every 1h: one rotation per period, not one per
+// replica.
+func TestFenceTwoReplicasOneRotationPerPeriod(t *testing.T) {
+	e := newMemHarness(t)
+	e.setRotatedAt(e.start0)
+	sched, _ := cron.ParseStandard("@every 1h")
+	d1, d2 := e.proc("d1"), e.proc("d2")
+	c1, c2 := d1.client(), d2.client()
+	c1.Schedule, c2.Schedule = sched, sched
+	e.daemon(d1, d1.rotator(nil), c1)
+	e.drive(time.Minute, 30*time.Minute, func() bool { return false })
+	e.daemon(d2, d2.rotator(nil), c2)
+	e.drive(time.Minute, 3*time.Hour, func() bool { return false })
+	if n := e.stagedCount(); n != 3 {
+		t.Fatalf("%d rotations in 3h30m with @every 1h on two replicas (d2 started 30m after d1), want 3 (one per period): each replica counts the schedule from its own start; requests %v",
+			n, e.requests())
+	}
+}
+
+// TestAdversaryReacceptResetsMaxAge (max_age, schedule anchored on the record).
+//
+// Production: N1 became current at t1 (rotated_at t1), schedule @every
+// 720h, max_age 744h. At t1+700h an app breaks and the operator runs
+// -reaccept-previous 2h. When the daemon drops S0 again, finish() writes
+// rotated_at = now (t1+702h): that is not a rotation, N1 is as old as
+// before, yet the schedule and the max_age "hard upper bound" are now
+// counted from it. At t1+745h N1 is past max_age and no rotation starts;
+// the next one would come at t1+1422h.
+func TestAdversaryReacceptResetsMaxAge(t *testing.T) {
+	e := newMemHarness(t)
+	completeRotation(t, e)
+	t1 := e.recordTime("rotated_at")
+	n1 := str(e.record(), "client_secret")
+	e.advance(700 * time.Hour)
+
+	x := e.proc("host/reaccept-previous-1")
+	rx := x.rotator(nil)
+	runX := e.spawn(x, 1, func(ctx context.Context, r *memRun) {
+		_, r.err = rx.ReacceptPrevious(ctx, x.client(), 2*time.Hour, operatorAudit)
+	})
+	e.wait(runX)
+	if runX.err != nil {
+		t.Fatalf("setup: reaccept-previous: %v", runX.err)
+	}
+	// A daemon ends the new grace.
+	b := e.proc("pod-b")
+	runB := e.rotate(b, b.rotator(nil), b.client(), rotator.Trigger{Reason: rotator.ReasonStartup, Time: e.clock.Now()})
+	e.drive(time.Minute, 3*time.Hour, runB.finished)
+	if !runB.finished() || phaseOf(e.record()) != "stable" || e.fake.Accepts(e.key, e.s0) {
+		t.Fatalf("setup: the re-accepted grace did not end: %v, requests %v", runB, e.requests())
+	}
+
+	e.advance(t1.Add(745 * time.Hour).Sub(e.clock.Now()))
+	c := e.proc("pod-c")
+	cl := c.client()
+	cl.MaxAge = 744 * time.Hour
+	runC := e.rotate(c, c.rotator(nil), cl, rotator.Trigger{Reason: rotator.ReasonStartup, Time: e.clock.Now(), MaxAge: cl.MaxAge})
+	e.quiet()
+	if str(e.record(), "client_secret") == n1 && e.stagedCount() < 2 {
+		due, _ := rotator.NextDue(b.client().Schedule, cl.MaxAge, e.recordTime("rotated_at"), e.clock.Now())
+		t.Errorf("max_age 744h is a hard upper bound, but N1 (current since %s) is %s old and no rotation started (%v): the drop after -reaccept-previous moved rotated_at to %s, so the next rotation is due only at %s (N1 then %s old)",
+			t1.Format(time.RFC3339), e.clock.Now().Sub(t1), runC, e.recordTime("rotated_at").Format(time.RFC3339), due.Format(time.RFC3339), due.Sub(t1))
+	}
+}
+
+// TestAdversaryAbortRetriedByRereadNotRetryMax (liveness / hygiene).
+//
+// Production: the client's API key was revoked (persistent 401). The daemon
+// stages N1, gets a 401, aborts (correctly). The scheduler means to try
+// again only after RetryMax (5m; "not at once ... and not only at the next
+// scheduled run"), but its reread check (every 30s, trigger startup) comes
+// first and returns with no error, after which the overdue schedule fires at
+// once: a new secret is generated, stored, sent and aborted every ~30s
+// (~2900 a day), each leaving Vault versions that push the overlap history
+// -reaccept-previous needs out of the mount's max_versions.
+func TestAdversaryAbortRetriedByRereadNotRetryMax(t *testing.T) {
+	e := newMemHarness(t)
+	e.setRotatedAt(e.start0.Add(-800 * time.Hour)) // due
+	for i := 0; i < 200; i++ {
+		e.fake.Inject(affixtest.Fault{Status: 401})
+	}
+	d := e.proc("pod-a")
+	e.daemon(d, d.rotator(func(o *rotator.Options) { o.RetryMax = 5 * time.Minute; o.RereadInterval = 30 * time.Second }), d.client())
+	e.drive(10*time.Second, 5*time.Minute, func() bool { return false })
+	if n := e.stagedCount(); n > 2 {
+		t.Errorf("with a persistent 401 the daemon started %d rotations (each a new secret written to Vault and sent to Affix) in 5m, with RetryMax 5m: aborted rotations are retried every RereadInterval, not after RetryMax; requests %v",
+			n, e.requests())
 	}
 }
