@@ -422,6 +422,14 @@ func (h *harness) rotate(ctx context.Context, p *process, r *rotator.Rotator, tr
 	return r.Rotate(ctx, p.client(), trig)
 }
 
+// metered is process id (no crash) and its rotator with metrics on a
+// registry of its own.
+func (h *harness) metered(id string) (*process, *rotator.Rotator, *prometheus.Registry) {
+	mod, reg := withMetrics()
+	p := h.process(id, nil)
+	return p, p.rotator(mod), reg
+}
+
 // result is what a Rotate started by start returned.
 type result struct {
 	out rotator.Outcome
@@ -1028,6 +1036,11 @@ func (s *memStore) ReadVersion(ctx context.Context, path string, version int) (v
 	return p.e.store.ReadVersion(ctx, path, version)
 }
 
+// ---------------------------------------------------------------------------
+// memHarness: record edits and scenarios that tests in several files share.
+
+// setRotatedAt sets the record's rotated_at (the schedule's anchor) by
+// hand, as an operator would.
 func (e *memHarness) setRotatedAt(t time.Time) {
 	e.t.Helper()
 	rec := e.record()
@@ -1039,6 +1052,42 @@ func (e *memHarness) setRotatedAt(t time.Time) {
 func (e *memHarness) leaseHeld(owner string) bool {
 	rec := e.record()
 	return str(rec, "lease_owner") == owner && e.clock.Now().Before(e.recordTime("lease_until"))
+}
+
+// retired drives the clock (1s steps, for up to limit) until Affix no
+// longer accepts secret s, failing the test at any I1 or I2 violation on
+// the way; it returns when s stopped being accepted (zero if it still is).
+func (e *memHarness) retired(s string, limit time.Duration) time.Time {
+	e.t.Helper()
+	var retired time.Time
+	e.drive(time.Second, limit, func() bool {
+		if retired.IsZero() && !e.fake.Accepts(e.key, s) {
+			retired = e.clock.Now()
+		}
+		if v := e.violations(); len(v) > 0 {
+			e.t.Fatalf("%v; requests %v", v, e.requests())
+		}
+		return !retired.IsZero()
+	})
+	return retired
+}
+
+// operatorAudit is the audit of an operator's action in a test.
+var operatorAudit = rotator.Audit{By: "alice", Reason: "adversary test"}
+
+// reacceptPrevious runs -reaccept-previous d as an operator's process
+// (its options adjusted by mod) and fails the test unless it succeeds.
+func (e *memHarness) reacceptPrevious(d time.Duration, mod func(*rotator.Options)) {
+	e.t.Helper()
+	x := e.proc("host/reaccept-previous-1")
+	rx := x.rotator(mod)
+	runX := e.spawn(x, 1, func(ctx context.Context, r *memRun) {
+		_, r.err = rx.ReacceptPrevious(ctx, x.client(), d, operatorAudit)
+	})
+	e.wait(runX)
+	if runX.err != nil {
+		e.t.Fatalf("setup: reaccept-previous: %v", runX.err)
+	}
 }
 
 // completeRotation runs one full rotation S0 -> N1 with a -once process

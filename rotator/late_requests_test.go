@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/affix-rotator/affix-rotator/affix"
 	"github.com/affix-rotator/affix-rotator/internal/metrictest"
 	"github.com/affix-rotator/affix-rotator/rotator"
@@ -110,10 +108,9 @@ func TestFenceV2ReconcileRepairsDrift(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newMemHarness(t)
 			e.setRotatedAt(e.start0)
-			reg := prometheus.NewRegistry()
-			m := rotator.NewMetrics(reg)
+			metered, reg := withMetrics()
 			p := e.proc("pod-a")
-			e.daemon(p, p.rotator(func(o *rotator.Options) { o.ReconcileInterval = 10 * time.Minute; o.Metrics = m }), p.client())
+			e.daemon(p, p.rotator(func(o *rotator.Options) { metered(o); o.ReconcileInterval = 10 * time.Minute }), p.client())
 			e.quiet()
 			tc.drift(e, newSecret(t))
 			if e.mismatch() == "" {
@@ -132,9 +129,8 @@ func TestFenceV2ReconcileRepairsDrift(t *testing.T) {
 
 // Item 2: the re-assertion after a stale request is counted as such.
 func TestFenceV2StaleReassertCounted(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	m := rotator.NewMetrics(reg)
-	e, _, _, _, hold := staleSetup(t, false, func(o *rotator.Options) { o.Metrics = m })
+	metered, reg := withMetrics()
+	e, _, _, _, hold := staleSetup(t, false, metered)
 	hold.resume()
 	e.quiet()
 	if mm := e.mismatch(); mm != "" {

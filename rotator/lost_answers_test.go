@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/affix-rotator/affix-rotator/affix/affixtest"
 	"github.com/affix-rotator/affix-rotator/internal/metrictest"
 	"github.com/affix-rotator/affix-rotator/rotator"
@@ -26,14 +24,13 @@ import (
 // its answer lost: the run reports its own success and counts it.
 func TestFenceLostFinalWriteIsOwn(t *testing.T) {
 	e := newMemHarness(t)
-	reg := prometheus.NewRegistry()
-	m := rotator.NewMetrics(reg)
+	metered, reg := withMetrics()
 	p := e.proc("pod-a")
 	var lost atomic.Bool
 	p.loseAnswer = func(r vault.Record) bool {
 		return r.Phase == vault.PhaseStable && !r.RotatedAt.IsZero() && lost.CompareAndSwap(false, true)
 	}
-	run := e.rotate(p, p.rotator(func(o *rotator.Options) { o.Metrics = m }), p.client(), e.once())
+	run := e.rotate(p, p.rotator(metered), p.client(), e.once())
 	e.drive(time.Second, 10*time.Minute, run.finished)
 	if !run.finished() || !lost.Load() {
 		t.Fatalf("setup: run finished %v, final write's answer lost %v", run.finished(), lost.Load())

@@ -20,9 +20,7 @@ func TestRunMetricsExpectedIntervalAndEndToEnd(t *testing.T) {
 	h.setRotatedAt(h.clock.Now().Add(-40 * 24 * time.Hour))
 	ctx, cancel := context.WithCancel(ctxT(t))
 	defer cancel()
-	metered, reg := withMetrics()
-	p := h.process("d1", nil)
-	r := p.rotator(metered)
+	p, r, reg := h.metered("d1")
 	c := p.client()
 	c.Schedule, _ = cron.ParseStandard("@every 720h")
 	c.MaxAge = 30 * 24 * time.Hour

@@ -59,16 +59,7 @@ func TestIncidentResumingAStagedRotationEndsItsGrace(t *testing.T) {
 	start := e.clock.Now()
 	once := e.rotate(op, op.rotator(func(o *rotator.Options) { o.ClockSkewMargin = 30 * time.Second }), c,
 		rotator.Trigger{Reason: rotator.ReasonOnce, Time: start, Grace: 30 * time.Second, Audit: incidentAudit})
-	var retired time.Time
-	e.drive(time.Second, 3*time.Minute, func() bool {
-		if retired.IsZero() && !e.fake.Accepts(e.key, leaked) {
-			retired = e.clock.Now()
-		}
-		if v := e.violations(); len(v) > 0 {
-			t.Fatalf("%v; requests %v", v, e.requests())
-		}
-		return !retired.IsZero()
-	})
+	retired := e.retired(leaked, 3*time.Minute)
 	bound := 30*time.Second + 30*time.Second + 30*time.Second // grace + skew margin + slack, as the sibling test
 	if retired.IsZero() {
 		t.Fatalf("-once -grace 30s facing a staged rotation: the secret current when it ran (S0) is still accepted %s later (want at most %s): the -once confirmed the older rotation with its 1h grace and never ended it (grace_until %s); -once %s; requests %v",
@@ -327,16 +318,7 @@ func TestIncidentSatisfiedByALongGraceRotation(t *testing.T) {
 	e.drive(time.Second, time.Minute, func() bool { return phaseOf(e.record()) == "overlap" }) // ...the daemon's lands first
 	race.resume()
 
-	var retired time.Time
-	e.drive(time.Second, 3*time.Minute, func() bool {
-		if retired.IsZero() && !e.fake.Accepts(e.key, leaked) {
-			retired = e.clock.Now()
-		}
-		if v := e.violations(); len(v) > 0 {
-			t.Fatalf("%v; requests %v", v, e.requests())
-		}
-		return !retired.IsZero()
-	})
+	retired := e.retired(leaked, 3*time.Minute)
 	if bound := 90 * time.Second; retired.IsZero() || retired.Sub(start) > bound {
 		t.Fatalf("-once -grace 30s whose stage lost the CAS race to the daemon's scheduled rotation (24h grace): the secret current when it ran (S0) is still accepted %s later (want at most %s); grace_until %s; -once %s; requests %v",
 			e.clock.Now().Sub(start), bound, str(e.record(), "grace_until"), once, e.requests())
@@ -430,8 +412,6 @@ func (e *memHarness) heldExtendGrace() (*memRun, *memPause) {
 	return ext, held
 }
 
-var operatorAudit = rotator.Audit{By: "alice", Reason: "adversary test"}
-
 // TestAdversaryReacceptUndoneByReconcile (§4 repair / -reaccept-previous).
 //
 // Production: the daemon's hourly reconcile on a stable client (current N1)
@@ -455,15 +435,7 @@ func TestAdversaryReacceptUndoneByReconcile(t *testing.T) {
 	runD := e.rotate(d, d.rotator(mod), d.client(), rotator.Trigger{Reason: rotator.ReasonReconcile, Time: e.clock.Now()})
 	hold.await()
 
-	x := e.proc("host/reaccept-previous-1")
-	rx := x.rotator(mod)
-	runX := e.spawn(x, 1, func(ctx context.Context, r *memRun) {
-		_, r.err = rx.ReacceptPrevious(ctx, x.client(), 2*time.Hour, operatorAudit)
-	})
-	e.wait(runX)
-	if runX.err != nil {
-		t.Fatalf("setup: reaccept-previous: %v", runX.err)
-	}
+	e.reacceptPrevious(2*time.Hour, mod)
 	if !e.fake.Accepts(e.key, e.s0) {
 		t.Fatalf("setup: reaccept-previous did not make Affix accept S0: %v", e.requests())
 	}

@@ -190,10 +190,9 @@ func TestFutureRecordTimesAreNotTrusted(t *testing.T) {
 	future := e.clock.Now().Add(240 * time.Hour).UTC().Format(time.RFC3339Nano)
 	rec["rotated_at"], rec["staged_at"] = future, future
 	e.put(rec)
-	reg := prometheus.NewRegistry()
-	m := rotator.NewMetrics(reg)
+	metered, reg := withMetrics()
 	op := e.proc("host/once-1")
-	run := e.rotate(op, op.rotator(func(o *rotator.Options) { o.Metrics, o.ClockSkewMargin = m, 30*time.Second }), op.client(), e.once())
+	run := e.rotate(op, op.rotator(func(o *rotator.Options) { metered(o); o.ClockSkewMargin = 30 * time.Second }), op.client(), e.once())
 	e.drive(time.Second, 5*time.Minute, run.finished)
 	if e.stagedCount() != 1 || run.out.ByOther {
 		t.Fatalf("-once with rotated_at 10 days ahead: %s, %d rotations; want one of its own", run, e.stagedCount())

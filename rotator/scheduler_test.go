@@ -26,9 +26,7 @@ func TestRunCatchesUpMaxAge(t *testing.T) {
 			h.setRotatedAt(h.clock.Now().Add(-tc.age))
 			ctx, cancel := context.WithCancel(ctxT(t))
 			defer cancel()
-			metered, reg := withMetrics()
-			p := h.process("d1", nil)
-			r := p.rotator(metered)
+			p, r, reg := h.metered("d1")
 			c := p.client()
 			c.Schedule, _ = cron.ParseStandard("@every 720h")
 			c.MaxAge = 30 * 24 * time.Hour
@@ -253,15 +251,7 @@ func TestAdversaryReacceptResetsMaxAge(t *testing.T) {
 	n1 := str(e.record(), "client_secret")
 	e.advance(700 * time.Hour)
 
-	x := e.proc("host/reaccept-previous-1")
-	rx := x.rotator(nil)
-	runX := e.spawn(x, 1, func(ctx context.Context, r *memRun) {
-		_, r.err = rx.ReacceptPrevious(ctx, x.client(), 2*time.Hour, operatorAudit)
-	})
-	e.wait(runX)
-	if runX.err != nil {
-		t.Fatalf("setup: reaccept-previous: %v", runX.err)
-	}
+	e.reacceptPrevious(2*time.Hour, nil)
 	// A daemon ends the new grace.
 	b := e.proc("pod-b")
 	runB := e.rotate(b, b.rotator(nil), b.client(), rotator.Trigger{Reason: rotator.ReasonStartup, Time: e.clock.Now()})

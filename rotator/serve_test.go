@@ -19,9 +19,7 @@ func TestServeReload(t *testing.T) {
 	h := newHarness(t)
 	ctx, cancel := context.WithCancel(ctxT(t))
 	defer cancel()
-	metered, reg := withMetrics()
-	p := h.process("d1", nil)
-	r := p.rotator(metered)
+	p, r, reg := h.metered("d1")
 	c := p.client() // @every 1h
 	updates := make(chan []*rotator.Client)
 	ran := make(chan struct{})

@@ -18,9 +18,7 @@ func TestStatusNextRunDuringGrace(t *testing.T) {
 	h := newHarness(t)
 	ctx, cancel := context.WithCancel(ctxT(t))
 	defer cancel()
-	metered, reg := withMetrics()
-	p := h.process("d1", nil)
-	r := p.rotator(metered)
+	p, r, reg := h.metered("d1")
 	c := p.client() // @every 1h, grace 10s
 	ran := h.daemon(ctx, r, c)
 	h.asleep(ctx)
