@@ -6,13 +6,16 @@
 package metrictest
 
 import (
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // Series is one line of the text exposition: the series' name, its label
@@ -34,6 +37,15 @@ func (s Series) Has(name, value string) bool {
 // included, in exposition order.
 func Gather(t testing.TB, g prometheus.Gatherer, families ...string) []Series {
 	t.Helper()
+	if len(families) == 0 { // GatherAndFormat renders only the families named
+		mfs, err := g.Gather()
+		if err != nil {
+			t.Fatalf("gathering metrics: %v", err)
+		}
+		for _, mf := range mfs {
+			families = append(families, mf.GetName())
+		}
+	}
 	text, err := testutil.GatherAndFormat(g, expfmt.TypeTextPlain, families...)
 	if err != nil {
 		t.Fatalf("gathering metrics: %v", err)
@@ -66,8 +78,15 @@ func Gather(t testing.TB, g prometheus.Gatherer, families ...string) []Series {
 // not yet created.
 func Value(t testing.TB, g prometheus.Gatherer, name string, labels ...string) float64 {
 	t.Helper()
+	v, _ := Lookup(t, g, name, labels...)
+	return v
+}
+
+// Lookup is Value, and whether there is such a series.
+func Lookup(t testing.TB, g prometheus.Gatherer, name string, labels ...string) (float64, bool) {
+	t.Helper()
 	if len(labels)%2 != 0 {
-		t.Fatalf("metrictest.Value(%s): labels %q are not name, value pairs", name, labels)
+		t.Fatalf("metrictest: labels %q of %s are not name, value pairs", labels, name)
 	}
 	family := name
 	for _, suffix := range []string{"_count", "_sum", "_bucket"} {
@@ -83,7 +102,25 @@ series:
 				continue series
 			}
 		}
-		return s.Value
+		return s.Value, true
 	}
-	return 0
+	return 0, false
+}
+
+// Parse reads a /metrics body in the text exposition format (what a real
+// daemon serves) with expfmt, as a Gatherer for Gather, Value and Lookup, or
+// for testutil itself.
+func Parse(t testing.TB, body string) prometheus.Gatherer {
+	t.Helper()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	byName, err := p.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	mfs := make([]*dto.MetricFamily, 0, len(byName))
+	for _, mf := range byName {
+		mfs = append(mfs, mf)
+	}
+	sort.Slice(mfs, func(i, j int) bool { return mfs[i].GetName() < mfs[j].GetName() })
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) { return mfs, nil })
 }
