@@ -480,6 +480,9 @@ func (h *harness) wait(ctx context.Context, done chan result) result {
 // requests labels the secrets Affix received (affixtest.Sequence).
 func (h *harness) requests() []string { return affixtest.Sequence(h.fake.Requests(), h.s0) }
 
+// ---------------------------------------------------------------------------
+// memHarness: the in-memory Vault, processes scripted at their I/O calls.
+
 // memHarness is one Affix client (a fixture) whose record is in an
 // in-memory KV v2 mount, with the processes a test runs on it.
 type memHarness struct {
@@ -501,6 +504,7 @@ type memHarness struct {
 // memPath is the record's path in a memHarness.
 const memPath = "affix/fence"
 
+// errInjectedKill is what a killed process's I/O calls return.
 var errInjectedKill = errors.New("process killed (injected SIGKILL)")
 
 // newMemHarness is a memHarness with the record {client_secret: S0} at
