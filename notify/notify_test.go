@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/affix-rotator/affix-rotator/internal/metrictest"
 	"github.com/affix-rotator/affix-rotator/notify"
 )
 
@@ -93,27 +94,10 @@ func newNotifier(t *testing.T, reg *prometheus.Registry, opt notify.Options) *no
 	return n
 }
 
+// count is affix_rotator_notifications_total{event, result}.
 func count(t *testing.T, reg *prometheus.Registry, event, result string) int {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "affix_rotator_notifications_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			l := map[string]string{}
-			for _, p := range m.GetLabel() {
-				l[p.GetName()] = p.GetValue()
-			}
-			if l["event"] == event && l["result"] == result {
-				return int(m.GetCounter().GetValue())
-			}
-		}
-	}
-	return 0
+	return int(metrictest.Value(t, reg, "affix_rotator_notifications_total", "event", event, "result", result))
 }
 
 func flush(t *testing.T, n *notify.Notifier, d time.Duration) error {
@@ -458,29 +442,20 @@ func TestWebhookLabel(t *testing.T) {
 	if err := flush(t, n, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			l := map[string]string{}
-			for _, p := range m.GetLabel() {
-				l[p.GetName()] = p.GetValue()
-				if strings.Contains(p.GetValue(), "SECRET") || strings.Contains(p.GetValue(), "/") {
-					t.Errorf("%s: label %s=%q holds a path or query", mf.GetName(), p.GetName(), p.GetValue())
-				}
-			}
-			switch mf.GetName() {
-			case "affix_rotator_notifications_by_webhook_total":
-				got[l["webhook"]+" "+l["result"]] = m.GetCounter().GetValue()
-			case "affix_rotator_notification_delivery_seconds":
-				got[l["webhook"]+" latency"] = float64(m.GetHistogram().GetSampleCount())
-			}
+	for _, s := range metrictest.Gather(t, reg) {
+		// Label names cannot hold either: only a value can.
+		if strings.Contains(s.Labels, "SECRET") || strings.Contains(s.Labels, "/") {
+			t.Errorf("%s: a label in {%s} holds a path or query", s.Name, s.Labels)
 		}
 	}
 	gh, bh := strings.TrimPrefix(good.srv.URL, "http://"), strings.TrimPrefix(bad.srv.URL, "http://")
+	got := map[string]float64{}
+	for _, h := range []string{gh, bh} {
+		for _, r := range []string{"delivered", "failed"} {
+			got[h+" "+r] = metrictest.Value(t, reg, "affix_rotator_notifications_by_webhook_total", "webhook", h, "result", r)
+		}
+		got[h+" latency"] = metrictest.Value(t, reg, "affix_rotator_notification_delivery_seconds_count", "webhook", h)
+	}
 	for k, want := range map[string]float64{gh + " delivered": 1, gh + " failed": 0, bh + " failed": 1, bh + " delivered": 0, gh + " latency": 1} {
 		if got[k] != want {
 			t.Errorf("%s = %v, want %v (all: %v)", k, got[k], want, got)

@@ -8,12 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jonboulle/clockwork"
-	"github.com/robfig/cron/v3"
-
-	"github.com/affix-rotator/affix-rotator/affix"
-	"github.com/affix-rotator/affix-rotator/affix/affixtest"
-	"github.com/affix-rotator/affix-rotator/internal/secret"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
 	"github.com/affix-rotator/affix-rotator/vault/vaultmem"
@@ -38,20 +32,17 @@ const (
 	overlapOld = "bbbbbbbb-bbbbbbbb-bbbbbbbb-bbbbbbb0"
 )
 
-// withAffix gives c an Affix of its own: the fake, accepting overlapRecord's
-// two secrets, so that an operator action can tell Affix the set.
-func withAffix(t *testing.T, c *rotator.Client) *rotator.Client {
+// actionFixture is a fixture for an operator action on a hand-made
+// record: its Affix accepts overlapRecord's two secrets, so that the action
+// can tell Affix the set, and its client "p" (grace 1h) is at affix/p.
+func actionFixture(t *testing.T) (*fixture, *rotator.Client) {
 	t.Helper()
-	fake := affixtest.NewServer()
-	t.Cleanup(fake.Close)
-	fake.AddClient("key-actions", "client-id-1", overlapNew, overlapOld)
-	api, err := affix.New(fake.URL, secret.New("key-actions"), affix.WithTimeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc := *c
-	cc.Affix = api
-	return &cc
+	f := newFixture(t, "key-actions", "affix/p")
+	f.fake.AddClient(f.key, "client-id-1", overlapNew, overlapOld)
+	f.grace = time.Hour
+	c := f.newClient("@every 720h", f.api)
+	c.Name = "p"
+	return f, c
 }
 
 func overlapRecord(t *testing.T, st *vaultmem.Store, graceUntil time.Time) {
@@ -67,13 +58,11 @@ func overlapRecord(t *testing.T, st *vaultmem.Store, graceUntil time.Time) {
 // winner's action) and changes nothing. A write of the rotator itself in
 // between (a lease extension) is no reason to refuse: the action retries.
 func TestActionsRace(t *testing.T) {
-	clock := clockwork.NewFakeClockAt(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
-	sched, _ := cron.ParseStandard("@every 720h")
-	c := &rotator.Client{Name: "p", VaultPath: "affix/p", Schedule: sched, GracePeriod: time.Hour}
 	ctx := context.Background()
 
 	t.Run("another operator wins", func(t *testing.T) {
-		c := withAffix(t, c)
+		f, c := actionFixture(t)
+		clock := f.clock
 		mem := vaultmem.New("secret")
 		overlapRecord(t, mem, clock.Now().Add(time.Hour))
 		bob := rotator.New(rotator.Options{InstanceID: "bob", Store: mem, Clock: clock})
@@ -94,7 +83,8 @@ func TestActionsRace(t *testing.T) {
 		}
 	})
 	t.Run("the rotator writes in between", func(t *testing.T) {
-		c := withAffix(t, c)
+		f, c := actionFixture(t)
+		clock := f.clock
 		mem := vaultmem.New("secret")
 		overlapRecord(t, mem, clock.Now().Add(time.Hour))
 		st := &racingStore{Store: mem, before: func() {

@@ -13,13 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/robfig/cron/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/affix-rotator/affix-rotator/affix/affixtest"
+	"github.com/affix-rotator/affix-rotator/internal/metrictest"
 	"github.com/affix-rotator/affix-rotator/notify"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault/vaultmem"
@@ -132,27 +131,10 @@ func closeNotifier(t *testing.T, n *notify.Notifier, d time.Duration) {
 	}
 }
 
+// notifications is affix_rotator_notifications_total{event, result}.
 func notifications(t *testing.T, reg *prometheus.Registry, event, result string) int {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "affix_rotator_notifications_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			l := map[string]string{}
-			for _, p := range m.GetLabel() {
-				l[p.GetName()] = p.GetValue()
-			}
-			if l["event"] == event && l["result"] == result {
-				return int(m.GetCounter().GetValue())
-			}
-		}
-	}
-	return 0
+	return int(metrictest.Value(t, reg, "affix_rotator_notifications_total", "event", event, "result", result))
 }
 
 // TestNotificationsOfARotation: a real rotation (real Vault, the Affix
@@ -292,9 +274,8 @@ func TestEventFailed(t *testing.T) {
 // reads the record reports the same event under the same id (receivers
 // deduplicate on webhook-id).
 func TestEventOperatorAction(t *testing.T) {
-	clock := clockwork.NewFakeClockAt(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
-	sched, _ := cron.ParseStandard("@every 720h")
-	c := withAffix(t, &rotator.Client{Name: "p", VaultPath: "affix/p", Schedule: sched, GracePeriod: time.Hour})
+	f, c := actionFixture(t)
+	clock := f.clock
 	mem := vaultmem.New("secret")
 	ctx := context.Background()
 	// The daemon starts before the action (it reports actions taken since).
@@ -456,7 +437,7 @@ func TestHostileReceiversLeaveTheRotationOnTime(t *testing.T) {
 // current at once; consumers that refresh on rotation.overlap need that
 // event too (there is no grace to wait for).
 func TestBootstrapReportsOverlap(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	var sink eventSink
 	op := e.proc("host/once-1")
 	c := op.client()

@@ -5,11 +5,15 @@ package rotator_test
 // landing after another process moved on, the schedule's anchor across a
 // reopened grace, a clock stepped back, and records written by an older
 // release. Each test is a scenario that once broke a documented promise or
-// an invariant (found by an adversarial review). They run on the fence
-// harness (fence_test.go).
+// an invariant (found by an adversarial review), among them an operator's
+// action undone or voided by a daemon's request in flight (a reconcile, a
+// drop whose record write failed). They run on the in-memory harness
+// (memHarness, harness_test.go).
 
 import (
 	"context"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +22,7 @@ import (
 	"github.com/affix-rotator/affix-rotator/affix"
 	"github.com/affix-rotator/affix-rotator/internal/secret"
 	"github.com/affix-rotator/affix-rotator/rotator"
+	"github.com/affix-rotator/affix-rotator/vault"
 )
 
 // TestIncidentResumingAStagedRotationEndsItsGrace: the leaked-secret
@@ -35,11 +40,11 @@ import (
 // accepted within Grace)"; the same scenario with the daemon alive (it
 // confirms, the -once ends that grace) is retired within a minute.
 func TestIncidentResumingAStagedRotationEndsItsGrace(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	d := e.proc("pod-a")
 	dc := d.client()
 	dc.GracePeriod = time.Hour
-	d.hook(&fenceHook{match: isPost(2), action: d.kill}) // killed before Affix hears of N1
+	d.hook(&ioHook{match: isPost(2), action: d.kill}) // killed before Affix hears of N1
 	run := e.rotate(d, d.rotator(nil), dc, rotator.Trigger{Reason: rotator.ReasonSchedule, Time: e.clock.Now()})
 	e.drive(time.Second, time.Minute, run.finished)
 	if phaseOf(e.record()) != "staged" {
@@ -54,16 +59,7 @@ func TestIncidentResumingAStagedRotationEndsItsGrace(t *testing.T) {
 	start := e.clock.Now()
 	once := e.rotate(op, op.rotator(func(o *rotator.Options) { o.ClockSkewMargin = 30 * time.Second }), c,
 		rotator.Trigger{Reason: rotator.ReasonOnce, Time: start, Grace: 30 * time.Second, Audit: incidentAudit})
-	var retired time.Time
-	e.drive(time.Second, 3*time.Minute, func() bool {
-		if retired.IsZero() && !e.fake.Accepts(e.key, leaked) {
-			retired = e.clock.Now()
-		}
-		if v := e.violations(); len(v) > 0 {
-			t.Fatalf("%v; requests %v", v, e.requests())
-		}
-		return !retired.IsZero()
-	})
+	retired := e.retired(leaked, 3*time.Minute)
 	bound := 30*time.Second + 30*time.Second + 30*time.Second // grace + skew margin + slack, as the sibling test
 	if retired.IsZero() {
 		t.Fatalf("-once -grace 30s facing a staged rotation: the secret current when it ran (S0) is still accepted %s later (want at most %s): the -once confirmed the older rotation with its 1h grace and never ended it (grace_until %s); -once %s; requests %v",
@@ -86,7 +82,7 @@ func TestIncidentResumingAStagedRotationEndsItsGrace(t *testing.T) {
 // record written before staged_at existed ("must survive the end of the
 // reopened grace, whatever operator action came in between").
 func TestLegacyReacceptThenEndGraceKeepsRotatedAt(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	a := e.proc("pod-a")
 	run := e.rotate(a, a.rotator(nil), a.client(), e.once())
 	e.drive(time.Second, 5*time.Minute, run.finished)
@@ -155,7 +151,7 @@ func (c skewedClock) Until(t time.Time) time.Duration { return t.Sub(c.Now()) }
 // max_age fire an hour early, and the record says the current secret is
 // an hour older than it is. No grace was reopened; only 20s of skew.
 func TestRotatedAtOfARotationAfterASkewedOneIsKept(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	a := e.proc("pod-a")
 	ac := a.client()
 	ac.GracePeriod = 2 * time.Minute
@@ -207,13 +203,13 @@ func TestRotatedAtOfARotationAfterASkewedOneIsKept(t *testing.T) {
 // (design: with only one-shot runs, the drift lasts "until the stale
 // process wakes and detects it"; it woke and did not).
 func TestExtendGraceStaleRequestIsRepaired(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	ext, freeze := e.heldExtendGrace()
 	e.advance(2 * time.Minute) // op1's 1m lease ends while it is frozen
 
 	op2 := e.proc("host/endgrace-1")
 	r2 := op2.rotator(nil)
-	end := e.spawn(op2, 1, func(ctx context.Context, run *fenceRun) {
+	end := e.spawn(op2, 1, func(ctx context.Context, run *memRun) {
 		run.out, run.err = r2.EndGrace(ctx, op2.client(), rotator.Audit{By: "carol", Reason: "S0 leaked"})
 	})
 	e.drive(time.Second, time.Minute, end.finished)
@@ -240,22 +236,15 @@ func TestExtendGraceStaleRequestIsRepaired(t *testing.T) {
 // clock catches up an hour later. A -once must be satisfied by the
 // rotation it staged itself; after 3 minutes it is still rotating.
 func TestOnceAfterAClockStepBackTerminates(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	op := e.proc("host/once-1")
 	trig := rotator.Trigger{Reason: rotator.ReasonOnce, Time: e.clock.Now().Add(time.Hour)} // read before the step back
 	run := e.rotate(op, op.rotator(func(o *rotator.Options) { o.ClockSkewMargin = 30 * time.Second }), op.client(), trig)
 	e.drive(time.Second, 3*time.Minute, run.finished)
 	if !run.finished() || e.stagedCount() != 1 {
 		t.Fatalf("-once after its host's clock was stepped back 1h: %d rotations in %s and %s (want one rotation, its own, then exit); first requests %v",
-			e.stagedCount(), e.clock.Now().Sub(e.start0), run, first(e.requests(), 8))
+			e.stagedCount(), e.clock.Now().Sub(e.start0), run, firstN(e.requests(), 8))
 	}
-}
-
-func first(s []string, n int) []string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }
 
 // TestExtendGraceStaleRequestDuringIncidentLocksOut: the same blind
@@ -273,7 +262,7 @@ func first(s []string, n int) []string {
 // it: consumers are locked out until the incident's drop 10 minutes later
 // (with the leaked S0 accepted again meanwhile).
 func TestExtendGraceStaleRequestDuringIncidentLocksOut(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	ext, held := e.heldExtendGrace()
 
 	op2 := e.proc("host/once-2")
@@ -310,12 +299,12 @@ func TestExtendGraceStaleRequestDuringIncidentLocksOut(t *testing.T) {
 // grace + margins); a rotation that started a moment after the incident,
 // with another process's grace, does not keep it.
 func TestIncidentSatisfiedByALongGraceRotation(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	leaked := e.s0
 	op := e.proc("host/once-1")
 	c := op.client()
 	c.GracePeriod = 30 * time.Second
-	race := op.pauseBefore(func(fc fenceCall) bool { return fc.op == "write" && fc.rec.Phase == "staged" }, false)
+	race := op.pauseBefore(func(fc ioCall) bool { return fc.op == "write" && fc.rec.Phase == "staged" }, false)
 	start := e.clock.Now()
 	once := e.rotate(op, op.rotator(func(o *rotator.Options) { o.ClockSkewMargin = 30 * time.Second }), c,
 		rotator.Trigger{Reason: rotator.ReasonOnce, Time: start, Grace: 30 * time.Second, Audit: incidentAudit})
@@ -329,16 +318,7 @@ func TestIncidentSatisfiedByALongGraceRotation(t *testing.T) {
 	e.drive(time.Second, time.Minute, func() bool { return phaseOf(e.record()) == "overlap" }) // ...the daemon's lands first
 	race.resume()
 
-	var retired time.Time
-	e.drive(time.Second, 3*time.Minute, func() bool {
-		if retired.IsZero() && !e.fake.Accepts(e.key, leaked) {
-			retired = e.clock.Now()
-		}
-		if v := e.violations(); len(v) > 0 {
-			t.Fatalf("%v; requests %v", v, e.requests())
-		}
-		return !retired.IsZero()
-	})
+	retired := e.retired(leaked, 3*time.Minute)
 	if bound := 90 * time.Second; retired.IsZero() || retired.Sub(start) > bound {
 		t.Fatalf("-once -grace 30s whose stage lost the CAS race to the daemon's scheduled rotation (24h grace): the secret current when it ran (S0) is still accepted %s later (want at most %s); grace_until %s; -once %s; requests %v",
 			e.clock.Now().Sub(start), bound, str(e.record(), "grace_until"), once, e.requests())
@@ -358,7 +338,7 @@ func TestIncidentSatisfiedByALongGraceRotation(t *testing.T) {
 // moment it is made current: with @every 720h the schedule is due at
 // once, and the new daemon starts yet another rotation right away.
 func TestRotationStagedByAnOlderReplicaUpdatesRotatedAt(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	a := e.proc("pod-a")
 	run := e.rotate(a, a.rotator(nil), a.client(), e.once())
 	e.drive(time.Second, 5*time.Minute, run.finished)
@@ -371,7 +351,7 @@ func TestRotationStagedByAnOlderReplicaUpdatesRotatedAt(t *testing.T) {
 	// The old replica (pod-old) stages N2 and confirms it, as bf7ad79 did:
 	// its writes keep every field it does not own, staged_at included.
 	n1 := str(e.record(), "client_secret")
-	n2 := fenceSecret(t)
+	n2 := newSecret(t)
 	now := e.clock.Now()
 	staged := e.record()
 	staged["phase"], staged["pending_client_secret"], staged["rotation_id"] = "staged", n2, "r-old-2"
@@ -416,7 +396,7 @@ func TestRotationStagedByAnOlderReplicaUpdatesRotatedAt(t *testing.T) {
 // cleanly (no daemon from here on; its lease is released), and an operator's
 // -extend-grace 30m whose record write landed and whose [N1, S0] request is
 // held just before it reaches Affix.
-func (e *fenceEnv) heldExtendGrace() (*fenceRun, *fencePause) {
+func (e *memHarness) heldExtendGrace() (*memRun, *memPause) {
 	e.t.Helper()
 	a, runA, _ := e.inOverlap("pod-a", time.Hour)
 	a.stop()
@@ -425,9 +405,152 @@ func (e *fenceEnv) heldExtendGrace() (*fenceRun, *fencePause) {
 	op1 := e.proc("host/extend-1")
 	held := op1.pauseBefore(isPost(2), false)
 	r1 := op1.rotator(nil)
-	ext := e.spawn(op1, 1, func(ctx context.Context, run *fenceRun) {
+	ext := e.spawn(op1, 1, func(ctx context.Context, run *memRun) {
 		_, run.err = r1.ExtendGrace(ctx, op1.client(), 30*time.Minute, rotator.Audit{By: "bob", Reason: "partner late"})
 	})
 	held.await()
 	return ext, held
+}
+
+// TestAdversaryReacceptUndoneByReconcile (§4 repair / -reaccept-previous).
+//
+// Production: the daemon's hourly reconcile on a stable client (current N1)
+// takes the lease and sends [N1]; the request is slow. An operator runs
+// -reaccept-previous 2h (an app broke after the drop): the action ignores
+// the daemon's live lease, writes overlap {N1, previous S0}, sends
+// [N1,S0] -> 200 and reports success. The daemon's [N1] lands after it:
+// Affix accepts {N1} only. The daemon's lease-release write then fails with
+// a CAS conflict right after its 200 (DESIGN §4 detect), but no re-assert
+// follows (reassertSet never sets run.posted); the daemon takes over the
+// overlap and sleeps. The broken app stays broken for up to a whole
+// reconcile_interval of the 2h the operator asked for.
+func TestAdversaryReacceptUndoneByReconcile(t *testing.T) {
+	e := newMemHarness(t)
+	completeRotation(t, e)
+	e.advance(time.Hour)
+	mod := func(o *rotator.Options) { o.ReconcileInterval = time.Hour; o.ClockSkewMargin = 30 * time.Second }
+
+	d := e.proc("pod-a")
+	hold := d.pauseBefore(isPost(1), false)
+	runD := e.rotate(d, d.rotator(mod), d.client(), rotator.Trigger{Reason: rotator.ReasonReconcile, Time: e.clock.Now()})
+	hold.await()
+
+	e.reacceptPrevious(2*time.Hour, mod)
+	if !e.fake.Accepts(e.key, e.s0) {
+		t.Fatalf("setup: reaccept-previous did not make Affix accept S0: %v", e.requests())
+	}
+
+	hold.resume()
+	e.quiet()
+	e.drive(time.Second, 2*time.Minute, func() bool { return false })
+	if m := e.mismatch(); m != "" {
+		t.Errorf("2m after -reaccept-previous 2h succeeded and the daemon's concurrent reconcile [N1] landed after it (the daemon saw a CAS conflict right after its 200; DESIGN §4 detect/repair: re-assert at once): %s; the previous secret the operator re-accepted is rejected; requests %v (daemon %v)",
+			m, e.requests(), runD)
+	}
+}
+
+// TestAdversaryEndGraceRevivedByDaemonReconcile (I2, a leaked secret).
+//
+// Production: the daemon drives an overlap {N1, previous S0} (grace 2h,
+// reconcile_interval 10m) and sends its periodic [N1,S0]; the request is
+// slow. S0 leaked: an operator runs -end-grace. The action ignores the
+// daemon's live lease, sends [N1] -> 200, writes stable and reports
+// success. The daemon's [N1,S0] lands after it: Affix accepts the leaked
+// S0 again, which the record no longer holds (I2). The daemon's 200 comes
+// well inside its lease, and it learns of the move by a read, not a CAS
+// conflict: no detection rule fires, it reports "completed by another
+// process" and sleeps. EndGrace's own doc says the daemon "sends nothing
+// more for this rotation". S0 stays valid until the daemon's next reconcile
+// (a full reconcile_interval after; never with reconcile_interval 0).
+func TestAdversaryEndGraceRevivedByDaemonReconcile(t *testing.T) {
+	e := newMemHarness(t)
+	e.grace = 2 * time.Hour
+	e.setRotatedAt(e.start0.Add(-800 * time.Hour)) // due at start
+	mod := func(o *rotator.Options) { o.ReconcileInterval = 10 * time.Minute; o.ClockSkewMargin = 30 * time.Second }
+
+	d := e.proc("pod-a")
+	var armed atomic.Bool
+	d.hook(&ioHook{after: true, match: isPost(2), action: func() { armed.Store(true) }})
+	hold := d.pauseBefore(func(c ioCall) bool { return c.op == "post" && armed.Load() }, false)
+	runD := e.daemon(d, d.rotator(mod), d.client())
+	e.drive(time.Minute, 15*time.Minute, hold.isReached)
+	hold.await()
+	eq(t, "setup: daemon's requests", e.requests(), []string{"200[N1,S0]"})
+
+	x := e.proc("host/end-grace-1")
+	rx := x.rotator(mod)
+	runX := e.spawn(x, 1, func(ctx context.Context, r *memRun) {
+		r.out, r.err = rx.EndGrace(ctx, x.client(), operatorAudit)
+	})
+	e.wait(runX)
+	if runX.err != nil || phaseOf(e.record()) != "stable" || e.fake.Accepts(e.key, e.s0) {
+		t.Fatalf("setup: end-grace: %v; phase %s; requests %v", runX, phaseOf(e.record()), e.requests())
+	}
+
+	hold.resume()
+	e.quiet()
+	e.drive(time.Second, 2*time.Minute, func() bool { return false })
+	for _, v := range e.violations() {
+		t.Errorf("2m after -end-grace reported success (S0 leaked), the daemon's in-flight reconcile [N1,S0] landed and nothing re-asserted [N1]: %s; requests %v (daemon %v)",
+			v, e.requests(), runD)
+	}
+}
+
+// failStableWrite makes one write of a stable record fail without reaching
+// Vault (a leader election, a 503), the first time fail says so.
+type failStableWrite struct {
+	rotator.Store
+	failed atomic.Bool
+}
+
+func (s *failStableWrite) Write(ctx context.Context, path string, r vault.Record, cas int) (int, error) {
+	if r.Phase == vault.PhaseStable && !r.RotatedAt.IsZero() && s.failed.CompareAndSwap(false, true) {
+		return 0, fmt.Errorf("vault: write secret/%s: %w: 503 standby (injected; not applied)", path, vault.ErrUnavailable)
+	}
+	return s.Store.Write(ctx, path, r, cas)
+}
+
+// TestAdversaryExtendGraceAfterDropVaultBlip (I3).
+//
+// Production: grace_until passes; the daemon sends the drop [N1] -> 200, but
+// its overlap -> stable write fails (Vault 503 during a leader election; not
+// applied) and it backs off. Consumers still on S0 start failing, and the
+// operator runs -extend-grace 30m: the record is still overlap, so it is
+// accepted and reports success. The daemon re-reads, sees the new
+// grace_until, and goes back to sleep in awaitGrace: it never re-sends
+// [N1,S0]. Affix rejects S0 for the whole extended grace, though the record
+// says overlap with grace_until 30m ahead: the old secret is dropped before
+// grace_until (I3), and the operator's action is void. The daemon learnt of
+// the move by a read after a 200 of its own, which no detection rule covers;
+// its reconcile is due a full reconcile_interval (1h) after that 200, after
+// the extended grace has ended.
+func TestAdversaryExtendGraceAfterDropVaultBlip(t *testing.T) {
+	e := newMemHarness(t)
+	e.grace = 10 * time.Minute
+	mod := func(o *rotator.Options) { o.ReconcileInterval = time.Hour; o.ClockSkewMargin = 30 * time.Second }
+	d := e.proc("pod-a")
+	fs := &failStableWrite{Store: (*memStore)(d)}
+	rd := d.rotator(func(o *rotator.Options) { mod(o); o.Store = fs })
+	runD := e.rotate(d, rd, d.client(), e.once())
+	e.drive(time.Second, 15*time.Minute, fs.failed.Load)
+	e.quiet()
+	if !fs.failed.Load() || phaseOf(e.record()) != "overlap" || e.fake.Accepts(e.key, e.s0) {
+		t.Fatalf("setup: drop then failed write did not happen: %v; requests %v", runD, e.requests())
+	}
+
+	x := e.proc("host/extend-grace-1")
+	rx := x.rotator(mod)
+	var until time.Time
+	runX := e.spawn(x, 1, func(ctx context.Context, r *memRun) {
+		until, r.err = rx.ExtendGrace(ctx, x.client(), 30*time.Minute, operatorAudit)
+	})
+	e.wait(runX)
+	if runX.err != nil {
+		t.Fatalf("setup: extend-grace: %v", runX.err)
+	}
+	e.drive(time.Second, 2*time.Minute, func() bool { return false })
+	if phaseOf(e.record()) == "overlap" && e.clock.Now().Before(e.recordTime("grace_until")) && !e.fake.Accepts(e.key, e.s0) {
+		t.Errorf("I3 violated: 2m after -extend-grace 30m succeeded (grace_until %s), the record is in overlap but Affix rejects the previous secret S0 (it accepts %v): the daemon's drop, sent before the extension, was never undone; requests %v (daemon %v)",
+			until.Format(time.RFC3339), e.labels(e.fake.Secrets(e.key)), e.requests(), runD)
+	}
 }

@@ -33,7 +33,7 @@ func withClaims(more func(*rotator.Options)) func(*rotator.Options) {
 // was pruned about 5 hours after the rotation, so -reaccept-previous
 // refused: this test fails with ReconcileClaims off.)
 func TestStableReconcileWritesNoKVVersion(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	e.store.SetMaxVersions(e.path, 10)
 	op := e.proc("host/once")
 	run := e.rotate(op, op.rotator(withClaims(nil)), op.client(), e.once())
@@ -62,7 +62,7 @@ func TestStableReconcileWritesNoKVVersion(t *testing.T) {
 
 	a := e.proc("host/action")
 	var until time.Time
-	act := e.spawn(a, 1, func(ctx context.Context, run *fenceRun) {
+	act := e.spawn(a, 1, func(ctx context.Context, run *memRun) {
 		until, run.err = a.rotator(withClaims(nil)).ReacceptPrevious(ctx, a.client(), time.Minute, rotator.Audit{By: "alice", Reason: "a consumer missed the rotation"})
 	})
 	// The daemon's last reconcile claim may still be live: the action
@@ -83,7 +83,7 @@ func TestStableReconcileWritesNoKVVersion(t *testing.T) {
 // is about to make current. (Without the wait, the -once sends at once and
 // the held [S0] lands after it: I1 is violated.)
 func TestReconcileClaimHoldsBackAStaging(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	e.setRotatedAt(e.start0)
 	margin := func(o *rotator.Options) { o.ClockSkewMargin = 3 * time.Second }
 	rc := e.proc("pod-a")

@@ -3,8 +3,9 @@ package rotator_test
 // "The record is the whole truth": each test pins a fact that once lived in
 // one process's memory, or nowhere, and now lives in the Vault record, so
 // that a restarted process, a replica or an operator's command decides the
-// same. They run on the fence harness (fence_test.go): the real rotator,
-// the in-memory KV v2 store and the Affix fake, on a fake clock.
+// same. They run on the in-memory harness (memHarness, harness_test.go):
+// the real rotator, the in-memory KV v2 store and the Affix fake, on a fake
+// clock.
 
 import (
 	"context"
@@ -16,26 +17,12 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/affix-rotator/affix-rotator/affix/affixtest"
+	"github.com/affix-rotator/affix-rotator/internal/metrictest"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
 )
 
 var incidentAudit = &rotator.Audit{By: "alice", Reason: "secret pasted in a chat"}
-
-// inOverlap starts a rotation of grace g by process id and waits until its
-// new secret is current; it returns the process, its run and that secret.
-func (e *fenceEnv) inOverlap(id string, g time.Duration) (*fenceProc, *fenceRun, string) {
-	e.t.Helper()
-	d := e.proc(id)
-	c := d.client()
-	c.GracePeriod = g
-	run := e.rotate(d, d.rotator(nil), c, rotator.Trigger{Reason: rotator.ReasonSchedule, Time: e.clock.Now()})
-	if !e.drive(time.Second, time.Minute, func() bool { return phaseOf(e.record()) == "overlap" }) {
-		e.t.Fatalf("no overlap within 1m; requests %v", e.requests())
-	}
-	e.advance(time.Second) // what follows comes after the staging
-	return d, run, str(e.record(), "client_secret")
-}
 
 // The leaked-secret incident: `-once -grace 30s` while a rotation is in its
 // 24h grace. It must end with a new secret current and the secret current
@@ -43,7 +30,7 @@ func (e *fenceEnv) inOverlap(id string, g time.Duration) (*fenceProc, *fenceRun,
 // never report success while that secret is still accepted. (On bf7ad79 it
 // waited out the 24h grace and reported "completed by another process".)
 func TestOnceWithGraceDuringOverlapRetiresTheLeakedSecret(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	_, _, leaked := e.inOverlap("pod-a", 24*time.Hour)
 	op := e.proc("host/once-1")
 	c := op.client()
@@ -79,7 +66,7 @@ func TestOnceWithGraceDuringOverlapRetiresTheLeakedSecret(t *testing.T) {
 // A plain -once (no -grace) during an overlap waits for that grace, and is
 // satisfied only by a rotation staged at or after it: it runs a new one.
 func TestOnceIsSatisfiedOnlyByARotationStagedAfterIt(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	_, _, current := e.inOverlap("pod-a", time.Hour)
 	op := e.proc("host/once-1")
 	run := e.rotate(op, op.rotator(nil), op.client(), e.once())
@@ -100,11 +87,11 @@ func TestOnceIsSatisfiedOnlyByARotationStagedAfterIt(t *testing.T) {
 // own grace is 24h; the overlap it confirms lasts 5m. (On bf7ad79 the 5m
 // lived in the -once's memory only, and the daemon used 24h.)
 func TestOperatorGraceTravelsWithTheRotation(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	op := e.proc("host/once-1")
 	c := op.client()
 	c.GracePeriod = 5 * time.Minute
-	op.hook(&fenceHook{match: isPost(2), action: op.kill})
+	op.hook(&ioHook{match: isPost(2), action: op.kill})
 	run := e.rotate(op, op.rotator(nil), c, rotator.Trigger{Reason: rotator.ReasonOnce, Time: e.clock.Now(), Grace: 5 * time.Minute, Audit: incidentAudit})
 	e.drive(time.Second, time.Minute, run.finished)
 	if phaseOf(e.record()) != "staged" {
@@ -135,13 +122,13 @@ func TestOperatorGraceTravelsWithTheRotation(t *testing.T) {
 // extension must be honoured by Affix, not only by the record. (On
 // bf7ad79 Affix rejected the previous secret for the whole extended grace.)
 func TestExtendGraceAfterAnUnrecordedDropIsHonoured(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	a := e.proc("pod-a")
 	c := a.client()
 	c.GracePeriod = time.Minute
 	failing := false
 	a.failWrite = func(r vault.Record) bool { return failing }
-	a.hook(&fenceHook{after: true, match: isPost(1), action: func() { failing = true }})
+	a.hook(&ioHook{after: true, match: isPost(1), action: func() { failing = true }})
 	e.rotate(a, a.rotator(nil), c, e.once())
 	prev := ""
 	e.drive(time.Second, 5*time.Minute, func() bool {
@@ -158,7 +145,7 @@ func TestExtendGraceAfterAnUnrecordedDropIsHonoured(t *testing.T) {
 	op := e.proc("host/op-1")
 	r := op.rotator(nil)
 	var until time.Time
-	run := e.spawn(op, 1, func(ctx context.Context, run *fenceRun) {
+	run := e.spawn(op, 1, func(ctx context.Context, run *memRun) {
 		until, run.err = r.ExtendGrace(ctx, op.client(), 30*time.Minute, rotator.Audit{By: "bob", Reason: "partner late"})
 	})
 	e.drive(time.Second, time.Minute, run.finished)
@@ -176,7 +163,7 @@ func TestExtendGraceAfterAnUnrecordedDropIsHonoured(t *testing.T) {
 // rotated_at (the schedule's anchor) must not move. (On bf7ad79 the
 // end-grace action overwrote last_action, which was the only trace.)
 func TestReacceptThenEndGraceKeepsRotatedAt(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	a := e.proc("pod-a")
 	run := e.rotate(a, a.rotator(nil), a.client(), e.once())
 	e.drive(time.Second, 5*time.Minute, run.finished)
@@ -194,47 +181,23 @@ func TestReacceptThenEndGraceKeepsRotatedAt(t *testing.T) {
 	}
 }
 
-// A daemon never posts [new] alone: bootstrap is an operator's one-shot
-// action. A path that looks never used (its metadata deleted) stays an
-// error for the daemon. (On bf7ad79 `bootstrap: true` stayed armed.)
-func TestDaemonNeverBootstraps(t *testing.T) {
-	e := newFenceEnv(t)
-	d := e.proc("pod-a")
-	c := d.client()
-	c.VaultPath, c.Bootstrap = "affix/never-used", true
-	e.daemon(d, d.rotator(nil), c)
-	e.drive(time.Minute, time.Hour, func() bool { return false })
-	if got := e.requests(); len(got) != 0 {
-		t.Fatalf("a daemon bootstrapped a path with no version: requests %v (it drops whatever Affix accepts)", got)
-	}
-	op := e.proc("host/once-1")
-	oc := op.client()
-	oc.VaultPath, oc.Bootstrap = "affix/never-used", true
-	run := e.rotate(op, op.rotator(nil), oc, e.once())
-	e.drive(time.Second, time.Minute, run.finished)
-	if run.err != nil || run.out.Result != rotator.ResultSuccess {
-		t.Fatalf("-once on a bootstrap client with no record: %s, want the bootstrap rotation", run)
-	}
-}
-
 // A record time written by a clock running ahead is not trusted: a -once
 // facing a rotated_at and staged_at 10 days in the future rotates (on
 // bf7ad79 it did nothing and reported success), and the daemon counts it.
 func TestFutureRecordTimesAreNotTrusted(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	rec := e.record()
 	future := e.clock.Now().Add(240 * time.Hour).UTC().Format(time.RFC3339Nano)
 	rec["rotated_at"], rec["staged_at"] = future, future
 	e.put(rec)
-	reg := prometheus.NewRegistry()
-	m := rotator.NewMetrics(reg)
+	metered, reg := withMetrics()
 	op := e.proc("host/once-1")
-	run := e.rotate(op, op.rotator(func(o *rotator.Options) { o.Metrics, o.ClockSkewMargin = m, 30*time.Second }), op.client(), e.once())
+	run := e.rotate(op, op.rotator(func(o *rotator.Options) { metered(o); o.ClockSkewMargin = 30 * time.Second }), op.client(), e.once())
 	e.drive(time.Second, 5*time.Minute, run.finished)
 	if e.stagedCount() != 1 || run.out.ByOther {
 		t.Fatalf("-once with rotated_at 10 days ahead: %s, %d rotations; want one of its own", run, e.stagedCount())
 	}
-	if n := counterValue(t, reg, "affix_rotator_record_future_times_total", map[string]string{"field": "rotated_at"}); n < 1 {
+	if n := metrictest.Value(t, reg, "affix_rotator_record_future_times_total", "field", "rotated_at"); n < 1 {
 		t.Fatalf("record_future_times_total{field=rotated_at} = %v, want at least 1", n)
 	}
 }
@@ -244,7 +207,7 @@ func TestFutureRecordTimesAreNotTrusted(t *testing.T) {
 // step_error, with failing_since, and no stale last_error. (On bf7ad79
 // -status showed the previous rotation's 401.)
 func TestStepErrorBelongsToItsRotation(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	e.fake.Inject(affixtest.Fault{Status: 401})
 	a := e.proc("pod-a")
 	run := e.rotate(a, a.rotator(nil), a.client(), e.once())
@@ -273,7 +236,7 @@ func TestStepErrorBelongsToItsRotation(t *testing.T) {
 // 40s rotates within 3 minutes. (On bf7ad79 each start re-anchored the
 // schedule, so it never rotated.)
 func TestSeededRecordRotatesDespiteRestarts(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	sched, _ := cron.ParseStandard("@every 1m")
 	for i := 0; i < 5 && e.stagedCount() == 0; i++ {
 		p := e.proc("pod-a")
@@ -289,15 +252,15 @@ func TestSeededRecordRotatesDespiteRestarts(t *testing.T) {
 	}
 }
 
-// fenceMarked is a process's store with the change marker (ChangeMarker):
+// markedStore is a process's store with the change marker (ChangeMarker):
 // a daemon on it runs one more goroutine, the marker's watcher.
-type fenceMarked struct{ *fenceStore }
+type markedStore struct{ *memStore }
 
-func (s fenceMarked) ChangesVersion(ctx context.Context) (int, error) {
+func (s markedStore) ChangesVersion(ctx context.Context) (int, error) {
 	return s.e.store.ChangesVersion(ctx)
 }
 
-func (s fenceMarked) BumpChanges(ctx context.Context, client, what string) error {
+func (s markedStore) BumpChanges(ctx context.Context, client, what string) error {
 	return s.e.store.BumpChanges(ctx, client, what)
 }
 
@@ -309,7 +272,7 @@ func (s fenceMarked) BumpChanges(ctx context.Context, client, what string) error
 // accepted minutes past grace_until, and the daemon counted what it
 // happened to see.)
 func TestOperatorChangeReachesTheDaemonWithinRereadInterval(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	a := e.proc("pod-a")
 	first := e.rotate(a, a.rotator(nil), a.client(), e.once())
 	e.drive(time.Second, 5*time.Minute, first.finished)
@@ -317,21 +280,21 @@ func TestOperatorChangeReachesTheDaemonWithinRereadInterval(t *testing.T) {
 		t.Fatalf("setup: %s", first)
 	}
 	const reread, margin = 30 * time.Second, 30 * time.Second
-	marked := func(p *fenceProc, reg *prometheus.Registry) *rotator.Rotator {
+	marked := func(p *memProc, reg *prometheus.Registry) *rotator.Rotator {
 		return p.rotator(func(o *rotator.Options) {
-			o.Changes, o.RereadInterval, o.ClockSkewMargin, o.Metrics = fenceMarked{(*fenceStore)(p)}, reread, margin, rotator.NewMetrics(reg)
+			o.Changes, o.RereadInterval, o.ClockSkewMargin, o.Metrics = markedStore{(*memStore)(p)}, reread, margin, rotator.NewMetrics(reg)
 		})
 	}
 	regD, regOp := prometheus.NewRegistry(), prometheus.NewRegistry()
 	d := e.proc("pod-d")
 	rd := marked(d, regD)
-	e.spawn(d, 2, func(ctx context.Context, _ *fenceRun) { rd.Run(ctx, []*rotator.Client{d.client()}) })
+	e.spawn(d, 2, func(ctx context.Context, _ *memRun) { rd.Run(ctx, []*rotator.Client{d.client()}) })
 	e.drive(time.Second, time.Minute, func() bool { return false })
 
 	op := e.proc("host/op-1")
 	rop := marked(op, regOp)
 	var until time.Time
-	act := e.spawn(op, 1, func(ctx context.Context, run *fenceRun) {
+	act := e.spawn(op, 1, func(ctx context.Context, run *memRun) {
 		until, run.err = rop.ReacceptPrevious(ctx, op.client(), time.Minute, rotator.Audit{By: "bob", Reason: "partner broke"})
 	})
 	e.drive(time.Second, time.Minute, act.finished)
@@ -354,46 +317,23 @@ func TestOperatorChangeReachesTheDaemonWithinRereadInterval(t *testing.T) {
 		t.Fatalf("-reaccept-previous 1m: the previous secret was dropped at %s (dropped %v), want by grace_until + reread_interval + clock_skew_margin = %s",
 			e.clock.Now(), dropped, bound)
 	}
-	if n := counterValue(t, regOp, "affix_rotator_operator_actions_total", map[string]string{"action": "reaccept-previous"}); n != 1 {
+	if n := metrictest.Value(t, regOp, "affix_rotator_operator_actions_total", "action", "reaccept-previous"); n != 1 {
 		t.Errorf("the acting process counted %v reaccept-previous actions, want 1", n)
 	}
-	if n := counterValue(t, regD, "affix_rotator_operator_actions_total", map[string]string{"action": "reaccept-previous"}); n != 0 {
+	if n := metrictest.Value(t, regD, "affix_rotator_operator_actions_total", "action", "reaccept-previous"); n != 0 {
 		t.Errorf("the daemon counted %v reaccept-previous actions it only read, want 0 (counted once, by the process that acts)", n)
 	}
-	if g := metricValue(t, regD, "affix_rotator_last_operator_action_timestamp_seconds", "action", "reaccept-previous"); g == 0 {
+	if g := metrictest.Value(t, regD, "affix_rotator_last_operator_action_timestamp_seconds", "action", "reaccept-previous"); g == 0 {
 		t.Errorf("the daemon's last_operator_action_timestamp_seconds{action=reaccept-previous} is unset: its metrics do not reflect the record")
-	}
-}
-
-// grace_by vouches for one grace_until: moved by hand (`vault kv patch`,
-// which leaves grace_by alone), it is no longer the driver's own, and the
-// driver waits the clock-skew margin too: the operator's clock wrote it.
-// (Found by the simulation, seed 832, with grace_by holding a token only.)
-func TestGraceUntilMovedByHandGetsTheMargin(t *testing.T) {
-	e := newFenceEnv(t)
-	a := e.proc("pod-a")
-	c := a.client()
-	c.GracePeriod = time.Hour
-	const margin = 30 * time.Second
-	e.rotate(a, a.rotator(func(o *rotator.Options) { o.ClockSkewMargin, o.RereadInterval = margin, 5*time.Second }), c, e.once())
-	e.drive(time.Second, time.Minute, func() bool { return phaseOf(e.record()) == "overlap" })
-	rec := e.record()
-	moved := e.clock.Now().Add(time.Minute)
-	rec["grace_until"] = moved.UTC().Format(time.RFC3339Nano)
-	e.put(rec)
-	prev := str(rec, "previous_client_secret")
-	e.drive(time.Second, 5*time.Minute, func() bool { return !e.fake.Accepts(e.key, prev) })
-	if reqs := e.fake.Requests(); len(reqs) < 2 || reqs[len(reqs)-1].Time.Before(moved.Add(margin)) {
-		t.Fatalf("the driver dropped at %v, want no earlier than the hand-moved grace_until + margin %s; requests %v", reqs[len(reqs)-1].Time, moved.Add(margin), e.requests())
 	}
 }
 
 // reacceptThenEndGrace runs -reaccept-previous 1h, then -end-grace, as one
 // operator's process, and waits for it.
-func (e *fenceEnv) reacceptThenEndGrace() *fenceRun {
+func (e *memHarness) reacceptThenEndGrace() *memRun {
 	op := e.proc("host/op-1")
 	r := op.rotator(nil)
-	act := e.spawn(op, 1, func(ctx context.Context, run *fenceRun) {
+	act := e.spawn(op, 1, func(ctx context.Context, run *memRun) {
 		_, run.err = r.ReacceptPrevious(ctx, op.client(), time.Hour, rotator.Audit{By: "bob", Reason: "partner"})
 		if run.err == nil {
 			run.out, run.err = r.EndGrace(ctx, op.client(), rotator.Audit{By: "bob", Reason: "done"})

@@ -14,61 +14,10 @@ import (
 
 	"github.com/affix-rotator/affix-rotator/affix"
 	"github.com/affix-rotator/affix-rotator/affix/affixtest"
-	"github.com/affix-rotator/affix-rotator/internal/pace"
 	"github.com/affix-rotator/affix-rotator/internal/secret"
 	"github.com/affix-rotator/affix-rotator/rotator"
 	"github.com/affix-rotator/affix-rotator/vault"
 )
-
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-func eq(t *testing.T, what string, got, want []string) {
-	t.Helper()
-	if strings.Join(got, " ") != strings.Join(want, " ") {
-		t.Fatalf("%s:\n got  %v\n want %v", what, got, want)
-	}
-}
-
-type result struct {
-	out rotator.Outcome
-	err error
-}
-
-func (h *harness) start(ctx context.Context, r *rotator.Rotator, p *process, trig rotator.Trigger) chan result {
-	done := make(chan result, 1)
-	h.running.Add(1)
-	go func() {
-		defer h.running.Add(-1)
-		out, err := r.Rotate(ctx, p.client(), trig)
-		done <- result{out, err}
-	}()
-	return done
-}
-
-// asleep waits until the rotator waits on the clock.
-func (h *harness) asleep(ctx context.Context) {
-	h.t.Helper()
-	if err := h.clock.BlockUntilContext(ctx, 1); err != nil {
-		h.t.Fatalf("rotator never went to sleep: %v", err)
-	}
-}
-
-func (h *harness) wait(ctx context.Context, done chan result) result {
-	h.t.Helper()
-	select {
-	case r := <-done:
-		return r
-	case <-ctx.Done():
-		h.t.Fatalf("rotation did not finish; requests so far %v", h.requests())
-		return result{}
-	}
-}
-
-func str(m map[string]any, k string) string { s, _ := m[k].(string); return s }
 
 // TestFullRotation: the exact request sequence [new, old] then [new], the
 // Vault record at each phase, and the grace period honoured to the
@@ -145,84 +94,6 @@ func phaseStrings(ps []vault.Phase) []string {
 		out = append(out, string(p))
 	}
 	return out
-}
-
-// TestRetryAfterIsAFloor: after a 429 with Retry-After: 30 no request is
-// sent before 30 s have passed, although the backoff alone would retry after ≤1 s.
-func TestRetryAfterIsAFloor(t *testing.T) {
-	h := newHarness(t)
-	ctx := ctxT(t)
-	h.fake.Inject(affixtest.Fault{Status: 429, RetryAfter: "30"})
-	p := h.process("d1", nil)
-	done := h.start(ctx, p.rotator(nil), p, h.once())
-	h.asleep(ctx)
-	eq(t, "after the 429", h.requests(), []string{"429[N1,S0]"})
-	h.clock.Advance(30*time.Second - time.Millisecond)
-	h.asleep(ctx)
-	eq(t, "1ms before Retry-After ends", h.requests(), []string{"429[N1,S0]"})
-	h.clock.Advance(time.Millisecond)
-	h.asleep(ctx) // now in the grace
-	eq(t, "after Retry-After", h.requests(), []string{"429[N1,S0]", "200[N1,S0]"})
-	reqs := h.fake.Requests()
-	if gap := reqs[1].Time.Sub(reqs[0].Time); gap < 30*time.Second {
-		t.Fatalf("retried after %s, before the Retry-After floor", gap)
-	}
-	h.drive(ctx, time.Second)
-	if res := h.wait(ctx, done); res.err != nil || res.out.Result != rotator.ResultSuccess {
-		t.Fatalf("%+v", res)
-	}
-}
-
-// TestRetryAfterHoldsTheWholeAccount: two clients share one API key's
-// pacer, as the daemon wires them. After a 429 Retry-After: 30 to the
-// first, the second sends nothing before that floor either, though it was
-// never refused itself; at the floor both go on and complete.
-func TestRetryAfterHoldsTheWholeAccount(t *testing.T) {
-	h1, h2 := newHarness(t), newHarness(t)
-	h2.clock = h1.clock
-	h2.fake.SetClock(h1.clock.Now)
-	acct := pace.New(0, 0, h1.clock)
-	for _, h := range []*harness{h1, h2} {
-		api, err := affix.New(h.fake.URL, secret.New(h.key), affix.WithTimeout(5*time.Second), affix.WithLimiter(acct))
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.api = api
-	}
-	ctx := ctxT(t)
-	sleepers := func(n int) {
-		t.Helper()
-		if err := h1.clock.BlockUntilContext(ctx, n); err != nil {
-			t.Fatalf("waiting for %d sleepers: %v", n, err)
-		}
-	}
-	h1.fake.Inject(affixtest.Fault{Status: 429, RetryAfter: "30"})
-	p1 := h1.process("d1", nil)
-	done1 := h1.start(ctx, p1.rotator(nil), p1, h1.once())
-	sleepers(1)
-	eq(t, "client 1 after its 429", h1.requests(), []string{"429[N1,S0]"})
-	refused := h1.fake.Requests()[0].Time
-
-	p2 := h2.process("d2", nil)
-	done2 := h2.start(ctx, p2.rotator(nil), p2, h2.once())
-	sleepers(2) // client 1 in its backoff, client 2 held by the pacer
-	eq(t, "client 2 while the account is held", h2.requests(), nil)
-	h1.clock.Advance(30*time.Second - time.Millisecond)
-	sleepers(2)
-	eq(t, "client 1, 1ms before the floor", h1.requests(), []string{"429[N1,S0]"})
-	eq(t, "client 2, 1ms before the floor", h2.requests(), nil)
-	h1.clock.Advance(time.Millisecond)
-	h1.drive(ctx, time.Second)
-	for i, d := range []chan result{done1, done2} {
-		if res := h1.wait(ctx, d); res.err != nil || res.out.Result != rotator.ResultSuccess {
-			t.Fatalf("client %d: %+v", i+1, res)
-		}
-	}
-	eq(t, "client 1", h1.requests(), []string{"429[N1,S0]", "200[N1,S0]", "200[N1]"})
-	eq(t, "client 2", h2.requests(), []string{"200[N1,S0]", "200[N1]"})
-	if first := h2.fake.Requests()[0].Time; first.Sub(refused) < 30*time.Second {
-		t.Fatalf("client 2 sent %s after client 1's 429, before its 30s Retry-After", first.Sub(refused))
-	}
 }
 
 // TestSlowOverlapWriteKeepsTheWholeGrace: when making the new secret

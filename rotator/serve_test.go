@@ -2,12 +2,13 @@ package rotator_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/robfig/cron/v3"
 
+	"github.com/affix-rotator/affix-rotator/internal/metrictest"
 	"github.com/affix-rotator/affix-rotator/rotator"
 )
 
@@ -18,10 +19,7 @@ func TestServeReload(t *testing.T) {
 	h := newHarness(t)
 	ctx, cancel := context.WithCancel(ctxT(t))
 	defer cancel()
-	reg := prometheus.NewRegistry()
-	m := rotator.NewMetrics(reg)
-	p := h.process("d1", nil)
-	r := p.rotator(func(o *rotator.Options) { o.Metrics = m })
+	p, r, reg := h.metered("d1")
 	c := p.client() // @every 1h
 	updates := make(chan []*rotator.Client)
 	ran := make(chan struct{})
@@ -39,14 +37,9 @@ func TestServeReload(t *testing.T) {
 	if st := r.Status(); len(st) != 0 {
 		t.Fatalf("removed client still in status: %+v", st)
 	}
-	mfs, _ := reg.Gather()
-	for _, mf := range mfs {
-		for _, s := range mf.GetMetric() {
-			for _, l := range s.GetLabel() {
-				if l.GetName() == "client" {
-					t.Fatalf("series of a removed client: %s", mf.GetName())
-				}
-			}
+	for _, s := range metrictest.Gather(t, reg) {
+		if strings.HasPrefix(s.Labels, `client="`) || strings.Contains(s.Labels, `,client="`) {
+			t.Fatalf("series of a removed client: %s{%s}", s.Name, s.Labels)
 		}
 	}
 

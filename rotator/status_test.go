@@ -5,9 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/affix-rotator/affix-rotator/affix/affixtest"
+	"github.com/affix-rotator/affix-rotator/internal/metrictest"
 	"github.com/affix-rotator/affix-rotator/rotator"
 )
 
@@ -19,13 +18,9 @@ func TestStatusNextRunDuringGrace(t *testing.T) {
 	h := newHarness(t)
 	ctx, cancel := context.WithCancel(ctxT(t))
 	defer cancel()
-	reg := prometheus.NewRegistry()
-	m := rotator.NewMetrics(reg)
-	p := h.process("d1", nil)
-	r := p.rotator(func(o *rotator.Options) { o.Metrics = m })
+	p, r, reg := h.metered("d1")
 	c := p.client() // @every 1h, grace 10s
-	ran := make(chan struct{})
-	go func() { r.Run(ctx, []*rotator.Client{c}); close(ran) }()
+	ran := h.daemon(ctx, r, c)
 	h.asleep(ctx)
 	h.clock.Advance(time.Hour)
 	h.asleep(ctx) // in overlap, waiting for the grace
@@ -39,7 +34,7 @@ func TestStatusNextRunDuringGrace(t *testing.T) {
 	if !st[0].NextRun.After(now) {
 		t.Fatalf("next_run %s is not after now %s during the grace", st[0].NextRun, now)
 	}
-	if v := metricValue(t, reg, "affix_rotator_next_rotation_timestamp_seconds", "client", "c1"); v < float64(now.Unix()) {
+	if v := metrictest.Value(t, reg, "affix_rotator_next_rotation_timestamp_seconds", "client", "c1"); v < float64(now.Unix()) {
 		t.Fatalf("next_rotation_timestamp_seconds %v is before now %v", v, now.Unix())
 	}
 	cancel()
@@ -71,7 +66,7 @@ func TestStatusLastErrorClearedOnSuccess(t *testing.T) {
 // is read, with the phase apart, as -status does (on bf7ad79 it said the
 // phase in state, "stable", where -status said "ok").
 func TestStatusStateIsOneVocabulary(t *testing.T) {
-	e := newFenceEnv(t)
+	e := newMemHarness(t)
 	p := e.proc("pod-a")
 	r := p.rotator(nil)
 	run := e.rotate(p, r, p.client(), e.resume())

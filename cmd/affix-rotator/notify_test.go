@@ -9,14 +9,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/affix-rotator/affix-rotator/internal/metrictest"
 	"github.com/affix-rotator/affix-rotator/notify"
 )
 
@@ -252,12 +251,11 @@ func TestDaemonHostileWebhooks(t *testing.T) {
 	})
 	base := "http://" + s.listen
 	counter := func(event, result string) int {
-		m := regexp.MustCompile(`(?m)^affix_rotator_notifications_total\{event="` + regexp.QuoteMeta(event) + `",result="` + result + `"\} (\d+)$`).FindStringSubmatch(get(t, base+"/metrics"))
-		if m == nil {
+		n, ok := metrictest.Lookup(t, metrictest.Parse(t, get(t, base+"/metrics")), "affix_rotator_notifications_total", "event", event, "result", result)
+		if !ok {
 			return -1
 		}
-		n, _ := strconv.Atoi(m[1])
-		return n
+		return int(n)
 	}
 	eventually(t, "each hostile webhook's failures in /metrics", 15*time.Second, func() bool {
 		return counter("rotation.completed", "failed") >= len(hostile)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/affix-rotator/affix-rotator/internal/metrictest"
 	"github.com/affix-rotator/affix-rotator/internal/secret"
 	"github.com/affix-rotator/affix-rotator/internal/vaulttest"
 )
@@ -239,11 +240,11 @@ func TestSIGHUPReload(t *testing.T) {
 		}
 	}
 	reloaded := func() float64 {
-		m := regexp.MustCompile(`(?m)^affix_rotator_config_last_reload_successful (\d)`).FindStringSubmatch(get(t, base+"/metrics"))
-		if m == nil {
+		v, ok := metrictest.Lookup(t, metrictest.Parse(t, get(t, base+"/metrics")), "affix_rotator_config_last_reload_successful")
+		if !ok {
 			t.Fatal("no affix_rotator_config_last_reload_successful")
 		}
-		return map[string]float64{"0": 0, "1": 1}[m[1]]
+		return v
 	}
 	if reloaded() != 1 {
 		t.Fatal("config_last_reload_successful is not 1 at start")
