@@ -177,7 +177,7 @@ func (e *env) fleetRun(ctx context.Context, v fleetVariant, keys, paths []string
 	if err != nil {
 		return fleetResult{}, err
 	}
-	r := rotator.New(rotator.Options{InstanceID: "bench-fleet", Store: store, Metrics: rotator.NewMetrics(prometheus.NewRegistry()),
+	r := rotator.New(rotator.Options{InstanceID: "bench-fleet", Store: store, ReconcileClaims: true, Metrics: rotator.NewMetrics(prometheus.NewRegistry()),
 		Logger: discardLogger(), RetryInitial: 200 * time.Millisecond, RetryMax: 5 * time.Second, GiveUpAfter: 5 * time.Minute,
 		Limiter: make(chan struct{}, concurrency)})
 	var nFailed atomic.Int64

@@ -104,7 +104,7 @@ func (e *env) newOurs(ctx context.Context) (*ours, error) {
 		return nil, err
 	}
 	o.c = &rotator.Client{Name: "bench", VaultPath: path, Schedule: sched, GracePeriod: grace, Affix: timedAffix{ac, &o.obs.io}}
-	o.r = rotator.New(rotator.Options{InstanceID: "bench", Store: store, Metrics: m, Logger: discardLogger(),
+	o.r = rotator.New(rotator.Options{InstanceID: "bench", Store: store, ReconcileClaims: true, Metrics: m, Logger: discardLogger(),
 		Progress: func(p rotator.Progress) {
 			if p.Phase == vault.PhaseOverlap && p.Waiting == "" {
 				o.overlap.CompareAndSwap(0, time.Now().UnixNano())
