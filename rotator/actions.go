@@ -80,7 +80,7 @@ func (r *Rotator) act(ctx context.Context, c *Client, action string, audit Audit
 			return vault.Record{}, 0, err
 		}
 		next.LastAction = &vault.Action{Action: action, By: audit.By, Reason: audit.Reason, At: now, RotationID: rec.RotationID}
-		v, claim, err := r.writeRecord(ctx, c.VaultPath, next, ver)
+		v, claims, err := r.writeRecord(ctx, c.VaultPath, next, ver)
 		if errors.Is(err, vault.ErrConflict) && attempt < 5 {
 			now, _, rerr := r.opt.Store.Read(ctx, c.VaultPath)
 			if rerr == nil && !sameAction(now.LastAction, rec.LastAction) {
@@ -96,7 +96,7 @@ func (r *Rotator) act(ctx context.Context, c *Client, action string, audit Audit
 		if derr != nil {
 			return vault.Record{}, 0, derr
 		}
-		stored.Reconcile = claim
+		stored.Claims = claims
 		r.actionPerformed(c, action)
 		r.actionSeen(c, stored)
 		r.bumpChanges(ctx, c, action)

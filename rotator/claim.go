@@ -19,26 +19,43 @@ import (
 // lease in its data. Without, a stable reconcile takes and releases the
 // record's lease (two versions).
 type claimStore interface {
-	Claim(ctx context.Context, path string, c vault.Claim) error
-	WriteClaimed(ctx context.Context, path string, r vault.Record, cas int) (int, vault.Claim, error)
+	Claim(ctx context.Context, path string, c vault.Claim, drop []string) error
+	WriteClaimed(ctx context.Context, path string, r vault.Record, cas int) (int, []vault.Claim, error)
 }
 
 // claimant names this run in a reconcile claim.
 func (st *run) claimant(instance string) string { return instance + "/" + st.token }
 
 // claimSpan bounds a reconcile request: the claim, the read after it and
-// the request all end within it.
-func (r *Rotator) claimSpan() time.Duration { return 2 * r.opt.RequestTimeout }
+// the request all end within it (never more than vault.MaxClaimSpan).
+func (r *Rotator) claimSpan() time.Duration { return min(2*r.opt.RequestTimeout, vault.MaxClaimSpan) }
+
+// claimDropAfter is how long after its end another instance's claim is
+// removed by the next claim (a pod gone for good): long past any request
+// it bounded, even on a clock running a little ahead.
+const claimDropAfter = 24 * time.Hour
+
+// staleClaims are the keys of other instances' claims that ended more than
+// claimDropAfter ago, or cannot be read.
+func staleClaims(cs []vault.Claim, own string, now time.Time) []string {
+	var drop []string
+	for _, c := range cs {
+		if c.Key != vault.ClaimKey(own) && c.Until.Before(now.Add(-claimDropAfter)) {
+			drop = append(drop, c.Key)
+		}
+	}
+	return drop
+}
 
 // writeRecord is the check-and-set write of every transition and action:
 // with a claimStore, the returned record carries the reconcile claim Vault
 // answered the write with.
-func (r *Rotator) writeRecord(ctx context.Context, path string, next vault.Record, ver int) (int, vault.Claim, error) {
+func (r *Rotator) writeRecord(ctx context.Context, path string, next vault.Record, ver int) (int, []vault.Claim, error) {
 	if cs, ok := r.opt.Store.(claimStore); ok && r.opt.ReconcileClaims {
 		return cs.WriteClaimed(ctx, path, next, ver)
 	}
 	v, err := r.opt.Store.Write(ctx, path, next, ver)
-	return v, vault.Claim{}, err
+	return v, nil, err
 }
 
 // reconcileStable sends a stable, unleased record's [current] to Affix
@@ -54,27 +71,28 @@ func (r *Rotator) reconcileStable(ctx context.Context, st *run, cs claimStore, r
 		return r.waitFor(st, rec, now, rec.RetryNotBefore.Sub(now), fmt.Sprintf("affix asked to wait until %s (Retry-After)", rec.RetryNotBefore.UTC().Format(time.RFC3339)))
 	}
 	claim := vault.Claim{Owner: st.claimant(r.opt.InstanceID), Until: now.Add(r.claimSpan())}
-	if err := cs.Claim(ctx, st.c.VaultPath, claim); err != nil {
-		if errors.Is(err, vault.ErrDenied) {
-			// A policy from before the claim (no "patch" on the
-			// metadata path): reconcile as before, under the record's
-			// lease, rather than not at all.
+	if err := cs.Claim(ctx, st.c.VaultPath, claim, staleClaims(rec.Claims, r.opt.InstanceID, now)); err != nil {
+		if ctx.Err() != nil {
+			return decision{done: true, err: ctx.Err()}
+		}
+		if !errors.Is(err, vault.ErrUnavailable) {
+			// Refused, not unreachable: a policy from before the claim (no
+			// "patch" on the metadata path), a Vault without metadata
+			// PATCH (405), custom metadata full (400). Reconcile as
+			// before, under the record's lease, rather than not at all
+			// (and never retry for ever: the client's loop runs one
+			// rotation at a time, and the schedule waits behind it).
 			r.log.Warn("vault refused the reconcile claim; this reconcile takes the record's lease instead, which writes two KV versions: grant \"patch\" on the record's metadata path (README, Vault policy)",
 				append(fields(st.c, rec), zap.Error(err))...)
-			st.claimDenied = true
+			st.claimRefused = true
 			return again
 		}
 		return r.retry(st, rec, fmt.Errorf("recording the reconcile claim: %w", err))
 	}
 	st.wrote = nil
-	after, aver, err := r.opt.Store.Read(ctx, st.c.VaultPath)
+	_, aver, err := r.opt.Store.Read(ctx, st.c.VaultPath)
 	if err != nil || aver != ver {
 		return again // moved (or unreadable) since: the next step decides afresh
-	}
-	if after.Reconcile.Owner != claim.Owner {
-		// Another reconciler claimed after us; both send the same
-		// [current] of the same version, so either may go on.
-		r.log.Debug("another process claimed the reconcile too", fields(st.c, rec)...)
 	}
 	if _, err := r.postUnder(ctx, st, rec, []secret.Value{rec.ClientSecret}, claim.Until); err != nil {
 		switch {

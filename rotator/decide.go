@@ -45,6 +45,15 @@ type known struct {
 	// than the grace_until it wrote assumed (the write took longer than
 	// maxLateCurrent): its grace_until is moved before anything else.
 	lateID string
+	// wroteAt is when this run's first write on the rotation wroteFor
+	// returned (or was recognised after a lost answer): a reconcile claim
+	// that can race this run's requests was written before the record left
+	// stable, so before that write, and its request ends by wroteAt +
+	// vault.MaxClaimSpan whatever the claimant's clock says. (A claim
+	// written later found the record out of stable and sent nothing; a
+	// lease extension does not move wroteAt.)
+	wroteAt  time.Time
+	wroteFor string
 }
 
 // policy is what a decision reads of the configuration.
@@ -230,7 +239,7 @@ type gate struct {
 // reconcile claim of another run, returned by that write, may still have
 // its request in flight (claim.go): it waits until the claim's end plus
 // the clock-skew margin.
-func postGate(rec vault.Record, ver, mine int, now time.Time, p policy, claimant string, checkClaim bool) gate {
+func postGate(rec vault.Record, ver, mine int, now time.Time, p policy, claimant string, checkClaim bool, wroteAt time.Time) gate {
 	if rec.LeaseOwner != p.instance || mine != ver || rec.LeaseUntil.Sub(now) < p.minLeft() {
 		next := rec
 		next.LeaseOwner, next.LeaseUntil = p.instance, laterOf(rec.LeaseUntil, now.Add(p.leaseSpan()))
@@ -242,8 +251,24 @@ func postGate(rec vault.Record, ver, mine int, now time.Time, p policy, claimant
 	if now.Before(rec.RetryNotBefore) {
 		return gate{wait: rec.RetryNotBefore.Sub(now), why: fmt.Sprintf("affix asked to wait until %s (Retry-After)", rec.RetryNotBefore.UTC().Format(time.RFC3339))}
 	}
-	if c := rec.Reconcile; checkClaim && !c.IsZero() && c.Owner != claimant && now.Before(c.Until.Add(p.margin)) {
-		return gate{wait: c.Until.Add(p.margin).Sub(now), why: fmt.Sprintf("a reconcile request of %s may be in flight (claimed until %s)", c.Owner, c.Until.UTC().Format(time.RFC3339))}
+	if !checkClaim {
+		return gate{ok: true}
+	}
+	// Every claim of another run the write was answered with: its request
+	// ends by its until (on its clock: the margin), and in any case by
+	// wroteAt + MaxClaimSpan (a clock running ahead wrote a later until).
+	var end time.Time
+	var by vault.Claim
+	for _, c := range rec.Claims {
+		if c.Owner == claimant {
+			continue
+		}
+		if e := earlierOf(c.Until, wroteAt.Add(vault.MaxClaimSpan)).Add(p.margin); e.After(end) {
+			end, by = e, c
+		}
+	}
+	if now.Before(end) {
+		return gate{wait: end.Sub(now), why: fmt.Sprintf("a reconcile request of %s may be in flight (claimed until %s)", by.Owner, by.Until.UTC().Format(time.RFC3339))}
 	}
 	return gate{ok: true}
 }

@@ -177,14 +177,16 @@ func TestPostGate(t *testing.T) {
 	p := policy{instance: "me", margin: 30 * time.Second, lease: time.Minute, request: 5 * time.Second}
 	leased := vault.Record{Phase: vault.PhaseStaged, LeaseOwner: "me", LeaseUntil: now.Add(time.Minute)}
 	with := func(f func(*vault.Record)) vault.Record { r := leased; f(&r); return r }
-	claim := func(owner string, until time.Time) vault.Record {
-		return with(func(r *vault.Record) { r.Reconcile = vault.Claim{Owner: owner, Until: until} })
+	claims := func(cs ...vault.Claim) vault.Record {
+		return with(func(r *vault.Record) { r.Claims = cs })
 	}
+	claim := func(owner string, until time.Time) vault.Claim { return vault.Claim{Owner: owner, Until: until} }
 	rows := []struct {
 		name       string
 		rec        vault.Record
 		mine       int
 		checkClaim bool
+		wroteAt    time.Time // default: now
 		ok         bool
 		leaseUntil time.Time // a lease write until then
 		wait       time.Duration
@@ -195,15 +197,28 @@ func TestPostGate(t *testing.T) {
 		{name: "own lease too short for a request: extend it", rec: with(func(r *vault.Record) { r.LeaseUntil = now.Add(20 * time.Second) }), mine: 4, leaseUntil: now.Add(time.Minute)},
 		{name: "own long lease (a grace) is never shortened by an extension", rec: with(func(r *vault.Record) { r.LeaseUntil = now.Add(time.Hour) }), mine: 3, leaseUntil: now.Add(time.Hour)},
 		{name: "a 429's floor in force: wait it out", rec: with(func(r *vault.Record) { r.RetryNotBefore = now.Add(7 * time.Second) }), mine: 4, wait: 7 * time.Second},
-		{name: "another run's live reconcile claim, record moved out of stable by this run: wait until its end plus the margin", rec: claim("pod-b/x", now.Add(10*time.Second)), mine: 4, checkClaim: true, wait: 40 * time.Second},
-		{name: "a claim past its end but within the margin: still wait", rec: claim("pod-b/x", now.Add(-10*time.Second)), mine: 4, checkClaim: true, wait: 20 * time.Second},
-		{name: "a claim past its end plus the margin: send", rec: claim("pod-b/x", now.Add(-31*time.Second)), mine: 4, checkClaim: true, ok: true},
-		{name: "this run's own claim: send", rec: claim("me/tok", now.Add(10*time.Second)), mine: 4, checkClaim: true, ok: true},
-		{name: "a claim, where no claim can race (overlap, finishing): send", rec: claim("pod-b/x", now.Add(10*time.Second)), mine: 4, ok: true},
+		{name: "another run's live reconcile claim, record moved out of stable by this run: wait until its end plus the margin", rec: claims(claim("pod-b/x", now.Add(10*time.Second))), mine: 4, checkClaim: true, wait: 40 * time.Second},
+		{name: "a claim past its end but within the margin: still wait", rec: claims(claim("pod-b/x", now.Add(-10*time.Second))), mine: 4, checkClaim: true, wait: 20 * time.Second},
+		{name: "a claim past its end plus the margin: send", rec: claims(claim("pod-b/x", now.Add(-31*time.Second))), mine: 4, checkClaim: true, ok: true},
+		{name: "this run's own claim: send", rec: claims(claim("me/tok", now.Add(10*time.Second))), mine: 4, checkClaim: true, ok: true},
+		{name: "a claim, where no claim can race (overlap, finishing): send", rec: claims(claim("pod-b/x", now.Add(10*time.Second))), mine: 4, ok: true},
+		{name: "two instances' claims, the later written ending earlier (a slow PATCH): wait for the later end", mine: 4, checkClaim: true, wait: 45 * time.Second,
+			rec: claims(claim("pod-a/1", now.Add(15*time.Second)), claim("pod-b/2", now.Add(10*time.Second)))},
+		{name: "a replica with a longer request timeout: its longer claim counts", mine: 4, checkClaim: true, wait: 90 * time.Second,
+			rec: claims(claim("pod-a/1", now.Add(time.Minute)), claim("pod-b/2", now.Add(5*time.Second)))},
+		{name: "a claim from a clock a day ahead: waited for at most MaxClaimSpan after this run's write", mine: 4, checkClaim: true, wroteAt: now.Add(-time.Minute),
+			rec: claims(claim("pod-b/x", now.Add(24*time.Hour))), wait: vault.MaxClaimSpan - time.Minute + 30*time.Second},
+		{name: "a claim from a clock a day ahead, MaxClaimSpan after this run's write: send", mine: 4, checkClaim: true, wroteAt: now.Add(-vault.MaxClaimSpan - 31*time.Second),
+			rec: claims(claim("pod-b/x", now.Add(24*time.Hour))), ok: true},
+		{name: "a garbled claim value holds nothing back", mine: 4, checkClaim: true, rec: claims(vault.ParseClaim("not a claim")), ok: true},
 	}
 	for _, row := range rows {
 		t.Run(row.name, func(t *testing.T) {
-			g := postGate(row.rec, 4, row.mine, now, p, "me/tok", row.checkClaim)
+			wroteAt := row.wroteAt
+			if wroteAt.IsZero() {
+				wroteAt = now
+			}
+			g := postGate(row.rec, 4, row.mine, now, p, "me/tok", row.checkClaim, wroteAt)
 			switch {
 			case g.ok != row.ok:
 				t.Fatalf("ok %v, want %v (%+v)", g.ok, row.ok, g)

@@ -981,28 +981,28 @@ func (s *memStore) Write(ctx context.Context, path string, r vault.Record, cas i
 }
 
 // WriteClaimed is Write answered with the reconcile claim (claim.go).
-func (s *memStore) WriteClaimed(ctx context.Context, path string, r vault.Record, cas int) (int, vault.Claim, error) {
+func (s *memStore) WriteClaimed(ctx context.Context, path string, r vault.Record, cas int) (int, []vault.Claim, error) {
 	p := (*memProc)(s)
 	c := ioCall{op: "write", rec: r}
 	p.fire(c, false)
 	if p.dead.Load() {
-		return 0, vault.Claim{}, errInjectedKill
+		return 0, nil, errInjectedKill
 	}
 	if p.failWrite != nil && p.failWrite(r) {
-		return 0, vault.Claim{}, fmt.Errorf("vault: write secret/%s: %w: 503 (injected; nothing written)", path, vault.ErrUnavailable)
+		return 0, nil, fmt.Errorf("vault: write secret/%s: %w: 503 (injected; nothing written)", path, vault.ErrUnavailable)
 	}
 	p.e.begin()
-	v, claim, err := p.e.store.WriteClaimed(ctx, path, r, cas)
+	v, claims, err := p.e.store.WriteClaimed(ctx, path, r, cas)
 	p.e.end()
 	p.fire(c, true)
 	if err == nil && p.loseAnswer != nil && p.loseAnswer(r) {
-		return 0, vault.Claim{}, fmt.Errorf("vault: write secret/%s: %w: connection reset before the answer (injected; the write was applied)", path, vault.ErrUnavailable)
+		return 0, nil, fmt.Errorf("vault: write secret/%s: %w: connection reset before the answer (injected; the write was applied)", path, vault.ErrUnavailable)
 	}
-	return v, claim, err
+	return v, claims, err
 }
 
 // Claim records a reconcile claim in the record's metadata (op "claim").
-func (s *memStore) Claim(ctx context.Context, path string, cl vault.Claim) error {
+func (s *memStore) Claim(ctx context.Context, path string, cl vault.Claim, drop []string) error {
 	p := (*memProc)(s)
 	c := ioCall{op: "claim"}
 	p.fire(c, false)
@@ -1010,7 +1010,7 @@ func (s *memStore) Claim(ctx context.Context, path string, cl vault.Claim) error
 		return errInjectedKill
 	}
 	p.e.begin()
-	err := p.e.store.Claim(ctx, path, cl)
+	err := p.e.store.Claim(ctx, path, cl, drop)
 	p.e.end()
 	p.fire(c, true)
 	return err

@@ -91,10 +91,11 @@ type run struct {
 	// seen is the last record read or written (for Outcome.RotatedAt).
 	seen    vault.Record
 	seenVer int
-	// claimDenied: Vault refused this run's reconcile claim (a policy
-	// without "patch" on the metadata path); it reconciles under the
-	// record's lease instead (the protocol from before the claim).
-	claimDenied bool
+	// claimRefused: Vault refused this run's reconcile claim (a policy
+	// without "patch" on the metadata path, a Vault without metadata
+	// PATCH); it reconciles under the record's lease instead (the protocol
+	// from before the claim).
+	claimRefused bool
 }
 
 // maxLateCurrent is how much of the grace a slow overlap write may take
@@ -325,8 +326,10 @@ func (r *Rotator) otherVersion(st *run, rec vault.Record, ver int) (decision, bo
 			return l.after(), true
 		}
 	}
-	if st.mine < 0 {
-		return decision{}, false // this run's first read
+	if st.mine < 0 && st.effect < 0 && len(st.unanswered) == 0 {
+		// This run has neither written nor sent anything yet (a reconcile
+		// under a claim writes nothing, but may have sent).
+		return decision{}, false
 	}
 	if st.effect >= 0 && implies(rec, st.effectSet) {
 		// Someone wrote the record after a request of ours that may have
@@ -363,6 +366,9 @@ func (r *Rotator) otherVersion(st *run, rec vault.Record, ver int) (decision, bo
 // ownVersion notes that version ver, holding rec, is this run's own write.
 func (r *Rotator) ownVersion(st *run, rec vault.Record, ver int) {
 	st.mine = ver
+	if st.wroteAt.IsZero() || st.wroteFor != rec.RotationID {
+		st.wroteAt, st.wroteFor = r.clock.Now(), rec.RotationID
+	}
 	st.effect = -1
 	// A write of ours whose answer was lost is behind us now: it is this
 	// version, or it was superseded (a later CAS write succeeded over it,
@@ -596,7 +602,7 @@ func (r *Rotator) finish(ctx context.Context, st *run, rec vault.Record, ver int
 // which in these phases is only waiting), or periodically. In stable the
 // lease is released afterwards.
 func (r *Rotator) reassertSet(ctx context.Context, st *run, rec vault.Record, ver int, now time.Time) decision {
-	if cs, ok := r.opt.Store.(claimStore); ok && r.opt.ReconcileClaims && !st.claimDenied && rec.Phase == vault.PhaseStable && st.reassert == ReassertReconcile && !st.steal &&
+	if cs, ok := r.opt.Store.(claimStore); ok && r.opt.ReconcileClaims && !st.claimRefused && rec.Phase == vault.PhaseStable && st.reassert == ReassertReconcile && !st.steal &&
 		(rec.LeaseOwner == "" || !now.Before(rec.LeaseUntil)) {
 		return r.reconcileStable(ctx, st, cs, rec, ver, now)
 	}
@@ -700,7 +706,7 @@ func (r *Rotator) lostWrite(st *run, next vault.Record, ver int, err error, afte
 // (postGate): if not, it takes or extends the lease (one CAS write, and the
 // step starts over) or waits.
 func (r *Rotator) mayPost(ctx context.Context, st *run, rec vault.Record, ver int, now time.Time, checkClaim bool) (decision, bool) {
-	g := postGate(rec, ver, st.mine, now, r.policy(st.c), st.claimant(r.opt.InstanceID), checkClaim)
+	g := postGate(rec, ver, st.mine, now, r.policy(st.c), st.claimant(r.opt.InstanceID), checkClaim, st.wroteAt)
 	switch {
 	case g.ok:
 		return decision{}, true
@@ -749,7 +755,7 @@ func (r *Rotator) current(ctx context.Context, st *run) (vault.Record, int, erro
 // step needs no read.
 func (r *Rotator) write(ctx context.Context, st *run, next vault.Record, ver int) error {
 	st.wrote = nil
-	v, claim, err := r.writeRecord(ctx, st.c.VaultPath, next, ver)
+	v, claims, err := r.writeRecord(ctx, st.c.VaultPath, next, ver)
 	if err != nil {
 		return err
 	}
@@ -760,7 +766,7 @@ func (r *Rotator) write(ctx context.Context, st *run, next vault.Record, ver int
 	if err != nil {
 		return nil // written, but not as read back: let the next step read it
 	}
-	stored.Reconcile = claim
+	stored.Claims = claims
 	st.wrote = &snapshot{rec: stored, ver: v}
 	r.observe(st, stored, v)
 	return nil

@@ -8,9 +8,12 @@ package rotator_test
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/affix-rotator/affix-rotator/affix"
 	"github.com/affix-rotator/affix-rotator/rotator"
 )
 
@@ -91,7 +94,7 @@ func TestReconcileClaimHoldsBackAStaging(t *testing.T) {
 	e.rotate(rc, rc.rotator(withClaims(margin)), rc.client(), rotator.Trigger{Reason: rotator.ReasonReconcile, Time: e.clock.Now()})
 	held.await()
 	claim, _, _ := e.store.Read(e.ctx, e.path)
-	if claim.Reconcile.Owner == "" {
+	if len(claim.Claims) == 0 {
 		t.Fatal("the reconciler reached its request without a claim in the record's metadata")
 	}
 
@@ -114,10 +117,75 @@ func TestReconcileClaimHoldsBackAStaging(t *testing.T) {
 	}) || run.err != nil || run.out.Result != rotator.ResultSuccess {
 		t.Fatalf("-once: %s; requests %v", run, e.requests())
 	}
-	if end := claim.Reconcile.Until.Add(3 * time.Second); first.Before(end) {
+	if end := claim.Claims[0].Until.Add(3 * time.Second); first.Before(end) {
 		t.Errorf("the -once sent its first request at %s, before the claim's end plus margin %s", first, end)
 	}
 	if m := e.mismatch(); m != "" {
 		t.Fatal(m)
 	}
+}
+
+// TestClaimedReconcileRepairsItsLateRequest: a reconcile under a claim
+// writes nothing, but its request may still land late. Its [S0] gets a
+// connection reset at once, within its claim, while the request itself is
+// held on the way; a -once waits out the claim, stages and makes N current
+// with a 1h grace; then the held [S0] lands, and Affix no longer accepts
+// N. The reconciler, whose request got no answer, reads the record moved
+// on and re-asserts [N, S0] at once (taking the -once's lease: in overlap
+// it is only waiting), instead of following the -once's grace for an hour
+// with consumers locked out. (Before the fix, a run that had never written
+// skipped that check: found by the adversarial review of the claim.)
+func TestClaimedReconcileRepairsItsLateRequest(t *testing.T) {
+	e := newMemHarness(t)
+	e.setRotatedAt(e.start0)
+	margin := func(o *rotator.Options) { o.ClockSkewMargin = 3 * time.Second }
+	rc := e.proc("pod-a")
+	reset := &resetOnce{Affix: rc.client().Affix}
+	rcClient := rc.client()
+	rcClient.Affix = reset
+	rrun := e.rotate(rc, rc.rotator(withClaims(margin)), rcClient, rotator.Trigger{Reason: rotator.ReasonReconcile, Time: e.clock.Now()})
+	e.quiet()
+	if reset.held == nil {
+		t.Fatalf("the reconciler sent nothing; requests %v", e.requests())
+	}
+
+	op := e.proc("host/once")
+	c := op.client()
+	c.GracePeriod = time.Hour
+	e.rotate(op, op.rotator(withClaims(margin)), c, e.once())
+	if !e.drive(time.Second, 5*time.Minute, func() bool { return phaseOf(e.record()) == "overlap" }) {
+		t.Fatalf("the -once never reached its overlap; requests %v", e.requests())
+	}
+	if _, err := e.api.UpdateClient(context.Background(), *reset.held); err != nil { // the held [S0] lands now
+		t.Fatal(err)
+	}
+	if len(e.violations()) == 0 {
+		t.Fatalf("test script: the late [S0] should have locked N out; requests %v", e.requests())
+	}
+	repaired := e.drive(time.Second, 2*time.Minute, func() bool { return len(e.violations()) == 0 && e.mismatch() == "" })
+	if !repaired {
+		t.Fatalf("2 minutes after the reconciler's late [S0] landed: %v %s; requests %v; reconciler %s", e.violations(), e.mismatch(), e.requests(), rrun)
+	}
+}
+
+// resetOnce answers the first request with a connection reset at once,
+// keeping the request (held) for the test to deliver later; it passes the
+// others on.
+type resetOnce struct {
+	rotator.Affix
+	mu   sync.Mutex
+	held *affix.UpdateRequest
+}
+
+func (r *resetOnce) UpdateClient(ctx context.Context, req affix.UpdateRequest) (*affix.UpdateResponse, error) {
+	r.mu.Lock()
+	first := r.held == nil
+	if first {
+		r.held = &req
+	}
+	r.mu.Unlock()
+	if first {
+		return nil, errors.New("read tcp: connection reset by peer (the request is on its way)")
+	}
+	return r.Affix.UpdateClient(ctx, req)
 }

@@ -101,7 +101,10 @@ func (b *statusBoard) record(name string, rec vault.Record) {
 	s.State, s.StateReason = StateOK, ""
 	s.Phase = string(phaseOr(rec.Phase))
 	s.StagedAt, s.StepError, s.FailingSince = tp(rec.StagedAt), rec.StepError, tp(rec.FailingSince)
-	s.ReconcileClaimOwner, s.ReconcileClaimUntil = rec.Reconcile.Owner, tp(rec.Reconcile.Until)
+	s.ReconcileClaimOwner, s.ReconcileClaimUntil = "", nil
+	if len(rec.Claims) > 0 { // the latest
+		s.ReconcileClaimOwner, s.ReconcileClaimUntil = rec.Claims[0].Owner, tp(rec.Claims[0].Until)
+	}
 	s.GracePeriod = ""
 	if rec.GracePeriod > 0 {
 		s.GracePeriod = rec.GracePeriod.String()

@@ -104,10 +104,11 @@ type Record struct {
 	// VersionTime is Vault's created_time of the version read (metadata,
 	// never written as a field); zero when unknown.
 	VersionTime time.Time
-	// Reconcile is the reconcile claim in the key's custom metadata (claim.go;
-	// metadata, never written as a field): the one a read found, or the one
-	// Vault answered a write of this record with.
-	Reconcile Claim
+	// Claims are the reconcile claims in the key's custom metadata
+	// (claim.go; metadata, never written as a field), latest end first: the
+	// ones a read found, or the ones Vault answered a write of this record
+	// with.
+	Claims []Claim
 	// Extra keeps fields the rotator does not own (an operator's annotations),
 	// so that writing the record back loses nothing.
 	Extra map[string]any

@@ -80,7 +80,7 @@ func (s *Store) Read(ctx context.Context, path string) (Record, int, error) {
 	if kvs.VersionMetadata != nil {
 		rec.VersionTime = kvs.VersionMetadata.CreatedTime
 	}
-	rec.Reconcile = claimOf(kvs.CustomMetadata)
+	rec.Claims = claimsOf(kvs.CustomMetadata)
 	return rec, version, nil
 }
 

@@ -49,8 +49,8 @@ func TestStableReconcileKeepsTheHistory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c, _ := md.CustomMetadata[vault.ClaimKey].(string); !strings.HasPrefix(c, "pod-a/") {
-		t.Errorf("custom metadata %v, want the daemon's reconcile claim under %s", md.CustomMetadata, vault.ClaimKey)
+	if c, _ := md.CustomMetadata[vault.ClaimKey("pod-a")].(string); !strings.HasPrefix(c, "pod-a/") {
+		t.Errorf("custom metadata %v, want the daemon's reconcile claim under %s", md.CustomMetadata, vault.ClaimKey("pod-a"))
 	}
 	if strings.Contains(p.out.String(), "refused the reconcile claim") {
 		t.Errorf("the claim was refused with a root token:\n%s", p.out.String())

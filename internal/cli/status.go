@@ -314,7 +314,9 @@ func fillStatus(c *ClientRecord, cc config.Client, rec vault.Record, now time.Ti
 	}
 	c.LastError = rec.LastError
 	c.StagedAt, c.StepError, c.FailingSince = utc(rec.StagedAt), rec.StepError, utc(rec.FailingSince)
-	c.ReconcileClaimOwner, c.ReconcileClaimUntil = rec.Reconcile.Owner, utc(rec.Reconcile.Until)
+	if len(rec.Claims) > 0 { // the latest
+		c.ReconcileClaimOwner, c.ReconcileClaimUntil = rec.Claims[0].Owner, utc(rec.Claims[0].Until)
+	}
 	if rec.GracePeriod > 0 {
 		c.GracePeriod = rec.GracePeriod.String()
 	}

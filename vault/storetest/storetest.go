@@ -22,8 +22,8 @@ type Store interface {
 	Write(ctx context.Context, path string, r vault.Record, cas int) (int, error)
 	ReadVersion(ctx context.Context, path string, version int) (vault.Record, error)
 	Versions(ctx context.Context, path string) (current, oldest int, err error)
-	Claim(ctx context.Context, path string, c vault.Claim) error
-	WriteClaimed(ctx context.Context, path string, r vault.Record, cas int) (int, vault.Claim, error)
+	Claim(ctx context.Context, path string, c vault.Claim, drop []string) error
+	WriteClaimed(ctx context.Context, path string, r vault.Record, cas int) (int, []vault.Claim, error)
 }
 
 // Backend gives the contract a fresh store and raw access to it.
@@ -268,40 +268,70 @@ func runHistory(t *testing.T, b Backend) {
 	})
 }
 
-// runClaim: the reconcile claim adds no version, is read with the record,
-// and a check-and-set write is answered with the claim it found.
+// runClaim: reconcile claims add no version, one key per instance (no
+// claim hides another's), are read with the record, a check-and-set write
+// is answered with the claims it found, and a claim removes the keys it is
+// told to.
 func runClaim(t *testing.T, b Backend) {
 	ctx := context.Background()
 	path := b.Path(t)
-	if err := b.Store.Claim(ctx, path, vault.Claim{Owner: "a/1", Until: time.Now()}); !errors.Is(err, vault.ErrNotFound) {
+	if err := b.Store.Claim(ctx, path, vault.Claim{Owner: "a/1", Until: time.Now()}, nil); !errors.Is(err, vault.ErrNotFound) {
 		t.Fatalf("claim on a path never written: %v, want ErrNotFound", err)
 	}
 	r := vault.Record{Phase: vault.PhaseStable, ClientSecret: secret.New("a")}
-	v1, claim, err := b.Store.WriteClaimed(ctx, path, r, 0)
-	if err != nil || v1 != 1 || !claim.IsZero() {
-		t.Fatalf("first write: v=%d claim=%v err=%v", v1, claim, err)
+	v1, claims, err := b.Store.WriteClaimed(ctx, path, r, 0)
+	if err != nil || v1 != 1 || len(claims) != 0 {
+		t.Fatalf("first write: v=%d claims=%v err=%v", v1, claims, err)
 	}
 	until := time.Date(2030, 1, 2, 3, 4, 5, 600, time.UTC)
 	for i := 0; i < 3; i++ {
-		if err := b.Store.Claim(ctx, path, vault.Claim{Owner: fmt.Sprintf("pod-a/%d", i), Until: until}); err != nil {
+		if err := b.Store.Claim(ctx, path, vault.Claim{Owner: fmt.Sprintf("pod-a/%d", i), Until: until}, nil); err != nil {
 			t.Fatalf("claim: %v", err)
 		}
+	}
+	// A later claim of another instance with an earlier end hides nothing.
+	if err := b.Store.Claim(ctx, path, vault.Claim{Owner: "pod-b/9", Until: until.Add(-time.Hour)}, nil); err != nil {
+		t.Fatal(err)
 	}
 	got, v, err := b.Store.Read(ctx, path)
 	if err != nil || v != v1 {
 		t.Fatalf("claims added a version: v=%d (want %d) err=%v", v, v1, err)
 	}
-	if want := (vault.Claim{Owner: "pod-a/2", Until: until}); got.Reconcile != want {
-		t.Fatalf("read claim %+v, want %+v", got.Reconcile, want)
+	want := []vault.Claim{{Owner: "pod-a/2", Until: until, Key: vault.ClaimKey("pod-a")}, {Owner: "pod-b/9", Until: until.Add(-time.Hour), Key: vault.ClaimKey("pod-b")}}
+	if !claimsEqual(got.Claims, want) {
+		t.Fatalf("read claims %+v, want %+v", got.Claims, want)
 	}
-	if _, hasField := got.Encode()[vault.ClaimKey]; hasField {
-		t.Fatal("the claim was encoded into the record's data")
+	for k := range got.Encode() {
+		if strings.HasPrefix(k, vault.ClaimKeyPrefix) {
+			t.Fatal("a claim was encoded into the record's data")
+		}
 	}
-	v2, claim, err := b.Store.WriteClaimed(ctx, path, r, v1)
-	if err != nil || v2 != v1+1 || claim.Owner != "pod-a/2" || !claim.Until.Equal(until) {
-		t.Fatalf("write over a claim: v=%d claim=%+v err=%v", v2, claim, err)
+	v2, claims, err := b.Store.WriteClaimed(ctx, path, r, v1)
+	if err != nil || v2 != v1+1 || !claimsEqual(claims, want) {
+		t.Fatalf("write over claims: v=%d claims=%+v err=%v", v2, claims, err)
 	}
 	if _, _, err := b.Store.WriteClaimed(ctx, path, r, v1); !errors.Is(err, vault.ErrConflict) {
 		t.Fatalf("stale cas: %v", err)
 	}
+	// pod-c claims and drops pod-b's key (and may not drop its own).
+	if err := b.Store.Claim(ctx, path, vault.Claim{Owner: "pod-c/1", Until: until}, []string{vault.ClaimKey("pod-b"), vault.ClaimKey("pod-c")}); err != nil {
+		t.Fatal(err)
+	}
+	got, _, _ = b.Store.Read(ctx, path)
+	want = []vault.Claim{{Owner: "pod-a/2", Until: until, Key: vault.ClaimKey("pod-a")}, {Owner: "pod-c/1", Until: until, Key: vault.ClaimKey("pod-c")}}
+	if !claimsEqual(got.Claims, want) {
+		t.Fatalf("after a claim that drops pod-b's: %+v, want %+v", got.Claims, want)
+	}
+}
+
+func claimsEqual(a, b []vault.Claim) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Owner != b[i].Owner || !a[i].Until.Equal(b[i].Until) || a[i].Key != b[i].Key {
+			return false
+		}
+	}
+	return true
 }

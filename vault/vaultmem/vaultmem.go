@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,17 +24,25 @@ type entry struct {
 	destroyed   map[int]bool
 	pruned      int // versions 1..pruned are no longer kept (max versions)
 	maxVersions int // 0: keep every version
-	// claim is the reconcile claim as stored in the key's custom metadata
-	// (vault.ClaimKey); "" when none.
-	claim string
+	// custom is the key's custom metadata (the reconcile claims).
+	custom map[string]string
 }
 
-// claimOf is e's reconcile claim.
-func (e *entry) claimOf() vault.Claim {
-	if e == nil || e.claim == "" {
-		return vault.Claim{}
+// claims are e's reconcile claims, latest end first.
+func (e *entry) claims() []vault.Claim {
+	if e == nil {
+		return nil
 	}
-	return vault.ParseClaim(e.claim)
+	var out []vault.Claim
+	for k, v := range e.custom {
+		if strings.HasPrefix(k, vault.ClaimKeyPrefix) {
+			c := vault.ParseClaim(v)
+			c.Key = k
+			out = append(out, c)
+		}
+	}
+	vault.SortClaims(out)
+	return out
 }
 
 // Store is a concurrency-safe in-memory KV v2 mount.
@@ -70,7 +79,7 @@ func (s *Store) Read(ctx context.Context, path string) (vault.Record, int, error
 		data = maps.Clone(e.versions[v-1])
 		created = e.created[v-1]
 	}
-	claim := e.claimOf()
+	claims := e.claims()
 	s.mu.Unlock()
 	if data == nil {
 		return vault.Record{}, v, s.notFound(path)
@@ -84,28 +93,29 @@ func (s *Store) Read(ctx context.Context, path string) (vault.Record, int, error
 		return vault.Record{}, v, err
 	}
 	rec.VersionTime = created
-	rec.Reconcile = claim
+	rec.Claims = claims
 	return rec, v, nil
 }
 
-// WriteClaimed is Write that also returns the reconcile claim the key's
+// WriteClaimed is Write that also returns the reconcile claims the key's
 // metadata held when the write was applied, like vault.Store.WriteClaimed.
-func (s *Store) WriteClaimed(ctx context.Context, path string, r vault.Record, cas int) (int, vault.Claim, error) {
+func (s *Store) WriteClaimed(ctx context.Context, path string, r vault.Record, cas int) (int, []vault.Claim, error) {
 	if err := s.fail(ctx, "write", path); err != nil {
-		return 0, vault.Claim{}, err
+		return 0, nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	v, err := s.putLocked(path, r.Encode(), cas)
 	if err != nil {
-		return 0, vault.Claim{}, err
+		return 0, nil, err
 	}
-	return v, s.data[path].claimOf(), nil
+	return v, s.data[path].claims(), nil
 }
 
-// Claim records c in path's custom metadata, like vault.Store.Claim: no
-// version is added; a path never written is vault.ErrNotFound.
-func (s *Store) Claim(ctx context.Context, path string, c vault.Claim) error {
+// Claim records c as its instance's claim in path's custom metadata and
+// removes the claim keys in drop, like vault.Store.Claim: no version is
+// added; a path never written is vault.ErrNotFound.
+func (s *Store) Claim(ctx context.Context, path string, c vault.Claim, drop []string) error {
 	if err := s.fail(ctx, "claim", path); err != nil {
 		return err
 	}
@@ -115,8 +125,33 @@ func (s *Store) Claim(ctx context.Context, path string, c vault.Claim) error {
 	if !ok || len(e.versions) == 0 {
 		return fmt.Errorf("vault: claim %s/%s: metadata: %w", s.mount, path, vault.ErrNotFound)
 	}
-	e.claim = c.String()
+	if e.custom == nil {
+		e.custom = map[string]string{}
+	}
+	own := vault.ClaimKey(c.Instance())
+	for _, k := range drop {
+		if strings.HasPrefix(k, vault.ClaimKeyPrefix) && k != own {
+			delete(e.custom, k)
+		}
+	}
+	e.custom[own] = c.String()
 	return nil
+}
+
+// SetCustomMetadata sets one custom metadata key of path as an operator
+// would with `vault kv metadata patch` (for tests of hostile values).
+func (s *Store) SetCustomMetadata(path, key, value string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.data[path]
+	if !ok {
+		e = &entry{}
+		s.data[path] = e
+	}
+	if e.custom == nil {
+		e.custom = map[string]string{}
+	}
+	e.custom[key] = value
 }
 
 // Write stores r if the current version is cas, like vault.Store.Write.
