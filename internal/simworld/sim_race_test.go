@@ -1,6 +1,6 @@
 //go:build race
 
-package rotator_test
+package simworld_test
 
 // simDefaultN is -sim.n's default under the race detector: with the core
 // change's reconcile and re-read intervals the rotator does several times
