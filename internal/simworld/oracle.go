@@ -1,6 +1,7 @@
 package simworld
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/affix-rotator/affix-rotator/vault"
 )
 
+// landedWrite records and checks a write that took effect.
 func (w *World) landedWrite(p *proc, before, after map[string]any, v int, lost bool) {
 	now := time.Now()
 	switch {
@@ -27,6 +29,30 @@ func (w *World) landedWrite(p *proc, before, after map[string]any, v int, lost b
 	bp, ap := str(before, "phase"), str(after, "phase")
 	if bp == "" && before != nil {
 		bp = "stable"
+	}
+	for _, k := range []string{"client_secret", "previous_client_secret", "pending_client_secret"} {
+		if s := str(after, k); s != "" {
+			w.recorded[s] = true
+		}
+	}
+	if j := time.Duration(p.host.jump.Load()); j > 0 {
+		// Written by a clock that jumped ahead: its lease, grace and
+		// 429 floor hold the others up until they pass.
+		for _, k := range []string{"lease_until", "grace_until", "retry_not_before"} {
+			w.taintUntil = laterOf(w.taintUntil, tm(after, k).Add(simMaxSkew))
+		}
+		w.event("write-by-a-clock-jumped-ahead", p)
+		// It also drops, as passed by its clock, a 429 floor still in
+		// force for everyone else (a transition keeps only a floor in the
+		// future): the processes reading its version cannot know of the
+		// floor, so the [floor] check spares them; the drift bound covers
+		// what their requests cause.
+		for _, f := range w.floors {
+			if f.until.After(now) && tm(after, "retry_not_before").Before(f.until.Add(f.skew-simMaxSkew)) {
+				f.exempt = true
+				w.event("floor-dropped-by-a-clock-jumped-ahead")
+			}
+		}
 	}
 	// I4: one pending secret per rotation; none generated while one is in flight.
 	if pend := str(after, "pending_client_secret"); pend != "" {
@@ -42,14 +68,18 @@ func (w *World) landedWrite(p *proc, before, after map[string]any, v int, lost b
 				w.violate("lost-answer", "%s staged a new secret %s after its own abort had landed in Vault (the abort's answer was lost: %v); a -once run must end aborted, not rotate again", p, w.label(pend), p.lostAbort)
 			}
 			w.event("staged", w.label(pend), " by ", p)
+			if _, ok := w.stagedTrue[rid]; !ok {
+				w.stagedTrue[rid] = now
+			}
 		}
 		w.pendingOf[rid] = pend
 	}
 	switch {
 	case bp == "staged" && ap == "overlap":
 		skew := time.Duration(p.host.skew.Load())
-		from := tm(after, "grace_until").Add(-w.graceOf(after) - p.host.initial)
-		w.overlapAt[rid] = overlapInfo{at: now, id: p.id, pid: p.pid, skew: skew, late: now.Sub(from), lost: lost}
+		from := tm(after, "grace_until").Add(-w.graceOf(after) - p.host.peak())
+		w.overlapAt[rid] = overlapInfo{at: now, id: p.id, pid: p.pid, skew: skew, jump: time.Duration(p.host.jump.Load()), late: now.Sub(from), lost: lost}
+		w.prevOf[rid] = str(after, "previous_client_secret")
 		w.event("overlap", p)
 	case bp == "staged" && ap == "stable":
 		p.abortLanded, p.lostAbort, p.abortVer = true, lost, v
@@ -62,11 +92,27 @@ func (w *World) landedWrite(p *proc, before, after map[string]any, v int, lost b
 		}
 		w.lastDone = now
 		w.event("completed", p)
+		if p.kind == "once" && w.cases["marker"] && p.host.jump.Load() == 0 {
+			w.notices = append(w.notices, &noticeWatch{at: now, p: p, ver: v, rotatedAt: tm(after, "rotated_at")})
+		}
+	case p.kind == "action" && p.action == rotator.ActionReacceptPrevious && bp == "stable" && ap == "overlap":
+		// -reaccept-previous must bring back the secret the rotation
+		// replaced, and a daemon must end the new grace in time.
+		if want, ok := w.prevOf[rid]; ok && want != str(after, "previous_client_secret") {
+			w.violate("operator", "%s reaccepted %s as the previous secret of rotation %s, but that rotation replaced %s", p, w.label(str(after, "previous_client_secret")), rid, w.label(want))
+		}
+		w.reaccept = &reacceptWatch{at: now, p: p, rid: rid, graceUntil: str(after, "grace_until"), opsSkew: p.host.peak(), d: p.actionD}
+		w.event("reaccept-landed", p, " for ", p.actionD)
+	case p.kind == "action" && p.action == rotator.ActionExtendGrace && bp == "overlap" && ap == "overlap" && p.gapCase && str(before, "grace_until") != str(after, "grace_until"):
+		w.extended = &extendWatch{at: now, p: p, rid: rid, graceUntil: str(after, "grace_until"), opsSkew: p.host.peak(),
+			cur: str(after, "client_secret"), prev: str(after, "previous_client_secret")}
+		w.event("extend-grace-landed-in-the-gap", p)
 	}
 }
 
-// execPost applies (or not) an Affix request, maybe with a fault, and
-// returns the step's cause for a failure message (see landed).
+// landed classifies a request Affix just handled: applied or not, stale or
+// not, and checks I3 if it dropped the previous secret. A request applied
+// after its client gave up on it (late) is stale: no client can know when,
 // or whether, it lands (the design's drift bound covers it).
 func (w *World) landed(c *call, p *proc, outOfBand, late bool) string {
 	r := w.lastReq
@@ -74,6 +120,7 @@ func (w *World) landed(c *call, p *proc, outOfBand, late bool) string {
 		return fmt.Sprintf("request by %s not applied (%d)", p, r.Status)
 	}
 	now := time.Now()
+	p.postedAny = true
 	cur, _, deleted := w.store.Latest(simPath)
 	sent := r.ClientSecret
 	labels := make([]string, len(sent))
@@ -129,6 +176,13 @@ func (w *World) landed(c *call, p *proc, outOfBand, late bool) string {
 		rid := str(cur, "rotation_id")
 		if c.basis != nil && c.basis.str("rotation_id") == rid && simPhase(c.basis.data) == "overlap" {
 			ov := w.overlapAt[rid]
+			if w.gapArmed && w.faulty && !late && !outOfBand && p.kind != "action" {
+				// The gap case: this run's next Vault writes fail while an
+				// operator's -extend-grace lands (execWrite).
+				w.gapArmed = false
+				p.failWrites, p.gapAction = 2, true
+				w.event("gap-drop-sent", p)
+			}
 			need := tm(c.basis.data, "grace_until")
 			// -end-grace drops at the grace_until it set itself: no other
 			// clock to allow for, and a shorter grace is its purpose.
@@ -147,14 +201,21 @@ func (w *World) landed(c *call, p *proc, outOfBand, late bool) string {
 			// -reaccept-previous reopens a grace of the length the
 			// operator chose, from its own write: the grace_until check
 			// above is the whole rule then (seed 1698 of the 100,000 run).
-			reopened := strings.Contains(c.basis.str("last_action"), `"action":"reaccept-previous"`) && strings.Contains(c.basis.str("last_action"), rid)
+			// So does -extend-grace: the operator set grace_until from
+			// now, maybe after the grace had been cut (-end-grace, a
+			// leaked-secret -once) (the gap case, seed 667).
+			reopened := (strings.Contains(c.basis.str("last_action"), `"action":"reaccept-previous"`) || strings.Contains(c.basis.str("last_action"), `"action":"extend-grace"`)) &&
+				strings.Contains(c.basis.str("last_action"), rid)
 			if !ov.at.IsZero() && !endGrace && !reopened {
 				// The process that made the new secret current knows when
 				// its write returned (the rotator tolerates 1s); another
 				// cannot know how late that write landed, nor beat a
 				// clock skew beyond the margin.
 				grace := w.graceOf(c.basis.data)
-				allow := grace - time.Second
+				// A writer whose clock jumped forward since its overlap
+				// write reads its own grace_until that much early: it
+				// cannot do better (the relaxation is the jump, no more).
+				allow := grace - time.Second - max(0, c.jump-ov.jump)
 				if p.pid != ov.pid {
 					allow = grace - max(time.Second, ov.late) - max(0, c.skew-ov.skew-w.margin)
 				}
@@ -258,11 +319,143 @@ func (w *World) labelsOf(s []string) []string {
 
 // --- checks ---
 
+// reacceptWatch is an operator's -reaccept-previous D that landed: a live,
+// unpaused daemon must end the grace it reopened within D + the re-read
+// bound + clock_skew_margin + slack ([reread]).
+type reacceptWatch struct {
+	at         time.Time // true time its write landed
+	p          *proc
+	rid        string
+	graceUntil string        // as written (on the operator host's clock)
+	opsSkew    time.Duration // the operator host's offset then
+	d          time.Duration
+}
+
+// extendWatch is an -extend-grace that landed in the gap of the two failed
+// writes of a run that had dropped the previous secret: once it returned
+// success, Affix accepts [current, previous] until its grace_until.
+type extendWatch struct {
+	at         time.Time
+	p          *proc
+	rid        string
+	graceUntil string
+	opsSkew    time.Duration
+	cur, prev  string
+}
+
+// noticeWatch is a rotation a -once completed while the marker is on: a
+// stable daemon shows it (last_success_timestamp_seconds) within
+// reread_interval + slack.
+type noticeWatch struct {
+	at        time.Time
+	p         *proc // the -once
+	ver       int
+	rotatedAt time.Time
+}
+
+// simRereadBound is how soon a daemon reads the record again after p's
+// change: reread_interval with the change marker, ten times it without
+// (the idle daemon's periodic read), or when p's bump of the marker
+// failed (best effort: Vault refused it).
+func (w *World) simRereadBound(p *proc) time.Duration {
+	if w.cases["marker"] && !p.bumpFailed {
+		return simReread
+	}
+	return 10 * simReread
+}
+
+// simNoticeSlack covers, on top of the re-read bound, a lease an operator
+// process holds when killed, the operator's lease edits (up to 2m) and
+// retries with backoff up to retry_max.
+const simNoticeSlack = simLease + 2*time.Minute + 2*simRetryMax
+
+// checkOperator runs the checks on operator actions and on the change
+// marker after a step: [reread] (a reopened grace ends in time; a stable
+// daemon notices a -once's rotation), [operator] (an -extend-grace that
+// landed in the gap is honoured by Affix).
+func (w *World) checkOperator(now time.Time, d map[string]any) {
+	if r := w.reaccept; r != nil {
+		switch {
+		case d == nil || simPhase(d) != "overlap" || str(d, "rotation_id") != r.rid:
+			w.reaccept = nil
+			w.event("reaccept-grace-ended", "after ", now.Sub(r.at).Round(time.Second), " (D ", r.d, ")")
+		case str(d, "grace_until") != r.graceUntil:
+			w.reaccept = nil // moved by another action or by hand: another bound
+			w.event("reaccept-grace-moved")
+		default:
+			// The daemon drops when its clock passes grace_until + margin
+			// (not its own write): in true time grace_until - opsSkew +
+			// margin - its skew; the spread of the hosts' clocks bounds
+			// the last term.
+			end := tm(d, "grace_until").Add(-r.opsSkew + w.margin + w.skewSpread())
+			for _, p := range w.live() {
+				if p.kind != "daemon" || p.pauseUntil.After(now) {
+					continue
+				}
+				from := laterOf(laterOf(r.at, p.started), laterOf(p.pausedAt, w.lastBlocked))
+				if due := laterOf(from, end).Add(w.simRereadBound(r.p) + simNoticeSlack); now.After(due) {
+					w.violate("reread", "%s's -reaccept-previous %s (landed at %s, grace_until %s by its clock) is still in overlap at %s: %s, live, unpaused and unhindered since %s, should have ended it by %s (D + re-read bound %s + clock_skew_margin + clock spread + slack %s)",
+						r.p, r.d, w.since(r.at), r.graceUntil, w.since(now), p, w.since(from), w.since(due), w.simRereadBound(r.p), simNoticeSlack)
+					return
+				}
+			}
+		}
+	}
+	if e := w.extended; e != nil {
+		switch {
+		case d == nil || simPhase(d) != "overlap" || str(d, "rotation_id") != e.rid || str(d, "grace_until") != e.graceUntil:
+			w.extended = nil
+			w.event("extend-in-the-gap-over")
+		case e.p.exited && !e.p.killed && e.p.err == nil && now.Before(tm(d, "grace_until").Add(-e.opsSkew-w.skewSpread()-time.Second)):
+			acc := w.fake.Secrets(w.key)
+			for _, s := range []string{e.cur, e.prev} {
+				if slices.Contains(acc, s) {
+					continue
+				}
+				if r := w.roots["drop:"+s]; r != nil && r.stale && r.at.After(e.at) {
+					continue // a stale request landed after it: the drift bound covers it
+				}
+				w.violate("operator", "%s extended the grace in the gap of two failed writes (landed at %s, until %s by its clock) and returned success, but Affix accepts %v, not [current %s, previous %s]",
+					e.p, w.since(e.at), e.graceUntil, w.labelsOf(acc), w.label(e.cur), w.label(e.prev))
+				return
+			}
+		}
+	}
+	var keep []*noticeWatch
+	for _, n := range w.notices {
+		_, v, _ := w.store.Latest(simPath)
+		if v != n.ver || now.Before(n.at.Add(w.simRereadBound(n.p)+simNoticeSlack)) {
+			if v == n.ver {
+				keep = append(keep, n)
+			}
+			continue
+		}
+		for _, p := range w.live() {
+			if p.kind != "daemon" || p.pauseUntil.After(now) || !p.started.Before(n.at) || p.pausedAt.After(n.at) || w.lastBlocked.After(n.at) {
+				continue
+			}
+			// A rotated_at beyond its clock + margin is taken as now
+			// (the time of its read, after the completion).
+			want := n.rotatedAt
+			if pat := n.at.Add(time.Duration(p.host.skew.Load())); n.rotatedAt.After(pat.Add(w.margin)) {
+				want = pat
+			}
+			if got := p.gauge("affix_rotator_last_success_timestamp_seconds", prometheus.Labels{"client": "sim"}); got < float64(want.Unix()) {
+				w.violate("reread", "a -once completed a rotation at %s (rotated_at %s); %s, stable, live and unpaused since before it, still shows last_success_timestamp_seconds %v at %s (want it within %s (reread_interval, or 10 times it if the -once's marker bump failed) + slack %s)",
+					w.since(n.at), n.rotatedAt.Format(time.RFC3339), p, got, w.since(now), w.simRereadBound(n.p), simNoticeSlack)
+				return
+			}
+		}
+		w.event("daemon-noticed-once-rotation")
+	}
+	w.notices = keep
+}
+
 // blocked reports whether repair or progress is impossible now for reasons
 // outside the rotator: Affix refusing the key, Vault down, the record
 // deleted, an account-wide 429 floor.
 func (w *World) blocked(now time.Time) bool {
-	return now.Before(w.affix401Until) || now.Before(w.vaultDownUntil) || w.deleted() || now.Before(w.floorUntil)
+	return now.Before(w.affix401Until) || now.Before(w.vaultDownUntil) || w.deleted() || now.Before(w.floorUntil) || now.Before(w.taintUntil)
 }
 
 // check runs the invariants after a step (or after time passed): I1, I2
@@ -281,7 +474,11 @@ func (w *World) check(now time.Time, cause string) {
 	}
 	d, _, deleted := w.store.Latest(simPath)
 	if deleted || d == nil {
+		w.checkOperator(now, nil)
 		return // consumers see no record; I1/I2 resume at the rollback
+	}
+	if w.checkOperator(now, d); w.viol != nil {
+		return
 	}
 	// I1 and I2.
 	acc := w.fake.Secrets(w.key)
@@ -369,17 +566,28 @@ func (w *World) checkAnchor(now time.Time, d map[string]any) {
 		if p.kind != "daemon" || p.pauseUntil.After(now) || now.Sub(p.pausedAt) < simAnchorSlack {
 			continue
 		}
-		pnow := now.Add(time.Duration(p.host.skew.Load()))
+		// The daemon sleeps on timers, which run on true time: a clock
+		// that jumped forward meanwhile does not wake it earlier (jump
+		// left out).
+		skew := time.Duration(p.host.skew.Load() - p.host.jump.Load())
+		pnow := now.Add(skew)
 		anchor := ra
 		if anchor.IsZero() {
-			anchor = p.started.Add(time.Duration(p.host.skew.Load()))
+			// Seeded by hand: seeded_at, else the created_time of the
+			// version (rotator.SeedAnchor), never later than the start.
+			anchor = p.started.Add(skew)
+			if rec, _, err := w.store.Read(context.Background(), simPath); err == nil {
+				if sa := rotator.SeedAnchor(rec); !sa.IsZero() && sa.Before(anchor) {
+					anchor = sa
+				}
+			}
 		}
 		due := w.cfg.sched.Next(anchor)
 		if w.cfg.maxAge > 0 && !ra.IsZero() && ra.Add(w.cfg.maxAge).Before(due) {
 			due = ra.Add(w.cfg.maxAge)
 		}
 		due = due.Add(w.cfg.jitter)
-		startP := p.started.Add(time.Duration(p.host.skew.Load()))
+		startP := p.started.Add(skew)
 		if pnow.After(laterOf(due, startP).Add(simAnchorSlack)) {
 			w.violate("anchor", "schedule %s: the record is stable since rotated_at %s, due by %s (jitter %s), yet %s, live since %s, has not started a rotation %s later (the schedule must be anchored on rotated_at, not on the process's start)",
 				w.cfg.spec, fmtT(w, ra), w.since(due.Add(-time.Duration(p.host.skew.Load()))), w.cfg.jitter.Round(time.Second), p, w.since(p.started), simAnchorSlack)
@@ -416,10 +624,36 @@ func (w *World) checkExit(p *proc, now time.Time) {
 		}
 		return
 	}
+	if p.kind == "action" && p.action == rotator.ActionReacceptPrevious && p.err != nil && strings.Contains(p.err.Error(), "not in the record's version history") {
+		// Refused (history pruned, deleted or destroyed): nothing changed.
+		w.event("reaccept-refused-history-gone", p)
+		if p.landedAny || p.postedAny {
+			w.violate("operator", "%s refused -reaccept-previous (%v) but wrote the record (%v) or had an Affix request applied (%v): a refusal must change nothing", p, p.err, p.landedAny, p.postedAny)
+		}
+	}
 	if p.kind != "once" {
 		return
 	}
 	w.event("once-exit-"+p.out.Result, p, " byOther=", p.out.ByOther)
+	if p.incident > 0 && p.out.Result == rotator.ResultSuccess && p.leaked != "" && slices.Contains(w.fake.Secrets(w.key), p.leaked) {
+		// ... nor while Affix still accepts it, unless the operator took
+		// it back (-reaccept-previous) or a stale request re-added it
+		// (the drift bound covers that).
+		d, _, _ := w.store.Latest(simPath)
+		if r := w.roots["add:"+p.leaked]; str(d, "previous_client_secret") != p.leaked && (r == nil || !r.stale) {
+			w.violate("incident", "%s (-once -grace %s) reported success while Affix still accepts the leaked secret %s (record phase %s)", p, p.incident, w.label(p.leaked), simPhase(d))
+		}
+	}
+	if p.incident == 0 && p.out.Result == rotator.ResultSuccess && p.firstSkew == p.host.initial && p.host.jump.Load() == 0 {
+		// A plain -once on a host whose clock is right is satisfied only
+		// by a rotation staged after it started, give or take the hosts'
+		// skew within the margin: never by one a clock running ahead
+		// stamped with a staged_at in the future.
+		if st, ok := w.stagedTrue[p.out.RotationID]; ok && st.Before(p.started.Add(-w.margin-2*simMaxSkew)) {
+			w.violate("once-future", "%s (plain -once, started at %s) reported success for rotation %s, staged at %s in true time (first read: phase %s, staged_at %s): a -once must not be satisfied by an older rotation whose staged_at a clock running ahead wrote",
+				p, w.since(p.started), p.out.RotationID, w.since(st), p.firstPhase, p.firstStage.Format(time.RFC3339))
+		}
+	}
 	if p.incident > 0 && p.out.Result == rotator.ResultSuccess && p.leaked != "" {
 		// The leaked-secret command never reports success while the secret
 		// current when it started is still current.
@@ -442,6 +676,54 @@ func (w *World) checkExit(p *proc, now time.Time) {
 	}
 	if p.abortLanded && !w.othersWrote(p, p.abortVer) && !blind && p.out.Result != rotator.ResultAborted {
 		w.violate("lost-answer", "%s landed an abort (its answer lost: %v) but reported result %q (err %v)", p, p.lostAbort, p.out.Result, p.err)
+	}
+}
+
+// checkFutureCounted: a process that read, three times or more, a record
+// version whose rotated_at, staged_at or seeded_at lay beyond its now +
+// clock_skew_margin has counted it in record_future_times_total
+// (docs/design.md, "Clock sanity").
+func (w *World) checkFutureCounted(p *proc) {
+	if p.futureRead < 3 {
+		return
+	}
+	var n float64
+	for _, f := range []string{"rotated_at", "staged_at", "seeded_at"} {
+		n += p.counter("affix_rotator_record_future_times_total", prometheus.Labels{"client": "sim", "field": f})
+	}
+	if n == 0 {
+		w.violate("future-count", "%s read a record with a time beyond its clock + clock_skew_margin %d times, but record_future_times_total is 0", p, p.futureRead)
+	}
+	w.event("future-time-counted")
+}
+
+// gauge reads one series of a gauge vector, like counter.
+func (p *proc) gauge(name string, labels prometheus.Labels) float64 {
+	gv, ok := p.metrics.byName[name].(*prometheus.GaugeVec)
+	if !ok {
+		return 0
+	}
+	return testutil.ToFloat64(gv.With(labels))
+}
+
+// checkRequest: every secret in an Affix request was written to Vault
+// before (pending_client_secret precedes the first request that carries
+// it); a request of one secret never recorded is a bootstrap, which only
+// an operator's one-shot run with bootstrap on may do, and none here is
+// one (after a metadata delete the path looks brand-new: daemons and
+// -once runs must fail loudly).
+func (w *World) checkRequest(c *call) {
+	secrets := bodySecrets(c.body)
+	for _, s := range secrets {
+		if w.recorded[s] {
+			continue
+		}
+		what := "a request carrying a secret never written to Vault"
+		if len(secrets) == 1 {
+			what = "[new] alone (a bootstrap: Affix drops whatever it accepts)"
+		}
+		w.violate("bootstrap", "%s sent %s %v (metadata deleted: %v); only an operator's one-shot bootstrap may", c.p, what, w.labelsOf(secrets), w.metaDeleted)
+		return
 	}
 }
 

@@ -45,6 +45,8 @@ const (
 	// already).
 	simReconcile = 10 * time.Minute
 	simMargin    = 30 * time.Second
+	// simReread is rotation.reread_interval.
+	simReread = 30 * time.Second
 	// simMaxSkew bounds each host's wall-clock offset from true time (so
 	// two hosts differ by at most 24s < simMargin), until a host's clock
 	// steps back (NTP), which makes its grace end later, but it then holds
@@ -70,7 +72,7 @@ const (
 
 // Classes are the classes of checks; every violation message starts with
 // its class in brackets, and a skip map (Simulate) switches classes off.
-var Classes = []string{"fresh", "drift", "grace", "fork", "lease", "floor", "anchor", "schedule", "lost-answer", "final", "incident"}
+var Classes = []string{"fresh", "drift", "grace", "fork", "lease", "floor", "anchor", "schedule", "lost-answer", "final", "incident", "operator", "bootstrap", "reread", "future-count", "once-future"}
 
 // Scenarios Simulate plays: "chaos" (every fault) and "restarts" (one
 // daemon restarted every 25-35 minutes, no other fault).
@@ -167,6 +169,26 @@ type World struct {
 	verWriter   map[int]int // record version -> pid of the process that wrote it (0: an operator)
 	leaseBy     int         // pid of the process whose write set the record's current lease (0: none, or an operator)
 
+	// The cases beyond the original chaos (pickCases, faults.go).
+	xrng  *rand.Rand      // their own stream, so that the original faults keep theirs
+	cases map[string]bool // which of them this seed plays
+	// nextIncident forces the next -once to be a leaked-secret one with
+	// this grace (an operator running it again after a kill).
+	nextIncident time.Duration
+	marker       int             // the change marker's version (world-backed ChangeMarker)
+	recorded     map[string]bool // every secret a record version ever held (current, previous or pending)
+	metaDeleted  bool            // the path's metadata was deleted: it looks never used
+	// taintUntil: until then (true time) the record holds a lease, grace
+	// or 429 floor written by a clock that had jumped ahead (the liveness
+	// bounds wait for it, see clockJump).
+	taintUntil time.Time
+	reaccept   *reacceptWatch       // an operator's -reaccept-previous a daemon must end in time
+	notices    []*noticeWatch       // rotations a -once completed, for the daemons to show
+	prevOf     map[string]string    // rotation id -> the secret it replaced
+	stagedTrue map[string]time.Time // rotation id -> true time it was staged
+	extended   *extendWatch         // an -extend-grace that landed in the gap of two failed writes
+	gapArmed   bool                 // the next drop of the previous secret gets two failed writes
+
 	events map[string]int
 	trail  []string // the last events, for a failure
 	all    []string // every event, for the determinism test
@@ -184,20 +206,26 @@ type simConfig struct {
 }
 
 // host is a machine's wall clock: skew is its offset from true time now;
-// initial, its offset before any step back (its largest: the clock only
-// ever steps back), which the checks use where an earlier reading would
-// make them stricter than the process could know.
+// initial, its offset before any step back; jump, a forward jump in force
+// (beyond clock_skew_margin: minutes to days, faults.go's clockJump).
+// peak (initial + jump) is its largest offset since the last jump, which
+// the checks use where an earlier reading would make them stricter than
+// the process could know.
 type host struct {
 	name    string
 	skew    atomic.Int64
 	initial time.Duration
+	jump    atomic.Int64
 }
+
+func (h *host) peak() time.Duration { return h.initial + time.Duration(h.jump.Load()) }
 
 type overlapInfo struct {
 	at   time.Time // true time the overlap write landed
 	id   string    // instance id of its writer
 	pid  int
 	skew time.Duration
+	jump time.Duration // its host's forward jump then
 	// late is how much later the write landed than the writer's clock
 	// reading its grace_until counts from (true time).
 	late time.Duration
@@ -237,7 +265,7 @@ type simEvent struct {
 func newWorld(seed uint64, skip map[string]bool, scenario string) *World {
 	w := &World{seed: seed, scenario: scenario, skipped: map[string]bool{}, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), skip: skip,
 		store: vaultmem.New("secret"), key: "sim-api-key", wake: make(chan struct{}, 1), hosts: map[string]*host{},
-		labels: map[string]string{}, roots: map[string]*root{}, deletedData: map[int]map[string]any{}, verWriter: map[int]int{}, pendingOf: map[string]string{}, overlapAt: map[string]overlapInfo{}, events: map[string]int{}}
+		labels: map[string]string{}, recorded: map[string]bool{}, prevOf: map[string]string{}, stagedTrue: map[string]time.Time{}, cases: map[string]bool{}, roots: map[string]*root{}, deletedData: map[int]map[string]any{}, verWriter: map[int]int{}, pendingOf: map[string]string{}, overlapAt: map[string]overlapInfo{}, events: map[string]int{}}
 	w.t0 = time.Now()
 	w.lastBlocked = w.t0
 	specs := []struct {
@@ -263,21 +291,26 @@ func newWorld(seed uint64, skip map[string]bool, scenario string) *World {
 	w.fake = affixtest.NewHandler()
 	w.fake.SetClock(time.Now)
 	w.fake.OnRequest(func(r affixtest.Request) { w.lastReq = r })
+	w.xrng = rand.New(rand.NewPCG(seed^0x5eed5eed, seed+0x51))
 	w.s0 = "s0-" + strconv.FormatUint(seed, 36) + "-aaaaaaaaaaaaaaaaaaaaaaaa"
 	w.label(w.s0)
 	w.fake.AddClient(w.key, "cid", w.s0)
 	seedRec := map[string]any{"client_secret": w.s0}
-	if w.rng.IntN(2) == 0 || scenario == "restarts" {
+	// A record with no rotated_at is one an operator seeded by hand
+	// (scenario restarts: every even seed).
+	if (w.rng.IntN(2) == 0 && scenario != ScenarioRestarts) || (scenario == ScenarioRestarts && seed%2 == 1) {
 		seedRec["rotated_at"] = w.t0.Add(-time.Duration(w.rng.Int64N(int64(sp.d)))).UTC().Format(time.RFC3339Nano)
 	}
 	if _, err := w.store.Put(simPath, seedRec, 0); err != nil {
 		panic(err)
 	}
+	w.recorded[w.s0] = true
 	for _, h := range []string{"pod-a", "pod-b", "ops"} {
 		w.hosts[h] = &host{name: h}
 		w.hosts[h].initial = time.Duration(w.rng.Int64N(int64(2*simMaxSkew+1))) - simMaxSkew
 		w.hosts[h].skew.Store(int64(w.hosts[h].initial))
 	}
+	w.pickCases()
 	return w
 }
 
@@ -363,6 +396,10 @@ func (w *World) run() error {
 	defer w.shutdown()
 	d0, _, _ := w.store.Latest(simPath)
 	w.lastDone = tm(d0, "rotated_at")
+	if w.lastDone.IsZero() {
+		w.lastDone = w.t0 // seeded by hand: the schedule counts from the version's created_time
+		w.event("seeded-record")
+	}
 	w.startProc("daemon", "pod-a")
 	if w.scenario == "restarts" {
 		w.at(w.t0.Add(w.dur(25*time.Minute, 35*time.Minute)), "restart", w.restartLoop)
@@ -466,6 +503,7 @@ type proc struct {
 
 	// scheduler state
 	call       *call // guarded by w.mu
+	mcall      *call // guarded by w.mu: the change-marker watcher's call
 	killed     bool  // guarded by w.mu: SIGKILL, every gate refuses
 	stopping   bool  // ctx cancelled cleanly (SIGTERM)
 	exited     bool
@@ -489,6 +527,20 @@ type proc struct {
 	lostAbort   bool
 	abortVer    int
 	finalVer    int
+
+	actionD    time.Duration // kind action: the duration the operator gave (extend, reaccept)
+	firstPhase string        // the phase of the first record read
+	firstStage time.Time     // its staged_at
+	firstSkew  time.Duration // the process's clock offset then
+	futureRead int           // reads of a version with a time beyond now + margin by its clock
+	failWrites int           // its next Vault writes fail (the gap case)
+	gapAction  bool          // start an -extend-grace after the first of them
+	landedAny  bool          // some write of its own landed
+	bumpFailed bool          // a change-marker bump of its own failed
+	gapCase    bool          // kind action: the -extend-grace of the gap case
+	gapProc    *proc         // the gap case's -extend-grace, started by this run's failed write
+	gapFails   int
+	postedAny  bool // some Affix request of its own was applied
 }
 
 func (p *proc) String() string { return fmt.Sprintf("%s#%d(%s)", p.id, p.pid, p.kind) }
@@ -517,6 +569,12 @@ func (w *World) startProc(kind, id string) *proc {
 	h := w.hosts[hostName]
 	p := &proc{w: w, pid: w.pids, id: id, kind: kind, host: h, done: make(chan struct{}), started: time.Now(), reg: prometheus.NewRegistry(), action: w.nextAction}
 	w.nextAction = ""
+	switch p.action {
+	case rotator.ActionExtendGrace:
+		p.actionD = time.Duration(1+p.pid%20) * time.Minute
+	case rotator.ActionReacceptPrevious:
+		p.actionD = time.Duration(5+p.pid%25) * time.Minute
+	}
 	p.metrics = &metricsReg{Registerer: p.reg, byName: map[string]prometheus.Collector{}}
 	p.clock = skewClock{clockwork.NewRealClock(), &h.skew}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
@@ -527,6 +585,9 @@ func (w *World) startProc(kind, id string) *proc {
 		opt.GiveUpAfter = 15 * time.Minute
 	}
 	w.margin = simNewAPI(&opt)
+	if w.cases["marker"] {
+		opt.Changes = (*simChanges)(p)
+	}
 	r := rotator.New(opt)
 	api, err := affix.New("http://affix.sim", secret.New(w.key), affix.WithTimeout(simRequestTimeout),
 		affix.WithHTTPClient(&http.Client{Transport: simTransport{p}}))
@@ -536,9 +597,12 @@ func (w *World) startProc(kind, id string) *proc {
 	c := &rotator.Client{Name: "sim", VaultPath: simPath, Schedule: w.cfg.sched, GracePeriod: w.cfg.grace,
 		Jitter: w.cfg.jitter, MaxAge: w.cfg.maxAge, Affix: api}
 	trig := rotator.Trigger{Reason: rotator.ReasonOnce}
-	if kind == "once" && w.rng.IntN(4) == 0 {
+	if kind == "once" && (w.rng.IntN(4) == 0 || w.nextIncident > 0) {
 		// The leaked-secret incident: -once -grace D, D up to the grace.
 		p.incident = time.Duration(1+w.rng.IntN(max(1, int(w.cfg.grace/time.Minute)))) * time.Minute
+		if w.nextIncident > 0 {
+			p.incident, w.nextIncident = w.nextIncident, 0
+		}
 		c.GracePeriod = p.incident
 		trig.Grace, trig.Audit = p.incident, &rotator.Audit{By: "sim-operator", Reason: "simulated leak"}
 		if d, _, deleted := w.store.Latest(simPath); !deleted {
@@ -573,9 +637,9 @@ func (p *proc) runAction(r *rotator.Rotator, c *rotator.Client) {
 	case rotator.ActionEndGrace:
 		p.out, p.err = r.EndGrace(p.ctx, c, audit)
 	case rotator.ActionExtendGrace:
-		_, p.err = r.ExtendGrace(p.ctx, c, time.Duration(1+p.pid%20)*time.Minute, audit)
+		_, p.err = r.ExtendGrace(p.ctx, c, p.actionD, audit)
 	default:
-		_, p.err = r.ReacceptPrevious(p.ctx, c, time.Duration(5+p.pid%25)*time.Minute, audit)
+		_, p.err = r.ReacceptPrevious(p.ctx, c, p.actionD, audit)
 	}
 }
 
@@ -624,13 +688,16 @@ func (w *World) kill(p *proc, why string) {
 	}
 	w.mu.Lock()
 	p.killed = true
-	c := p.call
+	cs := []*call{p.call, p.mcall}
 	w.mu.Unlock()
 	p.cancel()
 	w.exemptFloors(p)
-	if c != nil {
-		w.release(c, errKilled)
+	for _, c := range cs {
+		if c != nil {
+			w.release(c, errKilled)
+		}
 	}
+	w.checkFutureCounted(p)
 	if why != "" {
 		w.event(why, p)
 	}
@@ -662,6 +729,7 @@ func (w *World) reap(now time.Time) {
 		if p.killed {
 			continue
 		}
+		w.checkFutureCounted(p)
 		w.checkExit(p, now)
 	}
 }
@@ -675,7 +743,8 @@ type call struct {
 	op      string // read | write | post
 	ctx     context.Context
 	entered time.Time
-	skew    time.Duration
+	skew    time.Duration // the process's peak clock offset (host.peak)
+	jump    time.Duration // its host's forward jump in force
 	basis   *observed
 	frozen  bool // the process was paused while this call waited: its deadline froze with it
 	release chan struct{}
@@ -706,10 +775,11 @@ func (p *proc) gate(ctx context.Context, c *call) error {
 	}
 	now := time.Now()
 	c.p, c.ctx, c.entered, c.basis, c.state = p, ctx, now, p.seen, "waiting"
-	c.skew = p.host.initial
+	c.skew = p.host.peak()
+	c.jump = time.Duration(p.host.jump.Load())
 	c.release = make(chan struct{}, 1)
 	c.frozen = p.pauseUntil.After(now)
-	if p.stopping && !errors.Is(ctx.Err(), context.Canceled) {
+	if p.stopping && !errors.Is(ctx.Err(), context.Canceled) && c.op != "marker-read" {
 		// A call after the stop on a context the stop did not cancel: the
 		// release (a write, or the read it needs first when the record may
 		// have moved; if that read fails, the lease cannot be released
@@ -718,7 +788,7 @@ func (p *proc) gate(ctx context.Context, c *call) error {
 		// then a CAS conflict, then the re-read out of time): it tried.
 		p.wroteAfterStop = true
 	}
-	p.call = c
+	*p.slot(c.op) = c
 	w.mu.Unlock()
 	w.poke()
 	done := ctx.Done()
@@ -736,11 +806,12 @@ func (p *proc) gate(ctx context.Context, c *call) error {
 // release answers c with err (or its result if err is nil).
 func (w *World) release(c *call, err error) {
 	w.mu.Lock()
-	if c.p.call != c {
+	slot := c.p.slot(c.op)
+	if *slot != c {
 		w.mu.Unlock()
 		return
 	}
-	c.p.call = nil
+	*slot = nil
 	if err != nil {
 		c.err, c.resp = err, nil
 	}
@@ -748,23 +819,40 @@ func (w *World) release(c *call, err error) {
 	c.release <- struct{}{}
 }
 
-func (w *World) gated(p *proc) *call {
+func (w *World) gated(p *proc) []*call {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return p.call
+	var out []*call
+	for _, c := range []*call{p.call, p.mcall} {
+		if c != nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// slot is where a call of op parks: the change-marker watcher (a goroutine
+// of the daemon's own, reading the marker) has a slot apart from the
+// client loop's.
+func (p *proc) slot(op string) **call {
+	if op == "marker-read" {
+		return &p.mcall
+	}
+	return &p.call
 }
 
 // expired returns a parked call whose context ended while its process was
 // running (not paused): the process gives up on it.
 func (w *World) expired(now time.Time) *call {
 	for _, p := range w.procs {
-		c := w.gated(p)
-		// A frozen call's deadline moved with the pause: it is sent after
-		// it. A late request's client just waits for its deadline.
-		if c == nil || (c.frozen && c.state != "blackhole") || c.ctx.Err() == nil || p.pauseUntil.After(now) {
-			continue
+		for _, c := range w.gated(p) {
+			// A frozen call's deadline moved with the pause: it is sent after
+			// it. A late request's client just waits for its deadline.
+			if (c.frozen && c.state != "blackhole") || c.ctx.Err() == nil || p.pauseUntil.After(now) {
+				continue
+			}
+			return c
 		}
-		return c
 	}
 	return nil
 }
@@ -776,6 +864,20 @@ func (w *World) deliver(c *call, err error, note string) {
 		p.seen = c.obs
 		if !p.firstRead {
 			p.firstRead, p.firstRID = true, c.obs.str("rotation_id")
+			p.firstPhase, p.firstStage, p.firstSkew = simPhase(c.obs.data), tm(c.obs.data, "staged_at"), time.Duration(p.host.skew.Load())
+		}
+		if c.op == "read" && p.kind != "action" && w.verWriter[c.obs.ver] != p.pid {
+			// Its own writes are not counted (the rotator checks the
+			// versions it did not write), nor an operator action's
+			// reads (it decides on no record time).
+			pnow := time.Now().Add(time.Duration(p.host.skew.Load()))
+			for _, f := range []string{"rotated_at", "staged_at", "seeded_at"} {
+				if tm(c.obs.data, f).After(pnow.Add(w.margin)) {
+					p.futureRead++
+					w.event("read-time-beyond-margin", p)
+					break
+				}
+			}
 		}
 	}
 	if err != nil && c.state != "waiting" {
@@ -798,11 +900,12 @@ func (w *World) deliver(c *call, err error, note string) {
 func (w *World) eligible(now time.Time) []*call {
 	var out []*call
 	for _, p := range w.procs {
-		c := w.gated(p)
-		if c == nil || c.state == "blackhole" || p.pauseUntil.After(now) {
-			continue
+		for _, c := range w.gated(p) {
+			if c.state == "blackhole" || p.pauseUntil.After(now) {
+				continue
+			}
+			out = append(out, c)
 		}
-		out = append(out, c)
 	}
 	return out
 }
@@ -814,11 +917,7 @@ func (w *World) pause(p *proc, now time.Time, why string) {
 	}
 	p.pauseUntil = now.Add(d)
 	p.pausedAt = p.pauseUntil
-	w.mu.Lock()
-	if p.call != nil {
-		p.call.frozen = true
-	}
-	w.mu.Unlock()
+	w.freeze(p)
 	w.exemptFloors(p)
 	w.event("pause-"+why, p, " for ", d.Round(time.Second))
 }
@@ -855,6 +954,9 @@ func (w *World) serve(c *call, now time.Time) {
 		w.execWrite(c)
 	case "post":
 		cause = w.execPost(c)
+	case "marker-read", "marker-bump":
+		w.execMarker(c)
+		cause = c.op + " by " + p.String()
 	}
 	if c.state == "blackhole" {
 		w.check(time.Now(), cause)
@@ -903,6 +1005,30 @@ func (w *World) execWrite(c *call) {
 		w.event("vault-unavailable-write")
 		return
 	}
+	if p.failWrites > 0 {
+		// The gap case: this process just dropped the previous secret;
+		// its write fails, it reads again, an operator's -extend-grace
+		// lands, and its next write fails too (writes in between fail
+		// while the operator's has not landed, at most ten).
+		q := p.gapProc
+		switch {
+		case p.gapAction:
+			p.gapAction = false
+			p.failWrites--
+			w.nextAction = rotator.ActionExtendGrace
+			w.event("operator-extend-grace-in-the-gap")
+			p.gapProc = w.startProc("action", "")
+			p.gapProc.gapCase = true
+		case q != nil && w.extended == nil && !q.exited && !q.killed && p.gapFails < 10:
+		default:
+			p.failWrites--
+		}
+		p.gapFails++
+		c.err = unavailable("write", "connection refused (gap case)")
+		w.floorWrite(p, false, 0)
+		w.event("vault-write-fails-after-drop", p)
+		return
+	}
 	if w.faulty && w.rng.IntN(15) == 0 {
 		w.operatorEdit("annotation (CAS race)", func(d map[string]any) bool {
 			d["note"] = fmt.Sprintf("edited-%d", w.rng.IntN(1000))
@@ -923,7 +1049,15 @@ func (w *World) execWrite(c *call) {
 		return
 	}
 	w.verWriter[v] = p.pid
+	p.landedAny = true
 	after, _, _ := w.store.Latest(simPath)
+	if bv == 0 {
+		// The path looked never used (its metadata deleted): only an
+		// operator's one-shot bootstrap may create the record, and no
+		// process here is one.
+		w.violate("bootstrap", "%s created the record at %s (version %d) on a path that looked never used: a daemon or -once without bootstrap must fail loudly, never create the record (phase %s, client_secret %s)",
+			p, simPath, v, simPhase(after), w.label(str(after, "client_secret")))
+	}
 	c.obs = &observed{ver: v, data: after}
 	lost := w.faulty && w.rng.IntN(12) == 0
 	w.landedWrite(p, before, after, v, lost)
@@ -993,7 +1127,8 @@ func tm(d map[string]any, k string) time.Time {
 	return t
 }
 
-// landedWrite records and checks a write that took effect.
+// execPost applies (or not) an Affix request, maybe with a fault, and
+// returns the step's cause for a failure message (see landed).
 func (w *World) execPost(c *call) string {
 	p := c.p
 	now := time.Now()
@@ -1032,7 +1167,7 @@ func (w *World) execPost(c *call) string {
 		//    not knowing (seed 40).
 		staleView := c.basis == nil || !f.wrote || c.basis.ver < f.ver
 		namesake := p != f.from && p.id == f.from.id
-		steppedLease := pskew < p.host.initial && c.basis != nil && !c.entered.Add(p.host.initial).Before(tm(c.basis.data, "lease_until"))
+		steppedLease := pskew < p.host.peak() && c.basis != nil && !c.entered.Add(p.host.peak()).Before(tm(c.basis.data, "lease_until"))
 		cur, _, _ := w.store.Latest(simPath)
 		taken := str(cur, "lease_owner") != p.id
 		//  - A sender whose namesake wrote the record since it read it
@@ -1045,6 +1180,7 @@ func (w *World) execPost(c *call) string {
 		w.violate("floor", "%s sent an Affix request %s into a 429's Retry-After floor (%s got it at %s, floor until %s): a Retry-After must be honoured by every process",
 			p, w.since(c.entered), f.from, w.since(f.at), w.since(f.until))
 	}
+	w.checkRequest(c)
 	var fault *affixtest.Fault
 	var name string
 	late := ""
@@ -1123,10 +1259,6 @@ func (w *World) landLate(c *call, p *proc, body []byte, header http.Header) {
 	w.check(time.Now(), "late "+cause)
 }
 
-// landed classifies a request Affix just handled: applied or not, stale or
-// not, and checks I3 if it dropped the previous secret. A request applied
-// after its client gave up on it (late) is stale: no client can know when,
-
 // handle serves one request in process, through the fake's real handler.
 func (w *World) handle(body []byte, header http.Header) (resp *http.Response, err error) {
 	req := httptest.NewRequest(http.MethodPost, affixtest.Path, bytes.NewReader(body))
@@ -1195,6 +1327,46 @@ func (st *simStore) Write(ctx context.Context, path string, r vault.Record, cas 
 	return c.ver, c.err
 }
 
+// simChanges is a process's view of the change marker (rotator.ChangeMarker):
+// a counter kept by the world, read and bumped through the gate like the
+// record, with the same Vault faults.
+type simChanges proc
+
+func (m *simChanges) ChangesVersion(ctx context.Context) (int, error) {
+	c := &call{op: "marker-read"}
+	if err := (*proc)(m).gate(ctx, c); err != nil {
+		return 0, err
+	}
+	return c.ver, c.err
+}
+
+func (m *simChanges) BumpChanges(ctx context.Context, client, what string) error {
+	c := &call{op: "marker-bump"}
+	return (*proc)(m).gate(ctx, c)
+}
+
+// execMarker serves the change marker: Vault down or a random failure
+// refuses it; a bump may land with its answer lost.
+func (w *World) execMarker(c *call) {
+	if time.Now().Before(w.vaultDownUntil) || (w.faulty && w.rng.IntN(15) == 0) {
+		c.err = fmt.Errorf("vault: %s %s: %w: sim: connection refused", c.op, vault.ChangesPath, vault.ErrUnavailable)
+		if c.op == "marker-bump" {
+			c.p.bumpFailed = true
+		}
+		w.event("vault-unavailable-marker")
+		return
+	}
+	if c.op == "marker-read" {
+		c.ver = w.marker
+		return
+	}
+	w.marker++
+	w.event("marker-bumped", c.p)
+	if w.faulty && w.rng.IntN(12) == 0 {
+		c.err = fmt.Errorf("vault: bump %s: %w: sim: answer lost after the write was applied", vault.ChangesPath, vault.ErrUnavailable)
+	}
+}
+
 // simTransport carries one process's Affix requests to the gate.
 type simTransport struct{ p *proc }
 
@@ -1241,7 +1413,7 @@ func (c skewClock) Until(t time.Time) time.Duration { return t.Sub(c.Now()) }
 // rotation.reconcile_interval = simReconcile.
 func simNewAPI(o *rotator.Options) (clockSkewMargin time.Duration) {
 	o.ReconcileInterval = simReconcile
-	o.RereadInterval = 30 * time.Second
+	o.RereadInterval = simReread
 	o.ClockSkewMargin = simMargin
 	return simMargin
 }
@@ -1271,6 +1443,17 @@ func (m *metricsReg) MustRegister(cs ...prometheus.Collector) {
 	for _, c := range cs {
 		if err := m.Register(c); err != nil {
 			panic(err)
+		}
+	}
+}
+
+// freeze marks p's parked calls as frozen by a pause.
+func (w *World) freeze(p *proc) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, c := range []*call{p.call, p.mcall} {
+		if c != nil {
+			c.frozen = true
 		}
 	}
 }
