@@ -68,6 +68,51 @@
 //     Affix accepts exactly {current} (stable) or {current, previous}
 //     (overlap).
 //
+// Added cases (faults.go, pickCases: each played on some seeds, each
+// counted as an event class, case-<name> for the seeds that play it) and
+// the checks they feed:
+//   - [operator] -reaccept-previous after ten edits pruned the history
+//     (max_versions 10): refused, nothing written, no Affix request
+//     applied; one that succeeds brings back the secret its rotation
+//     replaced. An -extend-grace landing between two failed writes of a
+//     run that had dropped the previous secret: once it returned
+//     success, Affix accepts [current, previous] until its grace_until
+//     (less the hosts' spread), unless a stale request dropped one since
+//     (the drift bound covers that).
+//   - [bootstrap] after `vault kv metadata delete` (the path looks never
+//     used) no process creates the record, and no request carries a secret
+//     never written to Vault ([new] alone drops whatever Affix accepts:
+//     only an operator's one-shot bootstrap may, and none here is one); the
+//     operator seeds the record again later.
+//   - [reread] with the world's change marker (rotator.Options.Changes),
+//     an operator's -reaccept-previous D is ended by a live, unpaused,
+//     unhindered daemon within D + reread_interval + clock_skew_margin +
+//     the hosts' clock spread + simNoticeSlack (a lease of a killed
+//     operator process, an operator's lease edit, retries); 10 ×
+//     reread_interval instead of reread_interval without the marker or when
+//     the action's bump of it failed. A stable daemon shows a -once's
+//     rotation (last_success_timestamp_seconds) within the same re-read
+//     bound + slack.
+//   - clock jumps: a host's clock jumps forward by more than the margin
+//     (minutes to two days) for a while. [future-count]: a process that
+//     read a version with a rotated_at, staged_at or seeded_at beyond its
+//     clock + margin (three reads or more, versions it did not write)
+//     counted it in record_future_times_total. [once-future]: a plain
+//     -once on a host whose clock is right is never satisfied by a
+//     rotation staged (true time) before it started. I1-I3 stay checked
+//     with the existing oracle; what a jumped clock wrote (leases, grace,
+//     429 floors) holds the liveness bounds until it passes, and the I3
+//     grace is shortened by the jump of a writer whose own clock jumped
+//     since its overlap write (it cannot do better); see landed and
+//     clockJump.
+//   - [incident] a leaked-secret -once (-once -grace D) during an overlap,
+//     paused past its lease (a daemon takes it over) or killed and run
+//     again: when it exits 0, the leaked secret is neither current nor
+//     accepted by Affix.
+//   - seeded records (no rotated_at) with the daemon restarted every 25-35
+//     minutes (TestSimulationRestarts, even seeds): [anchor] and
+//     [schedule] count from seeded_at, else Vault's created_time.
+//
 // The world is a library: Simulate plays one seed and returns the World
 // (its event counts and trail) and the first violation. It must run inside
 // a testing/synctest bubble (the test wraps each seed in synctest.Test):

@@ -377,7 +377,11 @@ func (w *World) reseed(cur string) {
 		cur = acc[0]
 	}
 	if _, err := w.store.Put(simPath, map[string]any{"client_secret": cur}, 0); err != nil {
-		panic(err) // a process created the record: [bootstrap] reported it
+		// A process created the record meanwhile ([bootstrap] reported
+		// it, unless skipped): the operator finds it there.
+		w.metaDeleted = false
+		w.event("operator-reseed-refused-record-exists")
+		return
 	}
 	w.metaDeleted = false
 	rt := &root{at: time.Now(), cause: "the operator deleted the metadata and seeded the record again", stale: true}

@@ -341,6 +341,7 @@ type extendWatch struct {
 	graceUntil string
 	opsSkew    time.Duration
 	cur, prev  string
+	checked    bool // Affix's set was checked at least once
 }
 
 // noticeWatch is a rotation a -once completed while the marker is on: a
@@ -405,8 +406,13 @@ func (w *World) checkOperator(now time.Time, d map[string]any) {
 		switch {
 		case d == nil || simPhase(d) != "overlap" || str(d, "rotation_id") != e.rid || str(d, "grace_until") != e.graceUntil:
 			w.extended = nil
-			w.event("extend-in-the-gap-over")
+			if e.checked {
+				w.event("extend-in-the-gap-honoured")
+			} else {
+				w.event("extend-in-the-gap-over-unchecked")
+			}
 		case e.p.exited && !e.p.killed && e.p.err == nil && now.Before(tm(d, "grace_until").Add(-e.opsSkew-w.skewSpread()-time.Second)):
+			e.checked = true
 			acc := w.fake.Secrets(w.key)
 			for _, s := range []string{e.cur, e.prev} {
 				if slices.Contains(acc, s) {
