@@ -19,8 +19,8 @@ func (w *World) chaos() {
 	}
 	now := time.Now()
 	defer w.at(now.Add(w.dur(time.Minute, 15*time.Minute)), "chaos", w.chaos)
+	live := w.live() // before the added cases start processes: a new one runs until the next step
 	w.chaosExtra(now)
-	live := w.live()
 	pick := func() *proc {
 		if len(live) == 0 {
 			return nil

@@ -182,13 +182,14 @@ type World struct {
 	// taintUntil: until then (true time) the record holds a lease, grace
 	// or 429 floor written by a clock that had jumped ahead (the liveness
 	// bounds wait for it, see clockJump).
-	taintUntil time.Time
-	reaccept   *reacceptWatch       // an operator's -reaccept-previous a daemon must end in time
-	notices    []*noticeWatch       // rotations a -once completed, for the daemons to show
-	prevOf     map[string]string    // rotation id -> the secret it replaced
-	stagedTrue map[string]time.Time // rotation id -> true time it was staged
-	extended   *extendWatch         // an -extend-grace that landed in the gap of two failed writes
-	gapArmed   bool                 // the next drop of the previous secret gets two failed writes
+	taintUntil  time.Time
+	reaccept    *reacceptWatch       // an operator's -reaccept-previous a daemon must end in time
+	notices     []*noticeWatch       // rotations a -once completed, for the daemons to show
+	prevOf      map[string]string    // rotation id -> the secret it replaced
+	stagedTrue  map[string]time.Time // rotation id -> true time it was staged
+	extended    *extendWatch         // an -extend-grace that landed in the gap of two failed writes
+	gapArmed    bool                 // the next drop of the previous secret gets two failed writes
+	nextGapCase bool                 // the next process started is the gap case's -extend-grace
 
 	events map[string]int
 	trail  []string // the last events, for a failure
@@ -574,6 +575,7 @@ func (w *World) startProc(kind, id string) *proc {
 	h := w.hosts[hostName]
 	p := &proc{w: w, pid: w.pids, id: id, kind: kind, host: h, done: make(chan struct{}), started: time.Now(), reg: prometheus.NewRegistry(), action: w.nextAction}
 	w.nextAction = ""
+	p.gapCase, w.nextGapCase = w.nextGapCase, false
 	switch p.action {
 	case rotator.ActionExtendGrace:
 		p.actionD = time.Duration(1+p.pid%20) * time.Minute
@@ -949,6 +951,11 @@ func (w *World) serve(c *call, now time.Time) {
 		lat = w.dur(500*time.Millisecond, 3*time.Second)
 	}
 	time.Sleep(lat)
+	// Timers that fired meanwhile woke goroutines, maybe this process's
+	// own change-marker watcher beside the loop whose call this is: let
+	// them park before the call is applied (they read the process's
+	// state at their gate).
+	synctest.Wait()
 	var cause string
 	switch c.op {
 	case "read":
@@ -1022,8 +1029,8 @@ func (w *World) execWrite(c *call) {
 			p.failWrites--
 			w.nextAction = rotator.ActionExtendGrace
 			w.event("operator-extend-grace-in-the-gap")
+			w.nextGapCase = true
 			p.gapProc = w.startProc("action", "")
-			p.gapProc.gapCase = true
 		case q != nil && w.extended == nil && !q.exited && !q.killed && p.gapFails < 10:
 		default:
 			p.failWrites--
