@@ -73,7 +73,7 @@ const (
 
 // Classes are the classes of checks; every violation message starts with
 // its class in brackets, and a skip map (Simulate) switches classes off.
-var Classes = []string{"fresh", "drift", "grace", "fork", "lease", "floor", "anchor", "schedule", "lost-answer", "final", "incident", "operator", "bootstrap", "reread", "future-count", "once-future"}
+var Classes = []string{"fresh", "drift", "grace", "fork", "lease", "floor", "anchor", "schedule", "lost-answer", "final", "incident", "operator", "bootstrap", "reread", "future-count", "once-future", "reread-startup"}
 
 // Scenarios Simulate plays: "chaos" (every fault) and "restarts" (one
 // daemon restarted every 25-35 minutes, no other fault).
@@ -543,6 +543,8 @@ type proc struct {
 	gapAction  bool          // start an -extend-grace after the first of them
 	landedAny  bool          // some write of its own landed
 	bumpFailed bool          // a change-marker bump of its own failed
+	bumpAt     time.Time     // its last bump of the marker that landed
+	markerBase time.Time     // when its watcher's first read of the marker was answered
 	gapCase    bool          // kind action: the -extend-grace of the gap case
 	gapProc    *proc         // the gap case's -extend-grace, started by this run's failed write
 	gapFails   int
@@ -1370,9 +1372,13 @@ func (w *World) execMarker(c *call) {
 	}
 	if c.op == "marker-read" {
 		c.ver = w.marker
+		if c.p.markerBase.IsZero() {
+			c.p.markerBase = time.Now()
+		}
 		return
 	}
 	w.marker++
+	c.p.bumpAt = time.Now()
 	w.event("marker-bumped", c.p)
 	if w.faulty && w.rng.IntN(12) == 0 {
 		c.err = fmt.Errorf("vault: bump %s: %w: sim: answer lost after the write was applied", vault.ChangesPath, vault.ErrUnavailable)
