@@ -22,10 +22,11 @@ go vet ./...
 echo "test: go test (race detector on)"
 go test -race -count=1 -timeout 30m ./...
 
-# The race detector slows the simulation about five times, so the run above
-# plays 150 schedules of it; this one plays 1,000 without it (about a minute).
+# The race detector slows the simulation (internal/simworld) about five
+# times, so the run above plays 150 schedules of it; this one plays 1,000
+# without it (about a minute).
 echo "test: simulation, 1000 schedules (race detector off)"
-go test -count=1 -timeout 20m ./rotator -run 'TestSimulation$' -sim.n=1000
+go test -count=1 -timeout 20m ./internal/simworld -run 'TestSimulation$' -sim.n=1000
 
 if [[ -f deploy/check.sh ]]; then
   echo "test: deploy checks"

@@ -395,3 +395,12 @@ func (s *Store) BumpChanges(ctx context.Context, client, what string) error {
 	_, err := s.Put(vault.ChangesPath, map[string]any{"client": client, "change": what}, -1)
 	return err
 }
+
+// DeleteMetadata deletes every version of path and its metadata, like
+// `vault kv metadata delete`: the path then looks never used (version 0,
+// not found) and its max versions setting is gone.
+func (s *Store) DeleteMetadata(path string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.data, path)
+}

@@ -1,6 +1,6 @@
 //go:build !race
 
-package rotator_test
+package simworld_test
 
 // simDefaultN is -sim.n's default.
 const simDefaultN = 500
