@@ -63,9 +63,9 @@ func (r *Rotator) bumpChanges(ctx context.Context, c *Client, what string) {
 }
 
 // watchChanges reads the change marker every RereadInterval and wakes the
-// idle client loops when it moved.
-func (r *Rotator) watchChanges(ctx context.Context, cm ChangeMarker) {
-	last, err := cm.ChangesVersion(ctx)
+// idle client loops when it moved from last (read before the loops
+// started; err is that read's error).
+func (r *Rotator) watchChanges(ctx context.Context, cm ChangeMarker, last int, err error) {
 	warned := false
 	for {
 		if err != nil && !warned {
@@ -77,13 +77,23 @@ func (r *Rotator) watchChanges(ctx context.Context, cm ChangeMarker) {
 			return
 		}
 		var v int
-		v, err = cm.ChangesVersion(ctx)
+		v, err = r.markerVersion(ctx, cm)
 		if err == nil && v != last {
 			last = v
 			r.log.Debug("change marker moved: reading the records again", zap.Int("version", v))
 			r.changes.fire()
 		}
 	}
+}
+
+// markerVersion reads the marker within one RereadInterval: a read that
+// hangs (an answer held on the way) must not stop the watch, which is
+// what bounds an operator's change reaching the daemon (simulation seed
+// 2993: a held read kept a daemon from noticing a -once for minutes).
+func (r *Rotator) markerVersion(ctx context.Context, cm ChangeMarker) (int, error) {
+	rctx, cancel := context.WithTimeout(ctx, r.opt.RereadInterval)
+	defer cancel()
+	return cm.ChangesVersion(rctx)
 }
 
 // logAt is the level of a line about a failed marker request: ERROR when

@@ -101,7 +101,21 @@ func (r *Rotator) reconcileStable(ctx context.Context, st *run, cs claimStore, r
 		case err == errLeaseShort:
 			return again
 		}
-		return r.backoff(ctx, st, rec, ver, err)
+		d := r.backoff(ctx, st, rec, ver, err)
+		if st.floor.After(rec.RetryNotBefore) && !d.done {
+			// A 429 binds every process that sends with the API key: the
+			// floor goes in the record now (a version: something
+			// happened), not only when this run ends, as backoff does
+			// under a lease (found by the simulation, seed 22).
+			next := rec
+			next.RetryNotBefore = st.floor
+			st.carry(&next)
+			if werr := r.write(ctx, st, next, ver); werr != nil {
+				r.log.Warn("could not record affix's Retry-After in the record; another process may send before it ends", append(fields(st.c, rec), zap.Time("retry_not_before", st.floor), zap.Error(werr))...)
+				r.lostWrite(st, next, ver, werr, func() decision { return again })
+			}
+		}
+		return d
 	}
 	if st.late {
 		return again // answered after the claim ended: ReassertStale, under the lease

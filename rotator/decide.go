@@ -25,6 +25,10 @@ type known struct {
 	// satisfied only by a completed rotation with another id.
 	firstID   string
 	firstSeen bool
+	// firstAhead: the first rotation's staged_at lay beyond now +
+	// ClockSkewMargin when first seen (a clock running ahead staged it):
+	// it cannot tell that rotation apart from one staged after the -once.
+	firstAhead bool
 	// graceOwn is the grace_by of the last grace_until this run wrote and
 	// knows landed (graceMine): what it knows of its own write, never a
 	// reason to skip anything another process would do.

@@ -77,6 +77,9 @@ func TestDecide(t *testing.T) {
 		{name: "-once, a staged_at 10 days ahead (a clock running ahead) does not make the rotation it first saw look new: stage", ver: 5, p: pol, k: with(once, func(k *known) { k.firstID = "r1" }), want: moveStage,
 			rec: func() vault.Record { r := stable(now); r.StagedAt = now.Add(240 * time.Hour); return r }()},
 
+		{name: "-once, the rotation it first saw in flight was staged by a clock running ahead: it cannot satisfy it", ver: 5, p: pol, want: moveStage,
+			k:   with(once, func(k *known) { k.trig.Time, k.firstAhead = now.Add(-10*time.Minute), true }),
+			rec: func() vault.Record { r := stable(now); r.StagedAt = now.Add(-time.Minute); return r }()},
 		{name: "staged, leased by this process: confirm", rec: leasedBy(vault.Record{Phase: vault.PhaseStaged, RotationID: "r2"}, "me", now.Add(time.Minute)), ver: 4, p: pol, k: schedule, want: moveConfirm},
 		{name: "staged, leased by another: follow, looking again after the follow interval", rec: leasedBy(vault.Record{Phase: vault.PhaseStaged, RotationID: "r2"}, "other", now.Add(time.Minute)), ver: 4, p: pol, k: schedule,
 			want: moveFollow, check: waits(5 * time.Second)},

@@ -54,6 +54,12 @@ func (st known) satisfied(rec vault.Record, now time.Time, margin time.Duration)
 	if st.firstSeen && rec.RotationID != st.firstID {
 		return true
 	}
+	if rec.RotationID == st.firstID && st.firstAhead {
+		// Staged by a clock running ahead, before this run first saw it
+		// in flight (simulation seed 182: a staged_at 9 minutes ahead
+		// made an older rotation look staged after the -once).
+		return false
+	}
 	t := st.trig
 	return t.Grace == 0 && !rec.StagedAt.Before(t.Time) && !rec.StagedAt.After(now.Add(margin))
 }
@@ -117,9 +123,11 @@ func (r *Rotator) trusted(t, now time.Time) time.Time {
 }
 
 // checkFuture logs and counts the record's times that lie in the future
-// beyond the clock-skew margin (a host whose clock runs ahead wrote them).
-func (r *Rotator) checkFuture(c *Client, rec vault.Record) {
+// beyond the clock-skew margin (a host whose clock runs ahead wrote them),
+// and reports whether there were any.
+func (r *Rotator) checkFuture(c *Client, rec vault.Record) bool {
 	now := r.clock.Now()
+	found := false
 	for _, f := range []struct {
 		name string
 		t    time.Time
@@ -130,8 +138,10 @@ func (r *Rotator) checkFuture(c *Client, rec vault.Record) {
 			if r.opt.Metrics != nil {
 				r.opt.Metrics.FutureTime(c.Name, f.name)
 			}
+			found = true
 		}
 	}
+	return found
 }
 
 // stamp is the grace_by this run writes with a grace_until of t: its

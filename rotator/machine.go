@@ -91,6 +91,9 @@ type run struct {
 	// seen is the last record read or written (for Outcome.RotatedAt).
 	seen    vault.Record
 	seenVer int
+	// futureVer is the last version whose future times this run logged
+	// and counted (once per version).
+	futureVer int
 	// claimRefused: Vault refused this run's reconcile claim (a policy
 	// without "patch" on the metadata path, a Vault without metadata
 	// PATCH); it reconciles under the record's lease instead (the protocol
@@ -138,7 +141,7 @@ func (r *Rotator) Rotate(ctx context.Context, c *Client, trig Trigger) (Outcome,
 
 func (r *Rotator) newRun(c *Client, trig Trigger) *run {
 	st := &run{known: known{trig: trig, token: newRotationID(), assertedAt: r.assertedSince(c.Name, r.clock.Now())},
-		c: c, mine: -1, posted: -1, rejected: -1, seenVer: -1, effect: -1,
+		c: c, mine: -1, posted: -1, rejected: -1, seenVer: -1, effect: -1, futureVer: -1,
 		shared: map[string]bool{}, unknown: map[string]bool{}, unanswered: map[string]vault.Phase{},
 		bo: backoff.New(r.opt.RetryInitial, r.opt.RetryMax, r.newRand())}
 	if trig.Reason == ReasonReconcile {
@@ -937,12 +940,16 @@ func (r *Rotator) progressed(st *run) {
 func (r *Rotator) observe(st *run, rec vault.Record, ver int) {
 	if !st.firstSeen {
 		st.firstSeen, st.firstID = true, rec.RotationID
+		st.firstAhead = rec.StagedAt.After(r.clock.Now().Add(r.opt.ClockSkewMargin))
 	}
 	if rec.RotatedAt.IsZero() && st.seedAnchor.IsZero() {
 		st.seedAnchor = SeedAnchor(rec).UTC().Round(0)
 	}
-	if ver != st.seenVer {
-		r.checkFuture(st.c, rec)
+	if ver != st.futureVer && r.checkFuture(st.c, rec) {
+		// Once per version and run: a version whose times were within
+		// the margin when first read may lie beyond it later (this
+		// host's clock stepped back; simulation seed 231).
+		st.futureVer = ver
 	}
 	st.seen, st.seenVer = rec, ver
 	r.actionSeen(st.c, rec)

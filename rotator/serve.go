@@ -46,11 +46,17 @@ func (r *Rotator) Serve(ctx context.Context, clients []*Client, updates <-chan [
 		l.cancel()
 		<-l.done
 	}
+	if cm := r.opt.Changes; cm != nil {
+		// The marker's baseline is read before any client loop reads its
+		// record: a change made between the two would otherwise be in
+		// both, and never seen to move (simulation seed 1023: a -once
+		// staged as a daemon started, which showed it only at its
+		// periodic re-read).
+		last, err := r.markerVersion(ctx, cm)
+		go r.watchChanges(ctx, cm, last, err)
+	}
 	for _, c := range clients {
 		start(c)
-	}
-	if r.opt.Changes != nil {
-		go r.watchChanges(ctx, r.opt.Changes)
 	}
 	for {
 		select {

@@ -121,7 +121,7 @@ func (w *World) landed(c *call, p *proc, outOfBand, late bool) string {
 	}
 	now := time.Now()
 	p.postedAny = true
-	cur, _, deleted := w.store.Latest(simPath)
+	cur, curVer, deleted := w.store.Latest(simPath)
 	sent := r.ClientSecret
 	labels := make([]string, len(sent))
 	for i, s := range sent {
@@ -138,7 +138,12 @@ func (w *World) landed(c *call, p *proc, outOfBand, late bool) string {
 	} else if deleted || cur == nil {
 		why = append(why, "record deleted")
 	} else {
-		if str(cur, "lease_owner") != p.id || !skewAt.Before(tm(cur, "lease_until")) {
+		leased := str(cur, "lease_owner") == p.id && skewAt.Before(tm(cur, "lease_until"))
+		// A stable client's reconcile is fenced by a claim instead: the
+		// sender's claim is live and the record is the stable version it
+		// read after claiming.
+		claimed := simPhase(cur) == "stable" && c.basis != nil && c.basis.ver == curVer && w.claimLive(p, skewAt)
+		if !leased && !claimed {
 			why = append(why, "lease not held")
 		}
 		if c.basis == nil || str(cur, "rotation_id") != c.basis.str("rotation_id") || simPhase(cur) != simPhase(c.basis.data) {
@@ -159,7 +164,7 @@ func (w *World) landed(c *call, p *proc, outOfBand, late bool) string {
 	} else {
 		cause += " (fresh: its sender held the lease and the rotation had not moved on)"
 	}
-	rt := &root{at: now, cause: cause, stale: stale}
+	rt := &root{at: now, cause: cause, stale: stale, jumped: c.jump > w.margin}
 	after := w.fake.Secrets(w.key)
 	for _, x := range after {
 		if !slices.Contains(w.preSet, x) {
@@ -418,8 +423,11 @@ func (w *World) checkOperator(now time.Time, d map[string]any) {
 				if slices.Contains(acc, s) {
 					continue
 				}
-				if r := w.roots["drop:"+s]; r != nil && r.stale && r.at.After(e.at) {
-					continue // a stale request landed after it: the drift bound covers it
+				if r := w.roots["drop:"+s]; r != nil && (r.stale || r.jumped) && r.at.After(e.at) {
+					// A stale request landed after it (the drift bound covers
+					// it), or one sent by a clock jumped ahead beyond the
+					// margin, which ends any grace early (seed 2988).
+					continue
 				}
 				w.violate("operator", "%s extended the grace in the gap of two failed writes (landed at %s, until %s by its clock) and returned success, but Affix accepts %v, not [current %s, previous %s]",
 					e.p, w.since(e.at), e.graceUntil, w.labelsOf(acc), w.label(e.cur), w.label(e.prev))
@@ -753,3 +761,14 @@ func (p *proc) counter(name string, labels prometheus.Labels) float64 {
 }
 
 // describe summarises the seed's configuration for a failure message.
+
+// claimLive reports whether p holds a live reconcile claim at t (its
+// clock reading): one it wrote, whose until is after t.
+func (w *World) claimLive(p *proc, t time.Time) bool {
+	for owner, until := range w.claims {
+		if strings.HasPrefix(owner, p.id+"/") && t.Before(until) {
+			return true
+		}
+	}
+	return false
+}

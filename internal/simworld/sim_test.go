@@ -26,26 +26,16 @@ var (
 // fixed yet: skipped by default (-sim.known=false plays them), so that CI
 // stays green while the check stays written. Each names its bug.
 var knownBugs = map[string]string{
-	// A plain -once that first reads a rotation already in flight (so
-	// staged before it started) is satisfied by it once that rotation's
-	// staged_at, written by a clock that had jumped ahead beyond
-	// clock_skew_margin, comes within now + margin: run.satisfied
-	// (rotator/facts.go) trusts staged_at >= trigger time for the rotation
-	// it first saw (seed 182 of -sim.n=300).
-	"once-future": "a future staged_at satisfies a -once with the rotation it first saw in flight",
-	// A daemon following another's rotation (another process's lease)
-	// reads versions whose staged_at lies beyond its clock + margin
-	// without counting them in record_future_times_total: the count is
-	// taken in observe, which the follow path does not reach for those
-	// reads (seed 231 of -sim.n=300).
-	"future-count": "record_future_times_total misses future times read while following another's rotation",
-	// A daemon that starts while a -once stages can read the record
-	// before the staging and take its watcher's first reading of the
-	// change marker after the -once's bump: it misses that move and shows
-	// the -once's rotation only at its periodic re-read (10 ×
-	// reread_interval), not within reread_interval (rotator.Serve starts
-	// watchChanges beside the client loops) (seed 1023 of -sim.n=2000).
-	"reread-startup": "a daemon starting during a -once's staging misses the marker's move",
+	// None now. The three this simulation found when it learnt clock jumps
+	// and the change marker are fixed, and their classes play again:
+	// once-future (seed 182 of -sim.n=300: a -once satisfied by the
+	// rotation it first saw in flight, whose staged_at a clock running
+	// ahead wrote; rotator/facts.go satisfied), future-count (seed 231: a
+	// version whose times came beyond the margin only after this host's
+	// clock stepped back was never counted; rotator/machine.go observe)
+	// and reread-startup (seed 1023 of -sim.n=2000: a daemon that read
+	// the marker's baseline after its loops' first reads missed a -once's
+	// bump; rotator/serve.go).
 }
 
 // TestSimulation plays -sim.n seeded worlds of the chaos scenario (see the

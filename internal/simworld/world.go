@@ -151,6 +151,7 @@ type World struct {
 	affix401Until, vaultDownUntil, floorUntil time.Time
 	lastBlocked                               time.Time
 	deletedData                               map[int]map[string]any // version -> its data, soft-deleted by the operator
+	claims                                    map[string]time.Time   // reconcile claims written: owner -> until
 
 	// tracking for the checks
 	labels      map[string]string
@@ -255,6 +256,10 @@ type root struct {
 	at    time.Time
 	cause string
 	stale bool
+	// jumped: its sender's clock had jumped forward beyond the margin: a
+	// grace it measured ends early, and no process can do better (the
+	// I3 check allows for the jump the same way).
+	jumped bool
 }
 
 type simEvent struct {
@@ -267,7 +272,7 @@ type simEvent struct {
 func newWorld(seed uint64, skip map[string]bool, scenario string) *World {
 	w := &World{seed: seed, scenario: scenario, skipped: map[string]bool{}, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), skip: skip,
 		store: vaultmem.New("secret"), key: "sim-api-key", wake: make(chan struct{}, 1), hosts: map[string]*host{},
-		labels: map[string]string{}, recorded: map[string]bool{}, prevOf: map[string]string{}, stagedTrue: map[string]time.Time{}, cases: map[string]bool{}, roots: map[string]*root{}, deletedData: map[int]map[string]any{}, verWriter: map[int]int{}, pendingOf: map[string]string{}, overlapAt: map[string]overlapInfo{}, events: map[string]int{}}
+		labels: map[string]string{}, recorded: map[string]bool{}, prevOf: map[string]string{}, stagedTrue: map[string]time.Time{}, cases: map[string]bool{}, roots: map[string]*root{}, deletedData: map[int]map[string]any{}, claims: map[string]time.Time{}, verWriter: map[int]int{}, pendingOf: map[string]string{}, overlapAt: map[string]overlapInfo{}, events: map[string]int{}}
 	w.t0 = time.Now()
 	w.lastBlocked = w.t0
 	specs := []struct {
@@ -762,9 +767,13 @@ type call struct {
 	// write
 	rec vault.Record
 	cas int
+	// claim
+	claim vault.Claim
+	drop  []string
 	// results
 	obs     *observed
 	ver     int
+	claims  []vault.Claim // write: the claims Vault answered it with
 	readRec vault.Record
 	err     error
 	resp    *http.Response
@@ -966,6 +975,9 @@ func (w *World) serve(c *call, now time.Time) {
 	case "write":
 		cause = "write by " + p.String()
 		w.execWrite(c)
+	case "claim":
+		cause = "claim by " + p.String()
+		w.execClaim(c)
 	case "post":
 		cause = w.execPost(c)
 	case "marker-read", "marker-bump":
@@ -1008,6 +1020,25 @@ func (w *World) execRead(c *call) {
 	c.readRec, c.ver, c.err = w.store.Read(context.Background(), simPath)
 	data, v, _ := w.store.Latest(simPath)
 	c.obs = &observed{ver: v, data: data}
+}
+
+// execClaim applies a reconcile claim: Vault down or a random failure
+// refuses it; one may land with its answer lost.
+func (w *World) execClaim(c *call) {
+	if time.Now().Before(w.vaultDownUntil) || (w.faulty && w.rng.IntN(15) == 0) {
+		c.err = unavailable("claim", "connection refused")
+		w.event("vault-unavailable-claim")
+		return
+	}
+	c.err = w.store.Claim(context.Background(), simPath, c.claim, c.drop)
+	if c.err == nil {
+		w.claims[c.claim.Owner] = c.claim.Until
+		w.event("reconcile-claim", c.p)
+		if w.faulty && w.rng.IntN(12) == 0 {
+			c.err = unavailable("claim", "answer lost after the claim was applied")
+			w.event("vault-claim-applied-answer-lost", c.p)
+		}
+	}
 }
 
 func (w *World) execWrite(c *call) {
@@ -1053,8 +1084,8 @@ func (w *World) execWrite(c *call) {
 	if del {
 		before = w.deletedData[bv] // a CAS write on a soft-deleted version (Vault allows it)
 	}
-	v, err := w.store.Write(context.Background(), simPath, c.rec, c.cas)
-	c.ver, c.err = v, err
+	v, claims, err := w.store.WriteClaimed(context.Background(), simPath, c.rec, c.cas)
+	c.ver, c.claims, c.err = v, claims, err
 	w.floorWrite(p, err == nil, v)
 	if err != nil {
 		if errors.Is(err, vault.ErrConflict) {
@@ -1333,12 +1364,30 @@ func (st *simStore) ReadVersion(ctx context.Context, path string, version int) (
 }
 
 func (st *simStore) Write(ctx context.Context, path string, r vault.Record, cas int) (int, error) {
+	v, _, err := st.WriteClaimed(ctx, path, r, cas)
+	return v, err
+}
+
+// WriteClaimed is Write answered with the reconcile claims the record's
+// metadata held when the write was applied (rotator.Options.ReconcileClaims).
+func (st *simStore) WriteClaimed(ctx context.Context, path string, r vault.Record, cas int) (int, []vault.Claim, error) {
 	p := (*proc)(st)
 	c := &call{op: "write", rec: r, cas: cas}
 	if err := p.gate(ctx, c); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return c.ver, c.err
+	return c.ver, c.claims, c.err
+}
+
+// Claim writes a reconcile claim into the record's custom metadata: a
+// scheduling point like any Vault call, with the same faults.
+func (st *simStore) Claim(ctx context.Context, path string, cl vault.Claim, drop []string) error {
+	p := (*proc)(st)
+	c := &call{op: "claim", claim: cl, drop: drop}
+	if err := p.gate(ctx, c); err != nil {
+		return err
+	}
+	return c.err
 }
 
 // simChanges is a process's view of the change marker (rotator.ChangeMarker):
@@ -1440,6 +1489,7 @@ func (c skewClock) Until(t time.Time) time.Duration { return t.Sub(c.Now()) }
 // rotation.reconcile_interval = simReconcile.
 func simNewAPI(o *rotator.Options) (clockSkewMargin time.Duration) {
 	o.ReconcileInterval = simReconcile
+	o.ReconcileClaims = true // as the CLI runs it
 	o.RereadInterval = simReread
 	o.ClockSkewMargin = simMargin
 	return simMargin
