@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/affix-rotator/affix-rotator/affix"
+	"github.com/affix-rotator/affix-rotator/affix/affixtest"
 	"github.com/affix-rotator/affix-rotator/rotator"
 )
 
@@ -188,4 +189,22 @@ func (r *resetOnce) UpdateClient(ctx context.Context, req affix.UpdateRequest) (
 		return nil, errors.New("read tcp: connection reset by peer (the request is on its way)")
 	}
 	return r.Affix.UpdateClient(ctx, req)
+}
+
+// TestClaimedReconcileRecordsA429AtOnce: a reconcile under a claim that
+// gets a 429 writes its Retry-After into the record at once, as a run under
+// the lease does, so that a process staging meanwhile honours it; before,
+// the floor was written only when the run ended, and the reconcile keeps
+// retrying until the floor has passed (simulation seed 22: a -once sent into
+// the floor).
+func TestClaimedReconcileRecordsA429AtOnce(t *testing.T) {
+	e := newMemHarness(t)
+	e.setRotatedAt(e.start0)
+	e.fake.Inject(affixtest.Fault{Status: 429, RetryAfter: "600"})
+	rc := e.proc("pod-a")
+	e.rotate(rc, rc.rotator(withClaims(nil)), rc.client(), rotator.Trigger{Reason: rotator.ReasonReconcile, Time: e.clock.Now()})
+	e.quiet()
+	if got, want := e.recordTime("retry_not_before"), e.start0.Add(600*time.Second); got.Before(want) {
+		t.Fatalf("retry_not_before %s while the reconcile waits out a 429 of 600s, want at least %s", got, want)
+	}
 }
