@@ -543,6 +543,7 @@ type proc struct {
 	firstPhase string        // the phase of the first record read
 	firstStage time.Time     // its staged_at
 	firstSkew  time.Duration // the process's clock offset then
+	firstAt    time.Time     // when (true time)
 	futureRead int           // reads of a version with a time beyond now + margin by its clock
 	failWrites int           // its next Vault writes fail (the gap case)
 	gapAction  bool          // start an -extend-grace after the first of them
@@ -882,7 +883,7 @@ func (w *World) deliver(c *call, err error, note string) {
 		p.seen = c.obs
 		if !p.firstRead {
 			p.firstRead, p.firstRID = true, c.obs.str("rotation_id")
-			p.firstPhase, p.firstStage, p.firstSkew = simPhase(c.obs.data), tm(c.obs.data, "staged_at"), time.Duration(p.host.skew.Load())
+			p.firstPhase, p.firstStage, p.firstSkew, p.firstAt = simPhase(c.obs.data), tm(c.obs.data, "staged_at"), time.Duration(p.host.skew.Load()), time.Now()
 		}
 		if c.op == "read" && p.kind != "action" && w.verWriter[c.obs.ver] != p.pid {
 			// Its own writes are not counted (the rotator checks the
