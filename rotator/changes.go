@@ -62,6 +62,17 @@ func (r *Rotator) bumpChanges(ctx context.Context, c *Client, what string) {
 	}
 }
 
+// bumpOnce writes the change marker after each transition of a -once run
+// (staged, overlap, stable), so that running daemons show its rotation
+// within RereadInterval, not at their next periodic read (simulation seed
+// 8052: a -once's completion reached an idle daemon's metrics 5 minutes
+// late).
+func (r *Rotator) bumpOnce(ctx context.Context, st *run, what string) {
+	if st.trig.Reason == ReasonOnce {
+		r.bumpChanges(ctx, st.c, what)
+	}
+}
+
 // watchChanges reads the change marker every RereadInterval and wakes the
 // idle client loops when it moved from last (read before the loops
 // started; err is that read's error).
@@ -73,7 +84,7 @@ func (r *Rotator) watchChanges(ctx context.Context, cm ChangeMarker, last int, e
 			r.logAt(err)("cannot read the change marker; an operator's change to a stable client is noticed at the next periodic read of its record (10 × rotation.reread_interval) instead of within rotation.reread_interval (grant read on the marker's path, see the README's policy)",
 				zap.String("marker", vault.ChangesPath), zap.Error(err))
 		}
-		if err := r.sleep(ctx, r.opt.RereadInterval, nil); err != nil {
+		if err := r.sleep(ctx, r.opt.RereadInterval, nil, nil); err != nil {
 			return
 		}
 		var v int

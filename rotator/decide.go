@@ -234,16 +234,18 @@ type gate struct {
 	why   string
 }
 
-// postGate is the rule before every request from the record's lease (pure):
-// this process holds the lease, at a version it wrote itself (mine), with
-// more than minLeft to run, so that another process sharing its instance
-// id (a restarted pod whose predecessor is frozen, not dead) never acts on
-// the same lease unnoticed; no 429 floor recorded by any process is in
-// force; and, with checkClaim (a record this run moved out of stable), no
+// postGate is the rule before every request from the record's lease
+// (pure): this process holds the lease, at a version it wrote itself
+// (mine), with more than minLeft to run, so that another process sharing
+// its instance id (a restarted pod whose predecessor is frozen, not dead)
+// never acts on the same lease unnoticed; no 429 floor is in force, any
+// process's in the record or this run's own not recorded yet (ownFloor);
+// and, with checkClaim (a record this run moved out of stable), no
 // reconcile claim of another run, returned by that write, may still have
 // its request in flight (claim.go): it waits until the claim's end plus
-// the clock-skew margin.
-func postGate(rec vault.Record, ver, mine int, now time.Time, p policy, claimant string, checkClaim bool, wroteAt time.Time) gate {
+// the clock-skew margin, and never more than vault.MaxClaimSpan plus the
+// margin after wroteAt.
+func postGate(rec vault.Record, ver, mine int, now time.Time, p policy, claimant string, checkClaim bool, wroteAt, ownFloor time.Time) gate {
 	if rec.LeaseOwner != p.instance || mine != ver || rec.LeaseUntil.Sub(now) < p.minLeft() {
 		next := rec
 		next.LeaseOwner, next.LeaseUntil = p.instance, laterOf(rec.LeaseUntil, now.Add(p.leaseSpan()))
@@ -252,8 +254,11 @@ func postGate(rec vault.Record, ver, mine int, now time.Time, p policy, claimant
 		}
 		return gate{lease: &next}
 	}
-	if now.Before(rec.RetryNotBefore) {
-		return gate{wait: rec.RetryNotBefore.Sub(now), why: fmt.Sprintf("affix asked to wait until %s (Retry-After)", rec.RetryNotBefore.UTC().Format(time.RFC3339))}
+	// A 429's floor: any process's in the record, or this run's own that
+	// it could not record yet (it wakes early when another changes the
+	// record).
+	if floor := laterOf(rec.RetryNotBefore, ownFloor); now.Before(floor) {
+		return gate{wait: floor.Sub(now), why: fmt.Sprintf("affix asked to wait until %s (Retry-After)", floor.UTC().Format(time.RFC3339))}
 	}
 	if !checkClaim {
 		return gate{ok: true}

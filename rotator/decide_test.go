@@ -190,6 +190,7 @@ func TestPostGate(t *testing.T) {
 		mine       int
 		checkClaim bool
 		wroteAt    time.Time // default: now
+		ownFloor   time.Time // this run's 429 floor, not recorded
 		ok         bool
 		leaseUntil time.Time // a lease write until then
 		wait       time.Duration
@@ -213,6 +214,7 @@ func TestPostGate(t *testing.T) {
 			rec: claims(claim("pod-b/x", now.Add(24*time.Hour))), wait: vault.MaxClaimSpan - time.Minute + 30*time.Second},
 		{name: "a claim from a clock a day ahead, MaxClaimSpan after this run's write: send", mine: 4, checkClaim: true, wroteAt: now.Add(-vault.MaxClaimSpan - 31*time.Second),
 			rec: claims(claim("pod-b/x", now.Add(24*time.Hour))), ok: true},
+		{name: "this run's own 429 floor, which it could not record: wait it out too", rec: leased, mine: 4, ownFloor: now.Add(9 * time.Second), wait: 9 * time.Second},
 		{name: "a garbled claim value holds nothing back", mine: 4, checkClaim: true, rec: claims(vault.ParseClaim("not a claim")), ok: true},
 	}
 	for _, row := range rows {
@@ -221,7 +223,7 @@ func TestPostGate(t *testing.T) {
 			if wroteAt.IsZero() {
 				wroteAt = now
 			}
-			g := postGate(row.rec, 4, row.mine, now, p, "me/tok", row.checkClaim, wroteAt)
+			g := postGate(row.rec, 4, row.mine, now, p, "me/tok", row.checkClaim, wroteAt, row.ownFloor)
 			switch {
 			case g.ok != row.ok:
 				t.Fatalf("ok %v, want %v (%+v)", g.ok, row.ok, g)

@@ -159,6 +159,9 @@ func (r *Rotator) drive(ctx context.Context, st *run) (Outcome, error) {
 		if err != nil {
 			return Outcome{}, err
 		}
+		// Taken before the step reads: a change made after that read
+		// wakes the wait below.
+		changed := r.changes.wait()
 		d := r.step(ctx, st)
 		release()
 		if ctx.Err() != nil {
@@ -181,7 +184,11 @@ func (r *Rotator) drive(ctx context.Context, st *run) (Outcome, error) {
 			if d.progress != nil && r.opt.Progress != nil {
 				r.opt.Progress(*d.progress)
 			}
-			if err := r.sleep(ctx, d.wait, d.progress); err != nil {
+			// Another process's change (the change marker moved) ends any
+			// wait, a backoff included: the step reads the record again
+			// at once (simulation seed 7377: a daemon waiting out a 429's
+			// 10 minutes missed a -once's whole rotation).
+			if err := r.sleep(ctx, d.wait, d.progress, changed); err != nil {
 				return Outcome{}, err
 			}
 		}
@@ -435,9 +442,7 @@ func (r *Rotator) stage(ctx context.Context, st *run, rec vault.Record, ver int,
 		if st.trig.Audit != nil {
 			r.actionPerformed(st.c, ActionRotate)
 		}
-		if st.trig.Reason == ReasonOnce {
-			r.bumpChanges(ctx, st.c, "staged")
-		}
+		r.bumpOnce(ctx, st, "staged")
 		st.stagedHere = next.RotationID
 		r.progressed(st)
 		reason := st.trig.Reason
@@ -519,6 +524,7 @@ func (r *Rotator) confirm(ctx context.Context, st *run, rec vault.Record, ver in
 			r.opt.Metrics.RotationOverlap(c.Name, now.Sub(st.trig.Time))
 		}
 		r.log.Info(msg, append(fields(c, next), zap.Time("grace_until", next.GraceUntil))...)
+		r.bumpOnce(ctx, st, string(next.Phase))
 		// rotation.overlap says "the new secret is current in Vault":
 		// consumers that refresh when told need it on a bootstrap too.
 		r.emit(notify.EventRotationOverlap, c, next, nil)
@@ -589,6 +595,7 @@ func (r *Rotator) finish(ctx context.Context, st *run, rec vault.Record, ver int
 	next := finishedRecord(rec, now)
 	return r.transition(ctx, st, rec, next, ver, func() decision {
 		r.log.Info("rotation complete: old secret dropped", fields(c, next)...)
+		r.bumpOnce(ctx, st, "stable")
 		r.progress(c, next, "")
 		d := r.succeeded(st, next)
 		if st.trig.Reason == ReasonOnce && !st.satisfied(next, r.clock.Now(), r.opt.ClockSkewMargin) {
@@ -709,7 +716,7 @@ func (r *Rotator) lostWrite(st *run, next vault.Record, ver int, err error, afte
 // (postGate): if not, it takes or extends the lease (one CAS write, and the
 // step starts over) or waits.
 func (r *Rotator) mayPost(ctx context.Context, st *run, rec vault.Record, ver int, now time.Time, checkClaim bool) (decision, bool) {
-	g := postGate(rec, ver, st.mine, now, r.policy(st.c), st.claimant(r.opt.InstanceID), checkClaim, st.wroteAt)
+	g := postGate(rec, ver, st.mine, now, r.policy(st.c), st.claimant(r.opt.InstanceID), checkClaim, st.wroteAt, st.floor)
 	switch {
 	case g.ok:
 		return decision{}, true

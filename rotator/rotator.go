@@ -298,8 +298,9 @@ func newRotationID() string {
 }
 
 // sleep waits d on the injected clock, emitting progress every
-// ProgressInterval; it returns ctx's error if ctx ends first.
-func (r *Rotator) sleep(ctx context.Context, d time.Duration, p *Progress) error {
+// ProgressInterval; it returns ctx's error if ctx ends first, and nil as
+// soon as changed is closed (another process changed a record).
+func (r *Rotator) sleep(ctx context.Context, d time.Duration, p *Progress, changed <-chan struct{}) error {
 	for d > 0 {
 		step := d
 		if r.opt.Progress != nil && r.opt.ProgressInterval > 0 && step > r.opt.ProgressInterval {
@@ -310,6 +311,9 @@ func (r *Rotator) sleep(ctx context.Context, d time.Duration, p *Progress) error
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
+		case <-changed:
+			t.Stop()
+			return nil
 		case <-t.Chan():
 		}
 		d -= step
