@@ -267,6 +267,9 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 	fresh := st.wrote == nil
 	rec, ver, err := r.current(ctx, st)
 	now := r.clock.Now()
+	if err == nil && ver < st.seenVer {
+		r.recreated(st, rec, ver)
+	}
 	if err == nil {
 		if fresh && ver == st.effect {
 			// Read after the answer, and nobody wrote since the request was
@@ -311,6 +314,27 @@ func (r *Rotator) step(ctx context.Context, st *run) decision {
 		return r.finish(ctx, st, rec, ver, now)
 	}
 	return r.fail(st, rec, fmt.Errorf("rotator: no step for move %s", ch.move))
+}
+
+// recreated forgets what this run keyed by version numbers when a read
+// finds a version lower than one it saw: the path's metadata was deleted
+// and the record written again, so the numbers start over and a number
+// this run knows may now name another record (simulation seeds 15768,
+// 15975, 18977: a run's "Affix confirmed the request from version N"
+// matched a new version N of a reseeded record, and it made a secret
+// current that Affix had never been sent). Whatever it sent before may
+// still land: it re-asserts the set the new record implies.
+func (r *Rotator) recreated(st *run, rec vault.Record, ver int) {
+	r.log.Warn("the record's versions start over (its metadata was deleted and it was written again); this run forgets what it knew of the old versions",
+		append(fields(st.c, rec), zap.Int("version", ver), zap.Int("was", st.seenVer))...)
+	st.mine, st.posted, st.rejected, st.effect, st.futureVer = -1, -1, -1, -1, -1
+	st.lost, st.wrote, st.myLease = nil, nil, time.Time{}
+	st.wroteAt, st.wroteFor = time.Time{}, ""
+	st.seedAnchor = time.Time{} // the new record's own, from its first read
+	st.seenVer = ver
+	if st.reassert == "" {
+		st.reassert = ReassertStale
+	}
 }
 
 // otherVersion handles a record version this run did not (knowingly)

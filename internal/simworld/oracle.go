@@ -93,7 +93,11 @@ func (w *World) landedWrite(p *proc, before, after map[string]any, v int, lost b
 		w.lastDone = now
 		w.event("completed", p)
 		if p.kind == "once" && w.cases["marker"] && p.host.jump.Load() == 0 {
-			w.notices = append(w.notices, &noticeWatch{at: now, p: p, ver: v, rotatedAt: tm(after, "rotated_at")})
+			skews := map[*host]time.Duration{}
+			for _, h := range w.hosts {
+				skews[h] = time.Duration(h.skew.Load())
+			}
+			w.notices = append(w.notices, &noticeWatch{at: now, p: p, ver: v, rotatedAt: tm(after, "rotated_at"), skews: skews})
 		}
 	case p.kind == "action" && p.action == rotator.ActionReacceptPrevious && bp == "stable" && ap == "overlap":
 		// -reaccept-previous must bring back the secret the rotation
@@ -357,6 +361,11 @@ type noticeWatch struct {
 	p         *proc // the -once
 	ver       int
 	rotatedAt time.Time
+	// skews are the hosts' clock offsets at the completion: a daemon
+	// reads the record soon after, on the clock it had then, not on the
+	// one it has when the check runs (seed 11936: a jump of 27h after
+	// the read made the check compute the wrong "taken as now").
+	skews map[*host]time.Duration
 }
 
 // simRereadBound is how soon a daemon reads the record again after p's
@@ -451,8 +460,13 @@ func (w *World) checkOperator(now time.Time, d map[string]any) {
 			// A rotated_at beyond its clock + margin is taken as now
 			// (the time of its read, after the completion).
 			want := n.rotatedAt
-			if pat := n.at.Add(time.Duration(p.host.skew.Load())); n.rotatedAt.After(pat.Add(w.margin)) {
-				want = pat
+			if skew, now := n.skews[p.host], time.Duration(p.host.skew.Load()); skew != now {
+				// Its clock moved since the completion: the time it took
+				// as now lies anywhere between the two readings.
+				want = earlierOf(want, n.at.Add(min(skew, now)))
+			}
+			if pat := n.at.Add(n.skews[p.host]); n.rotatedAt.After(pat.Add(w.margin)) {
+				want = earlierOf(want, pat)
 			}
 			// A daemon whose watcher took its first reading of the marker
 			// after the -once's bump, while its loop had read the record
@@ -597,8 +611,11 @@ func (w *World) checkAnchor(now time.Time, d map[string]any) {
 		anchor := ra
 		if anchor.IsZero() {
 			// Seeded by hand: seeded_at, else the created_time of the
-			// version (rotator.SeedAnchor), never later than the start.
-			anchor = p.started.Add(skew)
+			// version (rotator.SeedAnchor), never later than the start,
+			// as its clock read the start (seed 14042: a daemon started
+			// on a clock 26 minutes ahead anchors 26 minutes late; it
+			// cannot know).
+			anchor = p.started.Add(p.startSkew)
 			if rec, _, err := w.store.Read(context.Background(), simPath); err == nil {
 				if sa := rotator.SeedAnchor(rec); !sa.IsZero() && sa.Before(anchor) {
 					anchor = sa
@@ -777,4 +794,11 @@ func (w *World) claimLive(p *proc, t time.Time) bool {
 		}
 	}
 	return false
+}
+
+func earlierOf(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }

@@ -544,6 +544,7 @@ type proc struct {
 	firstStage time.Time     // its staged_at
 	firstSkew  time.Duration // the process's clock offset then
 	firstAt    time.Time     // when (true time)
+	startSkew  time.Duration // its host's clock offset when it started
 	futureRead int           // reads of a version with a time beyond now + margin by its clock
 	failWrites int           // its next Vault writes fail (the gap case)
 	gapAction  bool          // start an -extend-grace after the first of them
@@ -581,7 +582,7 @@ func (w *World) startProc(kind, id string) *proc {
 		hostName = "ops"
 	}
 	h := w.hosts[hostName]
-	p := &proc{w: w, pid: w.pids, id: id, kind: kind, host: h, done: make(chan struct{}), started: time.Now(), reg: prometheus.NewRegistry(), action: w.nextAction}
+	p := &proc{w: w, pid: w.pids, id: id, kind: kind, host: h, done: make(chan struct{}), started: time.Now(), startSkew: time.Duration(h.skew.Load()), reg: prometheus.NewRegistry(), action: w.nextAction}
 	w.nextAction = ""
 	p.gapCase, w.nextGapCase = w.nextGapCase, false
 	switch p.action {
