@@ -215,6 +215,11 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err := clearOutput(o.Output); err != nil {
 		return nil, err
 	}
+	for _, p := range []string{o.Output, o.SBOM} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return nil, fmt.Errorf("image: directory of %s: %w", p, err)
+		}
+	}
 	if strings.HasSuffix(o.Output, ".tar") {
 		res.Format = "tarball"
 		tag, err := name.NewTag("affix-rotator:" + strings.ReplaceAll(o.Version, "+", "_"))

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path"
@@ -26,9 +28,12 @@ import (
 	"testing"
 
 	cdx "github.com/CycloneDX/cyclonedx-go"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
@@ -688,4 +693,54 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestPush pushes the layout as `crane push LAYOUT REF` does (its one
+// image, as is) to a registry on loopback: the registry has the image
+// under the digest Build reported, with the image's config and labels.
+func TestPush(t *testing.T) {
+	b := theImage(t)
+	want, err := b.img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	ref, err := name.ParseReference(strings.TrimPrefix(srv.URL, "http://")+"/affix-rotator:test", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := layout.ImageIndexFromPath(b.layout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil || len(im.Manifests) != 1 {
+		t.Fatalf("layout index: %d manifests, %v", len(im.Manifests), err)
+	}
+	img, err := idx.Image(im.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatalf("push: %v", err)
+	}
+	desc, err := remote.Get(ref)
+	if err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	if desc.Digest != want {
+		t.Errorf("the registry has %s, Build reported %s", desc.Digest, want)
+	}
+	pulled, err := desc.Image()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pulled.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg.Config, b.cfg.Config) {
+		t.Errorf("pulled config %+v, want %+v", cfg.Config, b.cfg.Config)
+	}
 }
