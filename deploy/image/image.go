@@ -13,6 +13,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"io"
@@ -169,6 +170,17 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		o.Created = t
 	}
 	o.Created = o.Created.UTC().Truncate(time.Second)
+	if o.Binary != "" {
+		// The image's platform is the binary's.
+		arch, err := binaryArch(o.Binary)
+		if err != nil {
+			return nil, err
+		}
+		if o.Arch != "" && o.Arch != arch {
+			return nil, fmt.Errorf("image: %s is a linux/%s binary, not linux/%s", o.Binary, arch, o.Arch)
+		}
+		o.Arch = arch
+	}
 	if o.Arch == "" {
 		o.Arch = runtime.GOARCH
 	}
@@ -432,6 +444,24 @@ func BuildBinary(ctx context.Context, repoRoot, version, arch, out string) error
 		return fmt.Errorf("image: deploy/build-flags.sh -o %s: %w\n%s", out, err, stderr.String())
 	}
 	return nil
+}
+
+// binaryArch is the GOARCH of a binary built for linux without cgo, as
+// the image needs it (a static binary: the image has no C library).
+func binaryArch(path string) (string, error) {
+	bi, err := buildinfo.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("image: %s: %w", path, err)
+	}
+	settings := map[string]string{}
+	for _, s := range bi.Settings {
+		settings[s.Key] = s.Value
+	}
+	if settings["GOOS"] != "linux" || settings["CGO_ENABLED"] != "0" || settings["GOARCH"] == "" {
+		return "", fmt.Errorf("image: %s was built with GOOS=%q CGO_ENABLED=%q: want a static linux binary (deploy/build-flags.sh with GOOS=linux)",
+			path, settings["GOOS"], settings["CGO_ENABLED"])
+	}
+	return settings["GOARCH"], nil
 }
 
 // DefaultVersion is what deploy/build-flags.sh stamps without a version:

@@ -673,12 +673,33 @@ func TestReproducible(t *testing.T) {
 		t.Errorf("the SBOMs of one binary differ (%v)", err)
 	}
 
+	// A binary of another platform, or one built with cgo, is refused.
+	o := opts
+	o.Output, o.Arch = filepath.Join(dir, "c.oci"), "riscv64"
+	if b.cfg.Architecture == o.Arch {
+		o.Arch = "amd64"
+	}
+	if _, err := image.Build(context.Background(), o); err == nil || !strings.Contains(err.Error(), "binary, not linux/") {
+		t.Errorf("Build of a linux/%s binary as linux/%s: %v", b.cfg.Architecture, o.Arch, err)
+	}
+	exe, err := os.Executable() // this test binary: built with cgo where there is a C compiler
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bi, err := buildinfo.ReadFile(exe); err == nil && slices.ContainsFunc(bi.Settings, func(s debug.BuildSetting) bool { return s.Key == "CGO_ENABLED" && s.Value == "1" }) {
+		o := opts
+		o.Output, o.Binary = filepath.Join(dir, "d.oci"), exe
+		if _, err := image.Build(context.Background(), o); err == nil || !strings.Contains(err.Error(), "want a static linux binary") {
+			t.Errorf("Build with a cgo binary: %v", err)
+		}
+	}
+
 	// Not an image: left alone.
 	other := filepath.Join(dir, "other")
 	if err := os.MkdirAll(filepath.Join(other, "keep"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	o := opts
+	o = opts
 	o.Output = other
 	if _, err := image.Build(context.Background(), o); err == nil || !strings.Contains(err.Error(), "not an OCI image layout") {
 		t.Errorf("Build into a directory that is not a layout: %v", err)
