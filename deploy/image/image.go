@@ -68,17 +68,14 @@ const (
 func Command() []string { return []string{"run", "--config", ConfigPath} }
 
 // Config is the image config for a version and revision: non-root user,
-// entrypoint the binary, the port, the labels. An empty revision leaves
-// that label out.
+// entrypoint the binary, the port, the labels.
 func Config(version, revision string) v1.Config {
 	labels := map[string]string{
 		LabelTitle:       Title,
 		LabelDescription: Description,
 		LabelVersion:     version,
 		LabelSource:      Source,
-	}
-	if revision != "" {
-		labels[LabelRevision] = revision
+		LabelRevision:    revision,
 	}
 	return v1.Config{
 		User:         fmt.Sprintf("%d:%d", UID, GID),
@@ -477,11 +474,11 @@ func DefaultVersion(ctx context.Context, repoRoot string) string {
 }
 
 // DefaultRevision is the commit checked out (`git rev-parse HEAD`), or
-// empty outside a git work tree.
+// "unknown" (the Dockerfile's default) outside a git work tree.
 func DefaultRevision(ctx context.Context, repoRoot string) string {
 	v, err := git(ctx, repoRoot, "rev-parse", "HEAD")
-	if err != nil {
-		return ""
+	if err != nil || v == "" {
+		return "unknown"
 	}
 	return v
 }
