@@ -201,6 +201,33 @@ else
   fail "deploy/k8scheck tests: the test binary did not build"
 fi
 
+# --- the image without Docker (deploy/image) ---------------------------------------
+
+# deploy/image (its own module: go-containerregistry and CycloneDX stay out
+# of the root module) builds the image from this work tree through
+# deploy/build-flags.sh, as an OCI layout with its SBOM beside it; its tests
+# then unpack that image, run it, and check it against the Dockerfile and
+# the chart.
+IMAGE="$work/image/affix-rotator.oci"
+image_build() {
+  local unformatted
+  unformatted=$(gofmt -l deploy/image)
+  [[ -z $unformatted ]] || { echo "gofmt would change: $unformatted"; return 1; }
+  (cd deploy/image && go vet ./... && go run ./cmd/mkimage -o "$IMAGE" >"$work/image.out")
+}
+check "image: deploy/image gofmt, go vet; mkimage writes the OCI layout and the SBOM" image_build
+if [[ -s $work/image.out ]]; then
+  sed 's/^/     /' "$work/image.out"
+  image_test() {
+    (cd deploy/image && AFFIX_ROTATOR_IMAGE="$IMAGE" go test -count=1 -v ./...) >"$work/image-test.log" 2>&1
+    local rc=$?
+    grep -v -E '^(=== (RUN|PAUSE|CONT)|\s*--- PASS|PASS$)' "$work/image-test.log" || true
+    [[ $rc == 0 ]] && grep -q -- '--- PASS' "$work/image-test.log"
+  }
+  check "image: unpacked and run as 65532 (version, validate --offline); config = Dockerfile and chart; SBOM; reproducible" image_test
+  grep -E 'image_test.go:[0-9]+: (version|SBOM):' "$work/image-test.log" | sed 's/^ */     /' || true
+fi
+
 # --- Prometheus rules -----------------------------------------------------------
 
 if [[ -n $PROMTOOL ]]; then

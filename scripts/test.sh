@@ -28,8 +28,11 @@ go test -race -count=1 -timeout 30m ./...
 echo "test: simulation, 1000 schedules (race detector off)"
 go test -count=1 -timeout 20m ./internal/simworld -run 'TestSimulation$' -sim.n=1000
 
+# deploy/check.sh also builds the container image without Docker
+# (deploy/image: an OCI layout and its SBOM, digest and size printed) and
+# runs that module's tests on it (a few seconds).
 if [[ -f deploy/check.sh ]]; then
-  echo "test: deploy checks"
+  echo "test: deploy checks (Helm chart, image and SBOM, alerts, systemd unit)"
   bash deploy/check.sh
 fi
 # Known vulnerabilities of the modules and the standard library the code

@@ -12,6 +12,15 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	// Time zones for CRON_TZ= schedules where the system has no zoneinfo
+	// (the image from deploy/image has none); the system's is used when present.
+	_ "time/tzdata"
+
+	// CA roots for TLS to Vault, Affix and webhooks where the system has
+	// none (the image from deploy/image has no CA bundle). x509 uses them
+	// only when no system roots are found; vault.tls.ca_cert and
+	// SSL_CERT_FILE / SSL_CERT_DIR work as before.
+	_ "golang.org/x/crypto/x509roots/fallback"
 
 	"github.com/affix-rotator/affix-rotator/internal/cli"
 )
