@@ -247,6 +247,8 @@ type floor struct {
 	// records (its clock reading plus Retry-After) ends that much off true
 	// time for everyone who reads it.
 	skew time.Duration
+	// atVer is the version the receiver's request was sent from.
+	atVer int
 }
 
 // root is the Affix request landing that last added or dropped a secret:
@@ -362,7 +364,7 @@ func (w *World) violate(class, format string, args ...any) {
 		h := w.store.History(simPath)
 		for v := max(0, len(h)-8); v < len(h); v++ {
 			d := h[v]
-			fmt.Printf("v%d writer=%d phase=%s rid=%s grace_until=%s grace_by=%s lease=%s last_action=%s\n", v+1, w.verWriter[v+1], str(d, "phase"), str(d, "rotation_id"), str(d, "grace_until"), str(d, "grace_by"), str(d, "lease_owner"), str(d, "last_action"))
+			fmt.Printf("v%d writer=%d phase=%s rid=%s grace_until=%s grace_by=%s lease=%s lease_until=%s retry_not_before=%s last_action=%s\n", v+1, w.verWriter[v+1], str(d, "phase"), str(d, "rotation_id"), str(d, "grace_until"), str(d, "grace_by"), str(d, "lease_owner"), str(d, "lease_until"), str(d, "retry_not_before"), str(d, "last_action"))
 		}
 	}
 	if w.skip[class] {
@@ -905,7 +907,11 @@ func (w *World) deliver(c *call, err error, note string) {
 	}
 	if err == nil && c.resp != nil && c.status == http.StatusTooManyRequests {
 		ra, _ := strconv.Atoi(c.resp.Header.Get("Retry-After"))
-		f := &floor{from: p, at: time.Now(), until: time.Now().Add(time.Duration(ra) * time.Second), skew: time.Duration(p.host.skew.Load())}
+		v := 0
+		if c.basis != nil {
+			v = c.basis.ver // the receiver's view when it sent
+		}
+		f := &floor{from: p, at: time.Now(), until: time.Now().Add(time.Duration(ra) * time.Second), skew: time.Duration(p.host.skew.Load()), atVer: v}
 		w.floors = append(w.floors, f)
 		if f.until.After(w.floorUntil) {
 			w.floorUntil = f.until
@@ -1222,6 +1228,15 @@ func (w *World) execPost(c *call) string {
 		//    renews "its" lease while the floor's receiver took it in
 		//    between) (seeds 52117 and 81988 of the 100,000 run).
 		if staleView && (namesake || steppedLease || taken || (c.basis != nil && w.namesakeWrote(p, c.basis.ver))) {
+			continue
+		}
+		//  - A receiver whose namesake (same instance id, which the
+		//    design forbids for replicas: the lease fences nothing
+		//    between them) wrote the record since the version it sent
+		//    from could not record its floor under its lease, nor could
+		//    any process know of it (seed 19379: a daemon's namesake on a
+		//    clock 3h ahead had moved the rotation on).
+		if w.namesakeWrote(f.from, f.atVer) {
 			continue
 		}
 		//  - A sender whose clock had jumped ahead beyond the margin sees
