@@ -355,6 +355,7 @@ func (w *World) metadataDelete(now time.Time) {
 	cur := str(d, "client_secret")
 	w.store.DeleteMetadata(simPath)
 	w.metaDeleted = true
+	w.metaEpoch++
 	w.verWriter = map[int]int{}
 	w.leaseBy = 0
 	for _, fl := range w.floors {
