@@ -91,7 +91,9 @@ func (w *World) chaos() {
 		w.event("vault-outage", "for ", d.Round(time.Second))
 	case k < 18: // a host's wall clock steps back (NTP)
 		h := w.hosts[[]string{"pod-a", "pod-b", "ops"}[w.rng.IntN(3)]]
-		h.skew.Add(-int64(w.dur(time.Second, time.Minute)))
+		back := w.dur(time.Second, time.Minute)
+		h.skew.Add(-int64(back))
+		h.changedAt, h.backBy = time.Now(), back
 		w.event("clock-steps-back", h.name)
 	default: // a burst: several processes at once
 		w.startProc("once", "")
@@ -421,6 +423,7 @@ func (w *World) clockJump(now time.Time) {
 	}
 	h.jump.Store(int64(j))
 	h.skew.Add(int64(j))
+	h.changedAt, h.backBy = time.Now(), 0
 	w.event("clock-jumps-forward", h.name, " by ", j)
 	if w.xrng.IntN(3) > 0 {
 		w.at(now.Add(time.Duration(1+w.xrng.IntN(60))*time.Minute), "clock-back", func() { w.clockBack(h) })
@@ -434,6 +437,7 @@ func (w *World) clockBack(h *host) {
 		return
 	}
 	h.skew.Add(-j)
+	h.changedAt, h.backBy = time.Now(), time.Duration(j)
 	w.event("clock-jumps-back", h.name)
 	w.check(time.Now(), "clock jumps back")
 }

@@ -557,6 +557,7 @@ func (w *World) check(now time.Time, cause string) {
 		// whole bound since the drift began.
 		for _, p := range w.live() {
 			from := laterOf(laterOf(w.driftSince, p.started), laterOf(p.pausedAt, w.lastBlocked))
+			from = laterOf(from, p.host.changedAt.Add(p.host.backBy))
 			if p.kind == "daemon" && !p.pauseUntil.After(now) && now.Sub(from) > simDriftBound {
 				w.violate("drift", "%s %s for %s, %s of it with %s live, unpaused and nothing blocking repair (bound %s = reconcile_interval %s + 5m); it began at %s with %s",
 					strings.Join(bad, "; "), state, now.Sub(w.driftSince).Round(time.Second), now.Sub(from).Round(time.Second), p, simDriftBound, simReconcile, w.since(w.driftSince), w.driftCause)

@@ -220,6 +220,15 @@ type host struct {
 	skew    atomic.Int64
 	initial time.Duration
 	jump    atomic.Int64
+	// changedAt is when its clock last stepped or jumped (true time).
+	// The simulated clock moves its monotonic reading with the wall
+	// clock, so a daemon's in-memory intervals (its next reconcile) move
+	// with a jump, where Go's monotonic clock would not: the drift check
+	// counts a daemon from its host's last clock change, plus how far it
+	// went back (seeds 31520 and 60408: a reconcile 28 minutes late
+	// after a clock jumped back 28 minutes).
+	changedAt time.Time
+	backBy    time.Duration
 }
 
 func (h *host) peak() time.Duration { return h.initial + time.Duration(h.jump.Load()) }
