@@ -181,6 +181,7 @@ type World struct {
 	recorded     map[string]bool // every secret a record version ever held (current, previous or pending)
 	metaDeleted  bool            // the path's metadata was deleted: it looks never used
 	metaEpoch    int             // how many metadata deletes so far (observed.epoch)
+	crossing     bool            // the write being checked crossed a metadata delete (its CAS passed on a restarted number)
 	// taintUntil: until then (true time) the record holds a lease, grace
 	// or 429 floor written by a clock that had jumped ahead (the liveness
 	// bounds wait for it, see clockJump).
@@ -1125,7 +1126,8 @@ func (w *World) execWrite(c *call) {
 			p, simPath, v, simPhase(after), w.label(str(after, "client_secret")))
 	}
 	c.obs = &observed{ver: v, data: after, epoch: w.metaEpoch}
-	if c.basis != nil && c.basis.epoch < w.metaEpoch {
+	w.crossing = c.basis != nil && c.basis.epoch < w.metaEpoch
+	if w.crossing {
 		// Its check-and-set passed only because the version numbers
 		// started over at a metadata delete it slept through: it wrote
 		// its old record over the new one (seed 565). Vault cannot fence
@@ -1145,6 +1147,7 @@ func (w *World) execWrite(c *call) {
 	}
 	lost := w.faulty && w.rng.IntN(12) == 0
 	w.landedWrite(p, before, after, v, lost)
+	w.crossing = false
 	if lost {
 		c.err = unavailable("write", "answer lost after the write was applied")
 		c.obs = nil
