@@ -67,8 +67,8 @@ func (r *Rotator) writeRecord(ctx context.Context, path string, next vault.Recor
 // version, and the history -reaccept-previous needs stays within
 // max_versions.
 func (r *Rotator) reconcileStable(ctx context.Context, st *run, cs claimStore, rec vault.Record, ver int, now time.Time) decision {
-	if floor := laterOf(rec.RetryNotBefore, st.floor); now.Before(floor) {
-		return r.waitFor(st, rec, now, floor.Sub(now), fmt.Sprintf("affix asked to wait until %s (Retry-After)", floor.UTC().Format(time.RFC3339)))
+	if g := floorGate(rec, st.floor, now); !g.ok {
+		return r.waitFor(st, rec, now, g.wait, g.why)
 	}
 	claim := vault.Claim{Owner: st.claimant(r.opt.InstanceID), Until: now.Add(r.claimSpan())}
 	if err := cs.Claim(ctx, st.c.VaultPath, claim, staleClaims(rec.Claims, r.opt.InstanceID, now)); err != nil {

@@ -234,6 +234,15 @@ type gate struct {
 	why   string
 }
 
+// floorGate holds a request back while a 429's floor is in force: any
+// process's in the record, or this run's own not recorded yet (ownFloor).
+func floorGate(rec vault.Record, ownFloor, now time.Time) gate {
+	if floor := laterOf(rec.RetryNotBefore, ownFloor); now.Before(floor) {
+		return gate{wait: floor.Sub(now), why: fmt.Sprintf("affix asked to wait until %s (Retry-After)", floor.UTC().Format(time.RFC3339))}
+	}
+	return gate{ok: true}
+}
+
 // postGate is the rule before every request from the record's lease
 // (pure): this process holds the lease, at a version it wrote itself
 // (mine), with more than minLeft to run, so that another process sharing
@@ -257,8 +266,8 @@ func postGate(rec vault.Record, ver, mine int, now time.Time, p policy, claimant
 	// A 429's floor: any process's in the record, or this run's own that
 	// it could not record yet (it wakes early when another changes the
 	// record).
-	if floor := laterOf(rec.RetryNotBefore, ownFloor); now.Before(floor) {
-		return gate{wait: floor.Sub(now), why: fmt.Sprintf("affix asked to wait until %s (Retry-After)", floor.UTC().Format(time.RFC3339))}
+	if g := floorGate(rec, ownFloor, now); !g.ok {
+		return g
 	}
 	if !checkClaim {
 		return gate{ok: true}
